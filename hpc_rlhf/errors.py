@@ -1,0 +1,21 @@
+"""User-facing errors: one line, naming the thing and the fix, printed without a traceback."""
+
+
+class UserError(Exception):
+    """An error caused by input (config, data, paths): the CLI prints `error: <msg>` and exits 2."""
+
+
+class ConfigError(UserError):
+    """A bad config key or value."""
+
+
+class ShardError(UserError):
+    """A rollout shard is missing, partial or damaged."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, uncommitted or damaged."""
+
+
+class RankTimeout(RuntimeError):
+    """A blocking wait between ranks ran past its timeout."""
