@@ -116,3 +116,15 @@ def pack_ragged(seqs: list[np.ndarray], dtype: str) -> tuple[np.ndarray, np.ndar
 
 def unpack_ragged(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def reusable(path: str, expect: dict) -> bool:
+    """True when a complete, intact shard already sits at `path` with attributes equal to `expect`
+    (a resumed run reuses it instead of regenerating the identical shard)."""
+    if not os.path.exists(path):
+        return False
+    try:
+        _, attrs = read_shard(path)
+    except ShardError:
+        return False
+    return all(attrs.get(k) == v for k, v in expect.items())

@@ -1,0 +1,78 @@
+"""The control plane: small MPI messages announcing shards, policy versions, stops; waits with timeouts.
+
+Messages (all small pickled tuples; rollout data itself only ever travels through shard files):
+    SHARD    generator -> its scorer      (step, shard, path, seconds)
+    SCORED   scorer    -> every trainer   (step, shard, path, seconds)
+    CTRL     trainer 0 -> gen/score ranks ("weights", version, path) | ("stop", step) | ("done", step)
+    STOPREQ  any rank  -> trainer 0       (rank, why): this rank saw a stop signal
+
+MPI keeps messages between one pair of ranks on one tag in order, and each receiver knows from the
+plan exactly which message comes next, so processing order never depends on timing. Every wait
+polls with a short back-off (no filesystem polling), forwards a local stop signal once, and raises
+RankTimeout naming what it waited for, from whom, after `timeout_s`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hpc_rlhf.dist.topology import Topology
+from hpc_rlhf.errors import RankTimeout
+
+SHARD, SCORED, CTRL, STOPREQ = 11, 12, 13, 14
+
+
+class Stopped(Exception):
+    """Trainer 0 ordered a stop (after checkpointing) while this rank was waiting."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stop after step {step}")
+        self.step = step
+
+
+class Control:
+    def __init__(self, comm, topo: Topology, timeout_s: float, stop_flag):
+        self.comm, self.topo, self.timeout_s, self.stop_flag = comm, topo, timeout_s, stop_flag
+        self.rank = comm.Get_rank()
+        self.stop_forwarded = False
+
+    def send(self, dest: int, tag: int, msg: Any) -> None:
+        self.comm.send(msg, dest=dest, tag=tag)
+
+    def forward_stop(self) -> None:
+        """Tell trainer 0 (once) that this rank received a stop signal."""
+        if self.stop_flag.is_set() and not self.stop_forwarded:
+            self.stop_forwarded = True
+            if self.rank != self.topo.trainer0:
+                self.comm.isend((self.rank, self.stop_flag.why), dest=self.topo.trainer0, tag=STOPREQ)
+
+    def wait(self, source: int, tag: int, what: str) -> Any:
+        """Receive the next `tag` message from `source`. A CTRL stop from trainer 0 raises Stopped."""
+        start = time.monotonic()
+        delay = 0.0005
+        watch_ctrl = tag != CTRL and source != self.topo.trainer0 and not self.topo.is_trainer(self.rank)
+        while True:
+            if self.comm.Iprobe(source=source, tag=tag):
+                return self.comm.recv(source=source, tag=tag)
+            if watch_ctrl and self.comm.Iprobe(source=self.topo.trainer0, tag=CTRL):
+                msg = self.comm.recv(source=self.topo.trainer0, tag=CTRL)
+                if msg[0] == "stop":
+                    raise Stopped(msg[1])
+                raise RuntimeError(f"rank {self.rank}: unexpected control message {msg!r} while waiting for {what}")
+            self.forward_stop()
+            waited = time.monotonic() - start
+            if waited > self.timeout_s:
+                raise RankTimeout(
+                    f"rank {self.rank} ({self.topo.describe(self.rank)}) waited {waited:.0f} s for {what} "
+                    f"from rank {source} ({self.topo.describe(source)}); raise runtime.wait_timeout_s if that rank is just slow"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def stop_requests(self) -> list[tuple[int, str]]:
+        """Trainer 0: drain STOPREQ messages received so far."""
+        out = []
+        while self.comm.Iprobe(tag=STOPREQ):
+            out.append(self.comm.recv(tag=STOPREQ))
+        return out

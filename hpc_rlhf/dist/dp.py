@@ -1,0 +1,78 @@
+"""Data parallelism of the train group with torch.distributed, initialised from its MPI communicator.
+
+    dp = DataParallel.from_mpi(train_comm, device)   # gloo on CPU, NCCL on GPU; a no-op for 1 rank
+    dp.allreduce_grads(model.parameters())            # one flat SUM all-reduce per model
+
+Losses are normalised by the global token count, so the SUM of gradients over ranks equals the
+single-rank gradient (see docs/ppo_details.md).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from typing import Iterable
+
+import torch
+import torch.distributed as tdist
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class DataParallel:
+    def __init__(self, rank: int, size: int, group=None):
+        self.rank, self.size, self.group = rank, size, group
+
+    @classmethod
+    def from_mpi(cls, comm, device: torch.device, timeout_s: float = 600.0) -> DataParallel:
+        """comm: the train group's mpi4py communicator (or None for a single trainer)."""
+        if comm is None or comm.Get_size() == 1:
+            return cls(0, 1)
+        rank, size = comm.Get_rank(), comm.Get_size()
+        addr = None
+        if rank == 0:
+            host = os.environ.get("HPC_RLHF_MASTER_ADDR") or socket.gethostbyname(socket.gethostname())
+            addr = f"tcp://{host}:{_free_port()}"
+        addr = comm.bcast(addr, root=0)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if not tdist.is_initialized():
+            tdist.init_process_group(
+                backend, init_method=addr, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s)
+            )
+        return cls(rank, size)
+
+    def allreduce_grads(self, params: Iterable[torch.nn.Parameter]) -> None:
+        if self.size == 1:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
+        off = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[off : off + n].view_as(g))
+            off += n
+
+    def allreduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.size > 1:
+            tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+        return t
+
+    def all_gather_rows(self, local: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """Concatenate each rank's (counts[r], ...) rows in rank order."""
+        if self.size == 1:
+            return local
+        m = max(counts)
+        pad = torch.zeros((m - local.shape[0], *local.shape[1:]), dtype=local.dtype, device=local.device)
+        bufs = [torch.empty((m, *local.shape[1:]), dtype=local.dtype, device=local.device) for _ in counts]
+        tdist.all_gather(bufs, torch.cat([local, pad]))
+        return torch.cat([b[:c] for b, c in zip(bufs, counts)])
+
+    def close(self) -> None:
+        if self.size > 1 and tdist.is_initialized():
+            tdist.destroy_process_group()

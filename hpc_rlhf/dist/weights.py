@@ -1,0 +1,70 @@
+"""Policy weights published by the trainer to the generators, as safetensors files + an MPI notice.
+
+    path = publish(run_dir, version, policy.state_dict())   # atomic: tmp, fsync, rename
+    load_into(policy, path)
+
+Files live at RUN_DIR/weights/policy_vXXXXXX.safetensors; versions no generator can still need
+(older than current - max_policy_lag - 1) are pruned by the publisher.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from hpc_rlhf.rollout.shard import fsync_dir
+
+
+def weights_path(run_dir: str, version: int) -> str:
+    return os.path.join(run_dir, "weights", f"policy_v{version:06d}.safetensors")
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached, contiguous CPU copy of the model's tensors (tied weights stored once)."""
+    seen: dict[int, str] = {}
+    out = {}
+    for k, v in model.state_dict().items():
+        if v.data_ptr() in seen:
+            continue
+        seen[v.data_ptr()] = k
+        out[k] = v.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def save_tensors(path: str, tensors: dict[str, torch.Tensor]) -> None:
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    save_file(tensors, tmp)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(d)
+
+
+def publish(run_dir: str, version: int, tensors: dict[str, torch.Tensor]) -> str:
+    path = weights_path(run_dir, version)
+    save_tensors(path, tensors)
+    return path
+
+
+def load_into(model: torch.nn.Module, path: str) -> None:
+    state = load_file(path, device=str(next(model.parameters()).device))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {k for k in missing if "lm_head" in k or "wte" in k or "embed" in k}
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"weights '{path}' do not fit the policy: missing {missing}, unexpected {unexpected}")
+
+
+def prune(run_dir: str, keep_from: int) -> None:
+    d = os.path.join(run_dir, "weights")
+    if not os.path.isdir(d):
+        return
+    for name in os.listdir(d):
+        if name.startswith("policy_v") and name.endswith(".safetensors") and int(name[8:14]) < keep_from:
+            os.unlink(os.path.join(d, name))

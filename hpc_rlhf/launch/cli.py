@@ -1,0 +1,140 @@
+"""`hpc-rlhf`: the command line.
+
+    hpc-rlhf demo [key=value ...]              # the embedded default: RM stage + multi-rank PPO + report
+    hpc-rlhf train CONFIG [key=value ...]      # PPO (resumes when RUN_DIR holds a checkpoint)
+    hpc-rlhf resume RUN_DIR                    # continue a stopped run locally (see also: submit/resume)
+    hpc-rlhf train-rm CONFIG [key=value ...]   # reward model on preference pairs (Bradley-Terry)
+    hpc-rlhf checkpoints RUN_DIR               # committed checkpoints: step, time, size, validity
+    hpc-rlhf submit|status|cancel|logs ...     # Slurm (submitit)
+    hpc-rlhf archive summary|show|export|plot|verify RUN_DIR
+
+Errors caused by input print one line, `error: ...`, and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from hpc_rlhf.errors import UserError
+
+
+def _cmd_train(args) -> int:
+    from hpc_rlhf.config import load_config
+    from hpc_rlhf.launch.local import launch_local, prepare_run
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = prepare_run(cfg)
+    return _run(cfg, run_dir)
+
+
+def _run(cfg, run_dir: str) -> int:
+    from hpc_rlhf.launch.local import launch_local
+
+    if cfg.runtime.launcher == "local":
+        code = launch_local(cfg, run_dir)
+    else:
+        from hpc_rlhf.launch.worker import main as worker_main
+
+        code = worker_main([run_dir])
+    if code == cfg.runtime.requeue_exit_code:
+        print(f"stopped after a checkpoint; continue with: hpc-rlhf resume {run_dir}", file=sys.stderr)
+    elif code != 0:
+        print(f"error: the run failed (exit {code}); see the rank errors above", file=sys.stderr)
+    return code
+
+
+def _cmd_resume(args) -> int:
+    from hpc_rlhf.config import load_config
+    from hpc_rlhf.launch.local import prepare_run
+
+    path = os.path.join(args.run_dir, "config.yaml")
+    if not os.path.exists(path):
+        raise UserError(f"'{args.run_dir}' is not a run directory (no config.yaml)")
+    cfg = load_config(path, args.overrides)
+    cfg.run_dir = args.run_dir
+    return _run(cfg, prepare_run(cfg))
+
+
+def _cmd_checkpoints(args) -> int:
+    from hpc_rlhf.checkpoint.store import list_checkpoints
+
+    infos = list_checkpoints(args.run_dir)
+    if not infos:
+        print(f"no checkpoints in {args.run_dir}")
+        return 1
+    print(f"{'step':>6}  {'saved':19}  {'size_MB':>8}  valid")
+    for i in infos:
+        t = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created_unix)) if i.created_unix else "-"
+        print(f"{i.step:>6}  {t:19}  {i.size_bytes / 1e6:8.2f}  {'yes' if i.valid else 'NO: ' + i.problem}")
+    return 0
+
+
+def _cmd_train_rm(args) -> int:
+    from hpc_rlhf.config import load_config
+    from hpc_rlhf.stages.reward_model import train_reward_model
+
+    cfg = load_config(args.config, args.overrides)
+    report = train_reward_model(cfg)
+    print(f"reward model saved to {report['out_dir']}; held-out pairwise accuracy {report['rm_pairwise_accuracy']:.3f}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from hpc_rlhf.stages.demo import run_demo
+
+    return run_demo(args.config, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hpc-rlhf", description="HPC-native RLHF (PPO) trainer")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="PPO training (resumes from RUN_DIR's latest checkpoint)")
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("resume", help="continue a run from its latest checkpoint, locally")
+    p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", help="resume-safe overrides (e.g. total_steps=80)")
+    p.set_defaults(func=_cmd_resume)
+    p = sub.add_parser("train-rm", help="train the reward model on preference pairs")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_train_rm)
+    p = sub.add_parser("demo", help="the synthetic gold-rule demo: RM stage, PPO, report")
+    p.add_argument("--config", default=None, help="YAML config (default: configs/demo.yaml values, embedded)")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("checkpoints", help="list committed checkpoints")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_cmd_checkpoints)
+    try:
+        from hpc_rlhf.launch.slurm_cmds import add_subparsers as slurm_parsers
+
+        slurm_parsers(sub)
+    except ImportError:
+        pass
+    try:
+        from hpc_rlhf.archive.cli import add_subparsers as archive_parsers
+
+        archive_parsers(sub)
+    except ImportError:
+        pass
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""A world of one rank: generate, score and train in turn, in one process (no MPI messages).
+
+The same role pieces as the multi-rank loops, in the same order per step, so a single-rank run
+samples the same tokens as any layout.
+"""
+
+from __future__ import annotations
+
+import time
+
+from hpc_rlhf.config import Config
+from hpc_rlhf.dist.dp import DataParallel
+from hpc_rlhf.rollout.plan import behaviour_version
+from hpc_rlhf.roles.generator import Generator
+from hpc_rlhf.roles.scorer import Scorer
+from hpc_rlhf.roles.trainer_loop import TrainSession, ledger_entry
+
+
+def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
+    sess = TrainSession(cfg, run_dir, device, DataParallel(0, 1), lead=True)
+    gen = Generator(cfg, run_dir, device, 0)
+    scorer = Scorer(cfg, run_dir, device, 0)
+    published = dict(sess.publish_initial())
+    verdict = "done"
+    for step in range(sess.start_step, cfg.total_steps):
+        t0 = time.perf_counter()
+        need = behaviour_version(step, cfg.max_policy_lag)
+        if gen.version != need:
+            gen.load_version(need, published[need])
+        paths, gen_s, score_s = [], 0.0, 0.0
+        for j in range(cfg.generate.shards_per_step):
+            gpath, g_s = gen.generate_shard(step, j)
+            spath, s_s = scorer.score_shard(gpath)
+            paths.append(spath)
+            gen_s, score_s = gen_s + g_s, score_s + s_s
+        metrics = sess.tr.train_step(step, paths)
+        metrics.update({"time/train_wait_s": 0.0, "time/gen_s": gen_s, "time/score_s": score_s})
+        metrics["time/step_s"] = time.perf_counter() - t0
+        v, wpath = sess.after_step(step, metrics, ledger_entry(sess.tr.last_step_data, need, paths))
+        published[v] = wpath
+        if stop_flag.is_set() and step + 1 < cfg.total_steps:
+            if sess.last_ckpt_step != step + 1:
+                sess.checkpoint(step + 1)
+            verdict = "stop"
+            break
+    else:
+        sess.finish()
+    sess.log.close()
+    return verdict

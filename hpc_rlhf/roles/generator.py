@@ -1,0 +1,111 @@
+"""Generation role: sample responses with the policy version the plan names, write a shard, announce it.
+
+    gen = Generator(cfg, run_dir, device, rank)
+    gen.load_version(v, weights_file)          # from trainer 0's CTRL ("weights", v, path) notice
+    path, seconds = gen.generate_shard(step, shard)
+
+`run_generator` is the rank loop: for each step it waits (if needed) for its policy version, then
+generates its shards (shard j of every step belongs to generator j % n_generate) and sends each to
+its scorer; at the end it waits for trainer 0's final "done" or "stop".
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from hpc_rlhf.config import Config, fingerprint
+from hpc_rlhf.dist.control import CTRL, SHARD, Control
+from hpc_rlhf.dist.topology import Topology
+from hpc_rlhf.dist.weights import load_into
+from hpc_rlhf.models.build import build_policy, load_tokenizer, place
+from hpc_rlhf.models.generate import SamplingParams, sample
+from hpc_rlhf.rollout.plan import behaviour_version, shard_path, shard_plan
+from hpc_rlhf.rollout.prompts import PromptSet
+from hpc_rlhf.rollout.shard import pack_ragged, reusable, write_shard
+
+
+class Generator:
+    def __init__(self, cfg: Config, run_dir: str, device, rank: int):
+        self.cfg, self.run_dir, self.rank = cfg, run_dir, rank
+        self.tok = load_tokenizer(cfg, run_dir)
+        self.policy = place(build_policy(cfg, self.tok), device, cfg.runtime.bf16)
+        self.prompts = PromptSet(cfg, self.tok)
+        self.version = -1  # no weights loaded yet: trainer 0 publishes every version a generator uses
+        self.fp = fingerprint(cfg)
+        g = cfg.generate
+        self.params = SamplingParams(g.max_new_tokens, g.temperature, g.top_k, g.top_p, g.stop_at_eos)
+
+    def load_version(self, version: int, path: str) -> None:
+        load_into(self.policy, path)
+        self.version = version
+
+    def expected_attrs(self, step: int, shard: int, kind: str) -> dict:
+        return {"kind": kind, "step": step, "shard_index": shard, "config_fingerprint": self.fp}
+
+    def generate_shard(self, step: int, shard: int) -> tuple[str, float]:
+        """Write the generated shard (step, shard) (or reuse an identical one on disk)."""
+        t0 = time.perf_counter()
+        plan = shard_plan(self.cfg, len(self.prompts), step, shard)
+        path = shard_path(self.run_dir, step, shard, "generated")
+        if reusable(path, {**self.expected_attrs(step, shard, "generated"), "policy_version": plan.version}):
+            return path, time.perf_counter() - t0
+        if plan.version != self.version:
+            raise RuntimeError(f"generator has policy v{self.version}, step {step} needs v{plan.version}")
+        prompts = [self.prompts[int(i)] for i in plan.prompt_indices]
+        out = sample(self.policy, prompts, plan.seeds.tolist(), self.params, self.tok.eos_token_id, self.tok.pad_token_id)
+        n = len(prompts)
+        pt, po = pack_ragged(prompts, "int32")
+        rt, ro = pack_ragged(out.responses, "int32")
+        lp, _ = pack_ragged(out.logprobs, "float32")
+        data = {
+            "prompt_index": plan.prompt_indices,
+            "sample_index": plan.sample_indices,
+            "policy_version": np.full(n, plan.version, dtype=np.int64),
+            "step": np.full(n, step, dtype=np.int64),
+            "seed": plan.seeds,
+            "prompt_len": np.diff(po).astype(np.int32),
+            "response_len": np.diff(ro).astype(np.int32),
+            "eos": out.eos,
+            "prompt_offsets": po,
+            "response_offsets": ro,
+            "prompt_tokens": pt,
+            "response_tokens": rt,
+            "gen_logprobs": lp,
+        }
+        attrs = {
+            **self.expected_attrs(step, shard, "generated"),
+            "run_id": f"{self.fp}-s{self.cfg.seed}",
+            "producer_role": "generate",
+            "producer_rank": self.rank,
+            "policy_version": plan.version,
+            "num_samples": n,
+        }
+        write_shard(path, data, attrs)
+        return path, time.perf_counter() - t0
+
+
+def my_shards(cfg: Config, topo: Topology, rank: int) -> list[int]:
+    return [j for j in range(cfg.generate.shards_per_step) if topo.generator_rank(j) == rank]
+
+
+def run_generator(cfg: Config, run_dir: str, topo: Topology, ctl: Control, device, start_step: int) -> str:
+    """The generation rank loop. Returns the final CTRL verb: 'done' or 'stop'."""
+    gen = Generator(cfg, run_dir, device, ctl.rank)
+    mine = my_shards(cfg, topo, ctl.rank)
+    for step in range(start_step, cfg.total_steps):
+        need = behaviour_version(step, cfg.max_policy_lag)
+        while gen.version < need:
+            msg = ctl.wait(topo.trainer0, CTRL, f"policy weights v{need}")
+            if msg[0] == "stop":
+                return "stop"
+            if msg[0] == "weights" and msg[1] == need:  # older notices (a resume's burst) are skipped
+                gen.load_version(msg[1], msg[2])
+        for j in mine:
+            path, seconds = gen.generate_shard(step, j)
+            ctl.send(topo.scorer_rank(j), SHARD, (step, j, path, seconds))
+    while True:  # everything generated: wait for the end of training
+        msg = ctl.wait(topo.trainer0, CTRL, "the end of the run (done/stop)")
+        if msg[0] in ("done", "stop"):
+            return msg[0]

@@ -1,0 +1,80 @@
+"""Scoring role: reward-model scores and per-token reference log-probs for a generated shard.
+
+    sc = Scorer(cfg, run_dir, device, rank)
+    scored_path, seconds = sc.score_shard(gen_path)
+
+The scored shard is a new, self-contained file (every generated field plus `ref_logprobs` and
+`reward`); the generated shard is never modified. `run_scorer` is the rank loop: for each step it
+takes its shards (shard j -> scorer j % n_score) from their generators in plan order, scores them and
+announces each to every trainer.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from hpc_rlhf.config import Config, fingerprint
+from hpc_rlhf.dist.control import CTRL, SCORED, SHARD, Control, Stopped
+from hpc_rlhf.dist.topology import Topology
+from hpc_rlhf.models.build import build_reference, build_reward, load_tokenizer, place
+from hpc_rlhf.models.forward import make_batch, response_logprobs, sequence_scores
+from hpc_rlhf.models.generate import banned_tokens
+from hpc_rlhf.rollout.plan import shard_path
+from hpc_rlhf.rollout.shard import read_shard, reusable, unpack_ragged, write_shard
+
+
+class Scorer:
+    def __init__(self, cfg: Config, run_dir: str, device, rank: int):
+        self.cfg, self.run_dir, self.rank, self.device = cfg, run_dir, rank, device
+        self.tok = load_tokenizer(cfg, run_dir)
+        self.reward = place(build_reward(cfg, self.tok), device, cfg.runtime.bf16)
+        self.reference = place(build_reference(cfg, self.tok), device, cfg.runtime.bf16)
+        self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
+        self.fp = fingerprint(cfg)
+
+    @torch.no_grad()
+    def score_shard(self, gen_path: str) -> tuple[str, float]:
+        t0 = time.perf_counter()
+        data, attrs = read_shard(gen_path)
+        step, shard = int(attrs["step"]), int(attrs["shard_index"])
+        out = shard_path(self.run_dir, step, shard, "scored")
+        expect = {"kind": "scored", "step": step, "shard_index": shard, "config_fingerprint": self.fp}
+        if reusable(out, {**expect, "policy_version": int(attrs["policy_version"])}):
+            return out, time.perf_counter() - t0
+        prompts = unpack_ragged(data["prompt_tokens"], data["prompt_offsets"])
+        responses = unpack_ragged(data["response_tokens"], data["response_offsets"])
+        batch = make_batch(prompts, responses, self.tok.pad_token_id).to(self.device)
+        ref_lp, _ = response_logprobs(self.reference, batch, self.cfg.generate.temperature, self.banned)
+        scores = sequence_scores(self.reward, batch)
+        mask = batch.response_mask.bool().cpu()
+        data["ref_logprobs"] = ref_lp.float().cpu()[mask].numpy().astype(np.float32)
+        data["reward"] = scores.float().cpu().numpy().astype(np.float32)
+        new_attrs = {**dict(attrs), **expect, "producer_role": "score", "producer_rank": self.rank}
+        new_attrs.pop("created_unix", None)
+        write_shard(out, data, new_attrs)
+        return out, time.perf_counter() - t0
+
+
+def run_scorer(cfg: Config, run_dir: str, topo: Topology, ctl: Control, device, start_step: int) -> str:
+    """The scoring rank loop. Returns the final CTRL verb: 'done' or 'stop'."""
+    sc = Scorer(cfg, run_dir, device, ctl.rank)
+    mine = [j for j in range(cfg.generate.shards_per_step) if topo.scorer_rank(j) == ctl.rank]
+    try:
+        for step in range(start_step, cfg.total_steps):
+            for j in mine:
+                src = topo.generator_rank(j)
+                s, sh, path, gen_s = ctl.wait(src, SHARD, f"generated shard (step {step}, shard {j})")
+                if (s, sh) != (step, j):
+                    raise RuntimeError(f"scorer expected shard ({step},{j}) from rank {src}, got ({s},{sh})")
+                out, score_s = sc.score_shard(path)
+                for t in topo.train:
+                    ctl.send(t, SCORED, (step, j, out, gen_s, score_s))
+    except Stopped:
+        return "stop"
+    while True:
+        msg = ctl.wait(topo.trainer0, CTRL, "the end of the run (done/stop)")
+        if msg[0] in ("done", "stop"):
+            return msg[0]

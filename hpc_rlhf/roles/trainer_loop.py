@@ -1,0 +1,257 @@
+"""The train group's bookkeeping around Trainer.train_step: resume, publish, ledger, metrics, checkpoints.
+
+    sess = TrainSession(cfg, run_dir, device, dp, lead=True)   # resumes from the latest checkpoint
+    for v, path in sess.publish_initial(): ...                 # versions generators need first
+    version, path = sess.after_step(step, metrics, paths)      # publish v+1, ledger, metrics, maybe ckpt
+    sess.finish()                                              # final checkpoint + RUN_DIR/final/policy
+
+`run_trainer` is the multi-rank loop of a train rank. Only the lead (train rank 0) writes files;
+every train rank holds identical weights and optimizer state (gradients are all-reduced).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+
+import torch
+from safetensors.torch import load_file
+
+from hpc_rlhf.checkpoint.store import find_latest, load_json, save_checkpoint, write_atomic
+from hpc_rlhf.config import Config, fingerprint, from_dict, resume_diff, to_dict, to_yaml
+from hpc_rlhf.dist.control import CTRL, SCORED, Control
+from hpc_rlhf.dist.dp import DataParallel
+from hpc_rlhf.dist.topology import Topology
+from hpc_rlhf.dist.weights import cpu_state, load_into, prune, publish, save_tensors, weights_path
+from hpc_rlhf.errors import CheckpointError, ConfigError
+from hpc_rlhf.roles.trainer import Trainer
+
+
+class MetricsLog:
+    """RUN_DIR/metrics.jsonl (one line per step), a progress bar, optional TensorBoard."""
+
+    def __init__(self, cfg: Config, run_dir: str, start_step: int):
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        _truncate_jsonl(self.path, start_step)
+        self.bar = None
+        if cfg.logging.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=cfg.total_steps, initial=start_step, desc="ppo", unit="step", dynamic_ncols=True)
+        self.tb = None
+        if cfg.logging.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
+
+    def write(self, step: int, metrics: dict) -> None:
+        line = {"step": step, "time_unix": time.time(), **metrics}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(
+                reward=f"{metrics.get('score/reward_mean', 0):.3f}", kl=f"{metrics.get('score/kl_mean', 0):.3f}"
+            )
+        if self.tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _truncate_jsonl(path: str, before_step: int) -> None:
+    """Drop lines of steps >= before_step (left by an attempt that died after its last checkpoint)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip()]
+    keep = [ln for ln in lines if json.loads(ln)["step"] < before_step]
+    if len(keep) != len(lines):
+        write_atomic(path, "".join(keep).encode())
+
+
+class TrainSession:
+    def __init__(self, cfg: Config, run_dir: str, device, dp: DataParallel, lead: bool):
+        self.cfg, self.run_dir, self.lead = cfg, run_dir, lead
+        self.tr = Trainer(cfg, run_dir, device, dp)
+        self.recent: OrderedDict[int, dict] = OrderedDict()  # behaviour versions a checkpoint must keep
+        self.start_step = self._resume()
+        self.last_ckpt_time = time.monotonic()
+        self.last_ckpt_step = self.start_step
+        self.ledger_path = os.path.join(run_dir, "ledger.jsonl")
+        if lead:
+            _truncate_jsonl(self.ledger_path, self.start_step)
+            self.log = MetricsLog(cfg, run_dir, self.start_step)
+
+    # -- resume -----------------------------------------------------------------------------------
+    def _resume(self) -> int:
+        info = find_latest(self.run_dir)
+        if info is None:
+            self.recent[0] = cpu_state(self.tr.policy)
+            return 0
+        st = load_json(info.path, "state.json")
+        saved = from_dict(st["config"])
+        diff = resume_diff(saved, self.cfg)
+        if diff:
+            raise ConfigError(
+                f"config differs from checkpoint '{info.path}' in keys not safe to change on resume: "
+                + "; ".join(diff)
+                + " (start a new run_dir, or undo the change)"
+            )
+        try:
+            load_into(self.tr.policy, os.path.join(info.path, "policy.safetensors"))
+            self.tr.value.load_state_dict(load_file(os.path.join(info.path, "value.safetensors")), strict=False)
+            self.tr.load_optim_state(torch.load(os.path.join(info.path, "optim.pt"), weights_only=False))
+        except (OSError, RuntimeError, KeyError) as e:
+            raise CheckpointError(f"checkpoint '{info.path}' could not be loaded: {str(e).splitlines()[0]}") from None
+        self.tr.version = st["version"]
+        for v in st["behaviour_versions"]:
+            self.recent[v] = load_file(os.path.join(info.path, f"behaviour_v{v:06d}.safetensors"))
+        self.recent[st["version"]] = cpu_state(self.tr.policy)
+        if self.lead:
+            with open(os.path.join(info.path, "ledger.jsonl"), "rb") as f:
+                write_atomic(os.path.join(self.run_dir, "ledger.jsonl"), f.read())
+        return int(st["step"])
+
+    # -- publishing ---------------------------------------------------------------------------------
+    def publish_initial(self) -> list[tuple[int, str]]:
+        """Versions max(0, start-k) .. start, which the generators need before the next update."""
+        k = self.cfg.max_policy_lag
+        out = []
+        for v in range(max(0, self.start_step - k), self.start_step + 1):
+            path = weights_path(self.run_dir, v)
+            if self.lead:
+                publish(self.run_dir, v, self.recent[v])
+            out.append((v, path))
+        return out
+
+    def after_step(self, step: int, metrics: dict, ledger_entry: dict) -> tuple[int, str]:
+        """Publish the new version, log, maybe checkpoint. Returns (version, weights path)."""
+        v = self.tr.version
+        self.recent[v] = cpu_state(self.tr.policy)
+        while len(self.recent) > self.cfg.max_policy_lag + 1:
+            self.recent.popitem(last=False)
+        path = weights_path(self.run_dir, v)
+        if self.lead:
+            publish(self.run_dir, v, self.recent[v])
+            prune(self.run_dir, v - self.cfg.max_policy_lag - 1)
+            with open(self.ledger_path, "a") as f:
+                f.write(json.dumps({"step": step, **ledger_entry}) + "\n")
+            self.log.write(step, metrics)
+        c = self.cfg.checkpoint
+        due = (c.every_steps > 0 and (step + 1) % c.every_steps == 0) or (
+            c.every_min > 0 and time.monotonic() - self.last_ckpt_time >= 60 * c.every_min
+        )
+        if due and step + 1 < self.cfg.total_steps:
+            self.checkpoint(step + 1)
+        return v, path
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def checkpoint(self, next_step: int) -> None:
+        self.last_ckpt_time, self.last_ckpt_step = time.monotonic(), next_step
+        if not self.lead:
+            return
+        tr, behaviour = self.tr, [v for v in self.recent if v < self.tr.version]
+
+        def write(folder: str) -> None:
+            save_tensors(os.path.join(folder, "policy.safetensors"), self.recent[tr.version])
+            save_tensors(os.path.join(folder, "value.safetensors"), cpu_state(tr.value))
+            for v in behaviour:
+                save_tensors(os.path.join(folder, f"behaviour_v{v:06d}.safetensors"), self.recent[v])
+            torch.save(tr.optim_state(), os.path.join(folder, "optim.pt"))
+            state = {
+                "step": next_step,
+                "version": tr.version,
+                "behaviour_versions": behaviour,
+                "config_fingerprint": fingerprint(self.cfg),
+                "config": to_dict(self.cfg),
+                "saved_unix": time.time(),
+            }
+            with open(os.path.join(folder, "state.json"), "w") as f:
+                json.dump(state, f, indent=1)
+            with open(os.path.join(folder, "config.yaml"), "w") as f:
+                f.write(to_yaml(self.cfg))
+            ledger = self.ledger_path if os.path.exists(self.ledger_path) else None
+            with open(os.path.join(folder, "ledger.jsonl"), "wb") as f:
+                if ledger:
+                    f.write(open(ledger, "rb").read())
+
+        save_checkpoint(self.run_dir, next_step, write, self.cfg.checkpoint.keep_last)
+
+    def finish(self) -> None:
+        """Final checkpoint and the exported policy (RUN_DIR/final/policy, a Hugging Face folder)."""
+        if self.last_ckpt_step != self.cfg.total_steps:
+            self.checkpoint(self.cfg.total_steps)
+        if self.lead:
+            out = os.path.join(self.run_dir, "final", "policy")
+            self.tr.policy.save_pretrained(out, safe_serialization=True)
+            self.tr.tok.save_pretrained(out)
+
+
+def ledger_entry(sd, version: int, paths: list[str]) -> dict:
+    return {
+        "version": version,
+        "shards": [os.path.basename(p) for p in paths],
+        "prompt_index": sd.prompt_index.tolist(),
+        "sample_index": sd.sample_index.tolist(),
+    }
+
+
+def run_trainer(cfg: Config, run_dir: str, topo: Topology, ctl: Control, device, train_comm, stop_flag) -> str:
+    """A train rank's loop. Returns 'done' or 'stop'."""
+    from hpc_rlhf.rollout.plan import behaviour_version
+
+    dp = DataParallel.from_mpi(train_comm, device, cfg.runtime.wait_timeout_s)
+    lead = ctl.rank == topo.trainer0
+    sess = TrainSession(cfg, run_dir, device, dp, lead)
+    others = [r for r in range(topo.world_size) if r not in topo.train]
+    for v, path in sess.publish_initial():
+        if lead:
+            for g in topo.generate:
+                ctl.send(g, CTRL, ("weights", v, path))
+    verdict = "done"
+    for step in range(sess.start_step, cfg.total_steps):
+        t0 = time.perf_counter()
+        paths, gen_s, score_s = [], 0.0, 0.0
+        for j in range(cfg.generate.shards_per_step):
+            src = topo.scorer_rank(j)
+            s, sh, path, g_s, s_s = ctl.wait(src, SCORED, f"scored shard (step {step}, shard {j})")
+            if (s, sh) != (step, j):
+                raise RuntimeError(f"trainer expected scored shard ({step},{j}) from rank {src}, got ({s},{sh})")
+            paths.append(path)
+            gen_s, score_s = gen_s + g_s, score_s + s_s
+        wait_s = time.perf_counter() - t0
+        metrics = sess.tr.train_step(step, paths)
+        metrics.update({"time/train_wait_s": wait_s, "time/gen_s": gen_s, "time/score_s": score_s})
+        metrics["time/step_s"] = time.perf_counter() - t0
+        entry = ledger_entry(sess.tr.last_step_data, behaviour_version(step, cfg.max_policy_lag), paths)
+        v, wpath = sess.after_step(step, metrics, entry)
+        if lead and step + 1 < cfg.total_steps:
+            for g in topo.generate:
+                ctl.send(g, CTRL, ("weights", v, wpath))
+        stop = None
+        if lead:
+            reqs = ctl.stop_requests()
+            stop = bool(stop_flag.is_set() or reqs)
+        stop = train_comm.bcast(stop, root=0) if train_comm.Get_size() > 1 else stop
+        if stop and step + 1 < cfg.total_steps:
+            if sess.last_ckpt_step != step + 1:
+                sess.checkpoint(step + 1)
+            verdict = "stop"
+            break
+    else:
+        sess.finish()
+    if lead:
+        for r in others:
+            ctl.send(r, CTRL, (verdict, cfg.total_steps if verdict == "done" else step))
+        sess.log.close()
+    dp.close()
+    return verdict
