@@ -1,0 +1,512 @@
+"""Open a rollout archive (a run directory or a bare folder of shards) and stream it shard by shard.
+
+    arc = Archive.open("runs/demo")                        # RUN_DIR/rollouts/step_*/{gen,scored}_*.h5
+    arc = Archive.open("copied_shards/")                   # any folder holding *.h5, searched recursively
+    for batch in arc.iter_batches(["reward", "kl_seq"], versions=(10, 20)):
+        ...                                                # one Batch per shard, filtered
+    df = arc.to_dataframe(["policy_version", "reward", "kl_seq", "rep_3gram"], prompts={3, 7})
+
+Memory: one shard's arrays at a time; tables only hold the requested per-sample columns.
+A shard that cannot be read is skipped with a one-line warning (stderr) and remembered in `arc.skipped`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from hpc_rlhf.archive import derived as D
+from hpc_rlhf.errors import ShardError, UserError
+from hpc_rlhf.rollout.schema import BY_NAME, PER_SAMPLE, fields_for
+from hpc_rlhf.rollout.shard import TMP_MARK, read_attrs, read_shard
+
+_NAME = re.compile(r"^(gen|scored)_(\d+)\.h5$")
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+KIND_OF_PREFIX = {"gen": "generated", "scored": "scored"}
+SCORE_FIELDS = tuple(f.name for f in fields_for("scored") if f.role == "score")  # ref_logprobs, reward
+RAGGED = ("prompt_tokens", "response_tokens", "gen_logprobs", "ref_logprobs")
+LOCATION = ("shard_id", "row")  # pseudo-fields: index into Archive.shards, row within that shard
+
+VersionSel = Union[None, int, tuple[Optional[int], Optional[int]]]
+PromptSel = Union[None, int, Iterable[int]]
+RangeSel = Optional[tuple[Optional[float], Optional[float]]]
+
+
+def _stderr_warning(msg: str) -> None:
+    sys.stderr.write(f"warning: {msg}\n")
+    sys.stderr.flush()
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """One (step, shard) of the archive: its preferred file plus the generated twin, when there is one."""
+
+    step: int
+    shard: int
+    path: str  # the scored shard when there is one, else the generated one
+    kind: str  # kind of `path`: 'scored' or 'generated'
+    generated_path: Optional[str] = None  # the generated twin of a scored shard (fallback when it is damaged)
+    folder: str = ""
+
+    @property
+    def scored(self) -> bool:
+        return self.kind == "scored"
+
+
+@dataclass
+class Filters:
+    """Sample filters. Ranges are inclusive; None leaves a side open."""
+
+    versions: VersionSel = None
+    prompts: PromptSel = None
+    rewards: RangeSel = None
+    steps: VersionSel = None
+
+    def __post_init__(self) -> None:
+        self.versions = _as_range(self.versions, "versions")
+        self.steps = _as_range(self.steps, "steps")
+        if self.prompts is not None:
+            p = np.atleast_1d(np.asarray(list(self.prompts) if not np.isscalar(self.prompts) else self.prompts))
+            self.prompts = np.unique(p.astype(np.int64))
+        if self.rewards is not None:
+            lo, hi = self.rewards
+            self.rewards = (lo, hi)
+
+    @property
+    def active(self) -> bool:
+        return any(x is not None for x in (self.versions, self.prompts, self.rewards, self.steps))
+
+    def needed_fields(self) -> list[str]:
+        out = []
+        if self.versions is not None:
+            out.append("policy_version")
+        if self.steps is not None:
+            out.append("step")
+        if self.prompts is not None:
+            out.append("prompt_index")
+        if self.rewards is not None:
+            out.append("reward")
+        return out
+
+    def shard_may_match(self, attrs: dict) -> bool:
+        """Prune a whole shard from its attributes (every sample of a shard shares version and step)."""
+        for sel, key in ((self.versions, "policy_version"), (self.steps, "step")):
+            if sel is not None and key in attrs:
+                lo, hi = sel
+                v = int(attrs[key])
+                if (lo is not None and v < lo) or (hi is not None and v > hi):
+                    return False
+        return True
+
+    def mask(self, cols: dict[str, np.ndarray], n: int) -> Optional[np.ndarray]:
+        if not self.active:
+            return None
+        m = np.ones(n, dtype=bool)
+        for sel, key in ((self.versions, "policy_version"), (self.steps, "step")):
+            if sel is not None:
+                lo, hi = sel
+                if lo is not None:
+                    m &= cols[key] >= lo
+                if hi is not None:
+                    m &= cols[key] <= hi
+        if self.prompts is not None:
+            m &= np.isin(cols["prompt_index"], self.prompts)
+        if self.rewards is not None:
+            lo, hi = self.rewards
+            r = cols["reward"]
+            m &= ~np.isnan(r)
+            if lo is not None:
+                m &= r >= lo
+            if hi is not None:
+                m &= r <= hi
+        return m
+
+
+def _as_range(sel: VersionSel, what: str) -> Optional[tuple[Optional[int], Optional[int]]]:
+    if sel is None:
+        return None
+    if isinstance(sel, (int, np.integer)):
+        return (int(sel), int(sel))
+    try:
+        lo, hi = sel
+    except (TypeError, ValueError):
+        raise UserError(f"{what} filter must be an int or a (low, high) pair, got {sel!r}") from None
+    return (None if lo is None else int(lo), None if hi is None else int(hi))
+
+
+@dataclass
+class Batch:
+    """The (filtered) samples of one shard.
+
+    `columns`: per-sample arrays (one entry per requested field; reward/ref-derived fields are NaN for a
+    shard that was never scored). `ragged`: name -> (flat, offsets) for requested token/per-token arrays.
+    """
+
+    ref: ShardRef
+    shard_id: int
+    attrs: dict
+    columns: dict[str, np.ndarray]
+    ragged: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        for v in self.columns.values():
+            return len(v)
+        for _flat, off in self.ragged.values():
+            return len(off) - 1
+        return 0
+
+    def row(self, i: int, name: str) -> np.ndarray:
+        flat, off = self.ragged[name]
+        return flat[off[i] : off[i + 1]]
+
+    def samples(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self)):
+            s: dict[str, Any] = {k: v[i].item() for k, v in self.columns.items()}
+            for name in self.ragged:
+                s[name] = self.row(i, name)
+            yield s
+
+
+def _scan(root: str) -> tuple[list[str], list[str]]:
+    """All *.h5 files and left-over temporary files under root (sorted)."""
+    h5, tmp = [], []
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            p = os.path.join(d, f)
+            if f.startswith(".") and TMP_MARK in f:
+                tmp.append(p)
+            elif f.endswith(".h5"):
+                h5.append(p)
+    return h5, tmp
+
+
+def _identify(path: str) -> tuple[tuple, str, int, int]:
+    """(pairing key, kind, step, shard) of a shard file, from its name when it follows the contract."""
+    folder, name = os.path.split(path)
+    m = _NAME.match(name)
+    if m:
+        shard = int(m.group(2))
+        sm = _STEP_DIR.match(os.path.basename(folder))
+        if sm:
+            step = int(sm.group(1))
+        else:
+            try:
+                step = int(read_attrs(path).get("step", -1))
+            except ShardError:
+                step = -1
+        return (folder, step, shard), KIND_OF_PREFIX[m.group(1)], step, shard
+    try:
+        a = read_attrs(path)
+    except ShardError:
+        return (path,), "unknown", -1, -1
+    if "schema_version" not in a:  # some other HDF5 file: not a shard (verify lists it as foreign)
+        return (path,), "foreign", -1, -1
+    kind = str(a.get("kind", "unknown"))
+    step, shard = int(a.get("step", -1)), int(a.get("shard_index", -1))
+    return (folder, step, shard), kind, step, shard
+
+
+def discover(path: str) -> tuple[list[ShardRef], list[str], list[str], str]:
+    """(shards, all .h5 files, left-over temporary files, root searched) for a run dir, folder or one file."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isfile(path):
+        key, kind, step, shard = _identify(path)
+        refs = [ShardRef(step, shard, path, kind if kind != "unknown" else "scored", None, os.path.dirname(path))]
+        return refs, [path], [], os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise UserError(f"archive '{path}' does not exist; give a run directory or a folder of *.h5 shards")
+    is_run = os.path.isdir(os.path.join(path, "rollouts")) or os.path.isfile(os.path.join(path, "config.yaml"))
+    root = os.path.join(path, "rollouts") if is_run else path
+    files, tmp = _scan(root) if os.path.isdir(root) else ([], [])
+    groups: dict[tuple, dict[str, tuple[str, int, int]]] = {}
+    for p in files:
+        key, kind, step, shard = _identify(p)
+        groups.setdefault(key, {})[kind] = (p, step, shard)
+    refs = []
+    for key, by_kind in groups.items():
+        folder = key[0] if len(key) == 3 else os.path.dirname(key[0])
+        if "scored" in by_kind:
+            p, step, shard = by_kind["scored"]
+            gen = by_kind.get("generated", (None,))[0]
+            refs.append(ShardRef(step, shard, p, "scored", gen, folder))
+        elif "generated" in by_kind:
+            p, step, shard = by_kind["generated"]
+            refs.append(ShardRef(step, shard, p, "generated", None, folder))
+        elif "foreign" in by_kind:
+            continue
+        else:  # unreadable and unnamed: kept so that reading it reports it
+            p, step, shard = next(iter(by_kind.values()))
+            refs.append(ShardRef(step, shard, p, "scored", None, folder))
+    refs.sort(key=lambda r: (r.step, r.folder, r.shard, r.path))
+    return refs, files, tmp, root
+
+
+class Archive:
+    """A rollout archive opened read-only. See the module docstring."""
+
+    def __init__(
+        self,
+        path: str,
+        shards: list[ShardRef],
+        files: list[str],
+        temporary: list[str],
+        root: str,
+        on_warning: Optional[Callable[[str], None]] = None,
+    ):
+        self.path = path
+        self.root = root
+        self.shards = shards
+        self.files = files
+        self.temporary = temporary
+        self.on_warning = on_warning or _stderr_warning
+        self.skipped: dict[str, str] = {}  # path -> reason, for shards skipped while reading
+        self._fallback_warned: set[str] = set()
+
+    @classmethod
+    def open(cls, path: str, on_warning: Optional[Callable[[str], None]] = None) -> Archive:
+        """Open a run directory (uses RUN_DIR/rollouts), a bare folder of *.h5 shards, or one shard file."""
+        shards, files, tmp, root = discover(str(path))
+        return cls(os.path.abspath(str(path)), shards, files, tmp, root, on_warning)
+
+    # --- run-directory extras ---------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Optional[str]:
+        return self.path if os.path.isdir(os.path.join(self.path, "rollouts")) else None
+
+    def tokenizer_path(self) -> Optional[str]:
+        """RUN_DIR/tokenizer (or PATH/tokenizer for a bare folder) when it exists."""
+        for base in (self.path, os.path.dirname(self.path)):
+            p = os.path.join(base, "tokenizer")
+            if os.path.isdir(p):
+                return p
+        return None
+
+    def config_text(self) -> Optional[str]:
+        p = os.path.join(self.path, "config.yaml")
+        if os.path.isfile(p):
+            with open(p) as f:
+                return f.read()
+        return None
+
+    def require_shards(self) -> None:
+        if not self.shards:
+            raise UserError(f"no rollout shards (*.h5) found under '{self.root}'")
+
+    # --- streaming --------------------------------------------------------------------------------
+    def _warn_skip(self, path: str, reason: str) -> None:
+        if path not in self.skipped:
+            self.skipped[path] = reason
+            self.on_warning(reason)
+
+    def _read(self, ref: ShardRef, raw: list[str], filt: Filters) -> Optional[tuple[dict, dict, str]]:
+        """Read the raw fields of one shard (falls back to the generated twin of a damaged scored shard).
+
+        Returns (data, attrs, kind read) or None when the shard is skipped (damaged or pruned)."""
+        candidates = [(ref.path, ref.kind)]
+        if ref.kind == "scored" and ref.generated_path:
+            candidates.append((ref.generated_path, "generated"))
+        for path, kind in candidates:
+            if path in self.skipped:
+                continue
+            try:
+                if filt.versions is not None or filt.steps is not None:
+                    attrs = read_attrs(path)
+                    if not filt.shard_may_match(attrs):
+                        return None
+                available = {f.name for f in fields_for(kind)}
+                data, attrs = read_shard(path, [n for n in raw if n in available])
+                _check_offsets(path, data)
+                return data, attrs, kind
+            except ShardError as e:
+                msg = str(e)
+                if path != candidates[-1][0]:
+                    msg += (
+                        f"; falling back to the generated shard {os.path.basename(candidates[-1][0])} (no reward/ref)"
+                    )
+                self._warn_skip(path, msg)
+        return None
+
+    def iter_batches(
+        self,
+        fields: Optional[Iterable[str]] = None,
+        *,
+        versions: VersionSel = None,
+        prompts: PromptSel = None,
+        rewards: RangeSel = None,
+        steps: VersionSel = None,
+        filters: Optional[Filters] = None,
+        shard_ids: Optional[Iterable[int]] = None,
+    ) -> Iterator[Batch]:
+        """Yield one Batch per shard (skipping empty ones after filtering).
+
+        fields: per-sample schema fields (`PER_SAMPLE`), derived ones (`kl_seq`, `kl_per_token`,
+        `rep_{n}gram`, `distinct_{n}`), `shard_id`/`row`, and ragged ones (`prompt_tokens`,
+        `response_tokens`, `gen_logprobs`, `ref_logprobs`) which land in Batch.ragged.
+        Default: every per-sample schema field.
+        """
+        names = list(PER_SAMPLE) if fields is None else list(dict.fromkeys(fields))
+        check_fields(names)
+        filt = filters or Filters(versions, prompts, rewards, steps)
+        raw = _raw_needed(names, filt)
+        wanted_ids = None if shard_ids is None else set(int(i) for i in shard_ids)
+        for sid, ref in enumerate(self.shards):
+            if wanted_ids is not None and sid not in wanted_ids:
+                continue
+            got = self._read(ref, raw, filt)
+            if got is None:
+                continue
+            data, attrs, kind = got
+            n = int(attrs.get("num_samples", len(data["response_offsets"]) - 1 if "response_offsets" in data else 0))
+            if n == 0:
+                continue
+            cols = _per_sample(data, names, filt, n, sid)
+            mask = filt.mask(cols, n)
+            ragged = {}
+            for name in names:
+                if name in RAGGED:
+                    ragged[name] = _ragged(data, name, n)
+            if mask is not None:
+                if not mask.any():
+                    continue
+                cols = {k: v[mask] for k, v in cols.items()}
+                ragged = {k: D.select_ragged(flat, off, mask) for k, (flat, off) in ragged.items()}
+            cols = {k: cols[k] for k in names if k in cols}
+            yield Batch(ref, sid, attrs, cols, ragged)
+
+    def iter_samples(self, fields: Optional[Iterable[str]] = None, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Yield one dict per sample (per-sample values as Python scalars, ragged fields as arrays).
+
+        Default fields: every per-sample field plus prompt_tokens and response_tokens."""
+        if fields is None:
+            fields = [*PER_SAMPLE, "prompt_tokens", "response_tokens"]
+        for b in self.iter_batches(fields, **filters):
+            yield from b.samples()
+
+    def table(self, fields: Optional[Iterable[str]] = None, **filters: Any) -> dict[str, np.ndarray]:
+        """Per-sample columns over the whole archive as compact numpy arrays (no ragged fields)."""
+        names = list(PER_SAMPLE) if fields is None else list(dict.fromkeys(fields))
+        bad = [n for n in names if n in RAGGED]
+        if bad:
+            raise UserError(f"table() holds per-sample fields only; {bad} are per-token: use iter_batches")
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for b in self.iter_batches(names, **filters):
+            for n in names:
+                parts[n].append(b.columns[n])
+        return {n: (np.concatenate(v) if v else np.zeros(0, dtype=dtype_of(n))) for n, v in parts.items()}
+
+    def to_dataframe(self, fields: Optional[Iterable[str]] = None, **filters: Any):
+        """pandas DataFrame of per-sample fields (+ derived ones on request), one row per sample."""
+        import pandas as pd
+
+        return pd.DataFrame(self.table(fields, **filters))
+
+    def versions(self) -> np.ndarray:
+        """Sorted policy versions present (from the shards' attributes; reads no dataset)."""
+        vs = set()
+        for ref in self.shards:
+            try:
+                a = read_attrs(ref.path)
+            except ShardError:
+                continue
+            if "policy_version" in a:
+                vs.add(int(a["policy_version"]))
+        return np.array(sorted(vs), dtype=np.int64)
+
+
+def _check_offsets(path: str, data: dict[str, np.ndarray]) -> None:
+    """Offsets must start at 0, never decrease and agree with the length fields (read_shard checks the end)."""
+    for off, length in (("prompt_offsets", "prompt_len"), ("response_offsets", "response_len")):
+        if off not in data:
+            continue
+        o = data[off]
+        d = np.diff(o)
+        if len(o) == 0 or o[0] != 0 or (d < 0).any():
+            raise ShardError(f"shard '{path}': {off} are not non-decreasing from 0; it is skipped")
+        if length in data and not np.array_equal(d, data[length]):
+            raise ShardError(f"shard '{path}': {length} disagrees with {off}; it is skipped")
+
+
+def check_fields(names: list[str]) -> None:
+    valid = set(PER_SAMPLE) | set(RAGGED) | set(LOCATION)
+    bad = [n for n in names if n not in valid and not D.is_derived(n)]
+    if bad:
+        raise UserError(
+            f"unknown field(s) {bad}; valid: {sorted(valid)} and derived kl_seq, kl_per_token, rep_<n>gram, distinct_<n>"
+        )
+
+
+def _raw_needed(names: list[str], filt: Filters) -> list[str]:
+    raw: list[str] = []
+    for n in [*names, *filt.needed_fields()]:
+        if n in BY_NAME:
+            raw.append(n)
+            if n in RAGGED:
+                raw += ["prompt_offsets"] if n == "prompt_tokens" else ["response_offsets"]
+        elif n in DERIVED_KL:
+            raw += ["response_offsets", "gen_logprobs", "ref_logprobs"]
+            if n == "kl_per_token":
+                raw.append("response_len")
+        elif D.parse_ngram_field(n):
+            raw += ["response_offsets", "response_tokens"]
+    return list(dict.fromkeys(raw))
+
+
+DERIVED_KL = D.DERIVED_FIXED
+
+
+def dtype_of(name: str) -> np.dtype:
+    if name in BY_NAME:
+        return np.dtype(BY_NAME[name].dtype)
+    if name in LOCATION:
+        return np.dtype(np.int64)
+    if name in DERIVED_KL:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def _per_sample(data: dict, names: list[str], filt: Filters, n: int, sid: int) -> dict[str, np.ndarray]:
+    cols: dict[str, np.ndarray] = {}
+    for name in [*names, *filt.needed_fields()]:
+        if name in cols or name in RAGGED:
+            continue
+        if name in BY_NAME:
+            cols[name] = data[name] if name in data else np.full(n, np.nan, dtype=np.float32)
+        elif name == "shard_id":
+            cols[name] = np.full(n, sid, dtype=np.int64)
+        elif name == "row":
+            cols[name] = np.arange(n, dtype=np.int64)
+    if any(x in names for x in DERIVED_KL):
+        if "ref_logprobs" in data:
+            kl = D.kl_seq(data["gen_logprobs"], data["ref_logprobs"], data["response_offsets"])
+        else:
+            kl = np.full(n, np.nan)
+        if "kl_seq" in names:
+            cols["kl_seq"] = kl
+        if "kl_per_token" in names:
+            lens = D.lengths(data["response_offsets"])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cols["kl_per_token"] = np.where(lens > 0, kl / np.maximum(lens, 1), np.nan)
+    by_n: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for name in names:
+        p = D.parse_ngram_field(name)
+        if p is None:
+            continue
+        kind, k = p
+        if k not in by_n:
+            by_n[k] = D.ngram_rates(data["response_tokens"], data["response_offsets"], k)
+        cols[name] = by_n[k][0] if kind == "rep" else by_n[k][1]
+    return cols
+
+
+def _ragged(data: dict, name: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    off = data["prompt_offsets"] if name == "prompt_tokens" else data["response_offsets"]
+    if name in data:
+        return data[name], off
+    return np.full(int(off[-1]), np.nan, dtype=np.float32), off  # ref_logprobs of a generated shard
