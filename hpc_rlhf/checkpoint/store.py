@@ -18,8 +18,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from hpc_rlhf.errors import CheckpointError
 from hpc_rlhf.rollout.shard import fsync_dir

@@ -23,7 +23,7 @@ from hpc_rlhf.errors import UserError
 
 def _cmd_train(args) -> int:
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.launch.local import launch_local, prepare_run
+    from hpc_rlhf.launch.local import prepare_run
 
     cfg = load_config(args.config, args.overrides)
     run_dir = prepare_run(cfg)

@@ -77,7 +77,10 @@ def launch_local(cfg: Config, run_dir: str) -> int:
     def forward(num, frame):
         hits["n"] += 1
         if hits["n"] == 1:
-            print(f"\n{signal.Signals(num).name}: asking the ranks to checkpoint and stop (again to kill)", file=sys.stderr)
+            print(
+                f"\n{signal.Signals(num).name}: asking the ranks to checkpoint and stop (again to kill)",
+                file=sys.stderr,
+            )
             _signal_group(proc, signal.SIGUSR2)
         else:
             _signal_group(proc, signal.SIGKILL)

@@ -10,10 +10,10 @@ import time
 
 from hpc_rlhf.config import Config
 from hpc_rlhf.dist.dp import DataParallel
-from hpc_rlhf.rollout.plan import behaviour_version
 from hpc_rlhf.roles.generator import Generator
 from hpc_rlhf.roles.scorer import Scorer
 from hpc_rlhf.roles.trainer_loop import TrainSession, ledger_entry
+from hpc_rlhf.rollout.plan import behaviour_version
 
 
 def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:

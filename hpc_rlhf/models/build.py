@@ -96,7 +96,9 @@ def load_tokenizer(cfg: Config, run_dir: str | None = None) -> PreTrainedTokeniz
     if path is None and run_dir is not None and os.path.isdir(os.path.join(run_dir, "tokenizer")):
         path = os.path.join(run_dir, "tokenizer")
     if path is None:
-        raise UserError("no tokenizer: set model.tokenizer_path or model.policy_path (or run the demo, which builds one)")
+        raise UserError(
+            "no tokenizer: set model.tokenizer_path or model.policy_path (or run the demo, which builds one)"
+        )
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as e:

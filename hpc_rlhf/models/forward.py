@@ -12,8 +12,8 @@ Position ids count real tokens only (cumsum of the attention mask), as in genera
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

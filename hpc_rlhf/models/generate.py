@@ -12,8 +12,8 @@ sampling filters only), with `banned` ids removed, exactly what the trainer reco
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -17,6 +17,7 @@ import numpy as np
 
 from hpc_rlhf.config import Config, fingerprint
 from hpc_rlhf.dist.control import CTRL, SHARD, Control
+from hpc_rlhf.dist.faults import maybe_fail
 from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.dist.weights import load_into
 from hpc_rlhf.models.build import build_policy, load_tokenizer, place
@@ -46,6 +47,7 @@ class Generator:
 
     def generate_shard(self, step: int, shard: int) -> tuple[str, float]:
         """Write the generated shard (step, shard) (or reuse an identical one on disk)."""
+        maybe_fail("generate")
         t0 = time.perf_counter()
         plan = shard_plan(self.cfg, len(self.prompts), step, shard)
         path = shard_path(self.run_dir, step, shard, "generated")
@@ -54,7 +56,9 @@ class Generator:
         if plan.version != self.version:
             raise RuntimeError(f"generator has policy v{self.version}, step {step} needs v{plan.version}")
         prompts = [self.prompts[int(i)] for i in plan.prompt_indices]
-        out = sample(self.policy, prompts, plan.seeds.tolist(), self.params, self.tok.eos_token_id, self.tok.pad_token_id)
+        out = sample(
+            self.policy, prompts, plan.seeds.tolist(), self.params, self.tok.eos_token_id, self.tok.pad_token_id
+        )
         n = len(prompts)
         pt, po = pack_ragged(prompts, "int32")
         rt, ro = pack_ragged(out.responses, "int32")

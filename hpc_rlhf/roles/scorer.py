@@ -18,6 +18,7 @@ import torch
 
 from hpc_rlhf.config import Config, fingerprint
 from hpc_rlhf.dist.control import CTRL, SCORED, SHARD, Control, Stopped
+from hpc_rlhf.dist.faults import maybe_fail
 from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.models.build import build_reference, build_reward, load_tokenizer, place
 from hpc_rlhf.models.forward import make_batch, response_logprobs, sequence_scores
@@ -37,6 +38,7 @@ class Scorer:
 
     @torch.no_grad()
     def score_shard(self, gen_path: str) -> tuple[str, float]:
+        maybe_fail("score")
         t0 = time.perf_counter()
         data, attrs = read_shard(gen_path)
         step, shard = int(attrs["step"]), int(attrs["shard_index"])

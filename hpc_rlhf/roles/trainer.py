@@ -33,6 +33,7 @@ from hpc_rlhf.algo import (
 )
 from hpc_rlhf.config import Config
 from hpc_rlhf.dist.dp import DataParallel
+from hpc_rlhf.dist.faults import maybe_fail
 from hpc_rlhf.models.build import build_policy, build_value, load_tokenizer, place
 from hpc_rlhf.models.forward import Batch, make_batch, response_logprobs, token_values
 from hpc_rlhf.models.generate import banned_tokens
@@ -123,6 +124,7 @@ class Trainer:
         return kl, rewards, adv, returns
 
     def train_step(self, step: int, paths: list[str]) -> dict[str, float]:
+        maybe_fail("train")
         t0 = time.perf_counter()
         cfg, p = self.cfg, self.cfg.ppo
         sd = StepData(paths, self.tok.pad_token_id, self.device)
@@ -138,7 +140,9 @@ class Trainer:
             perm = np.random.default_rng([cfg.seed, step, epoch, 0xB47C]).permutation(sd.size)
             for start in range(0, sd.size, m):
                 mb = perm[start : start + m]
-                mine = torch.as_tensor(np.sort(mb[self.dp.rank * share : (self.dp.rank + 1) * share]), device=self.device)
+                mine = torch.as_tensor(
+                    np.sort(mb[self.dp.rank * share : (self.dp.rank + 1) * share]), device=self.device
+                )
                 n_tok = mask[torch.as_tensor(mb, device=self.device)].sum().clamp(min=1.0)
                 metrics = self._update(sd.batch.select(mine), sd, mine, adv, values, returns, n_tok)
                 for k, v in metrics.items():

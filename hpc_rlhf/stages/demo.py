@@ -31,7 +31,14 @@ def gold_eval(cfg: Config, model, tok) -> float:
     prompts = [task.prompt(i, "eval") for i in range(t.num_eval_prompts)]
     seeds = [sample_seed(cfg.seed, 0, 0, i, 0x4E7A1) for i in range(len(prompts))]
     g = cfg.generate
-    out = sample(model, prompts, seeds, SamplingParams(g.max_new_tokens, g.temperature, g.top_k, g.top_p, g.stop_at_eos), tok.eos_token_id, tok.pad_token_id)
+    out = sample(
+        model,
+        prompts,
+        seeds,
+        SamplingParams(g.max_new_tokens, g.temperature, g.top_k, g.top_p, g.stop_at_eos),
+        tok.eos_token_id,
+        tok.pad_token_id,
+    )
     return float(np.mean([task.gold_reward(r, tok.eos_token_id) for r in out.responses]))
 
 
@@ -80,8 +87,11 @@ def run_demo(config_path: str | None, overrides: list[str]) -> int:
     print(f"[demo] reward model held-out pairwise accuracy {rm['rm_pairwise_accuracy']:.3f}", flush=True)
     tok = load_tokenizer(cfg, cfg.run_dir)
     gold0 = gold_eval(cfg, build_policy(cfg, tok), tok)
-    print(f"[demo] gold reward of the initial policy: {gold0:.3f}; PPO with layout "
-          f"{cfg.layout.generate}+{cfg.layout.score}+{cfg.layout.train} ...", flush=True)
+    print(
+        f"[demo] gold reward of the initial policy: {gold0:.3f}; PPO with layout "
+        f"{cfg.layout.generate}+{cfg.layout.score}+{cfg.layout.train} ...",
+        flush=True,
+    )
     run_dir = prepare_run(cfg)
     t_ppo = time.time()
     code = _run(cfg, run_dir)

@@ -34,7 +34,9 @@ def load_pairs(cfg: Config, tok) -> list[dict]:
 
         t = cfg.task
         task = GoldTask(cfg.seed, t.vocab_words, t.prompt_len_min, t.prompt_len_max)
-        return task.preference_pairs(cfg.rm.num_pairs, cfg.generate.max_new_tokens, tok.eos_token_id, cfg.rm.label_noise)
+        return task.preference_pairs(
+            cfg.rm.num_pairs, cfg.generate.max_new_tokens, tok.eos_token_id, cfg.rm.label_noise
+        )
     if not os.path.exists(path):
         raise UserError(f"rm.pairs_path '{path}' does not exist")
     if path.endswith((".h5", ".hdf5")):
@@ -45,7 +47,10 @@ def load_pairs(cfg: Config, tok) -> list[dict]:
                     raise UserError(f"{path}: needs datasets {k}_tokens and {k}_offsets")
                 flat, off = f[f"{k}_tokens"][()], f[f"{k}_offsets"][()]
                 cols[k] = [flat[off[i] : off[i + 1]] for i in range(len(off) - 1)]
-        return [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(cols["prompt"], cols["chosen"], cols["rejected"])]
+        return [
+            {"prompt": p, "chosen": c, "rejected": r}
+            for p, c, r in zip(cols["prompt"], cols["chosen"], cols["rejected"])
+        ]
     pairs = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -53,9 +58,14 @@ def load_pairs(cfg: Config, tok) -> list[dict]:
                 continue
             try:
                 d = json.loads(line)
-                enc = {k: np.asarray(tok(d[k], add_special_tokens=False)["input_ids"], dtype=np.int32) for k in ("prompt", "chosen", "rejected")}
+                enc = {
+                    k: np.asarray(tok(d[k], add_special_tokens=False)["input_ids"], dtype=np.int32)
+                    for k in ("prompt", "chosen", "rejected")
+                }
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{path}:{n}: expected a JSON object with prompt, chosen and rejected strings") from None
+                raise UserError(
+                    f"{path}:{n}: expected a JSON object with prompt, chosen and rejected strings"
+                ) from None
             for k in ("chosen", "rejected"):
                 enc[k] = np.concatenate([enc[k], [tok.eos_token_id]]).astype(np.int32)
             pairs.append(enc)
@@ -68,7 +78,9 @@ def _initial_model(cfg: Config, tok):
     if cfg.model.reward_path is None and cfg.model.policy_path is not None:
         conf = _no_dropout(AutoConfig.from_pretrained(cfg.model.policy_path, local_files_only=True))
         conf.num_labels, conf.pad_token_id = 1, tok.pad_token_id
-        return AutoModelForSequenceClassification.from_pretrained(cfg.model.policy_path, config=conf, local_files_only=True)
+        return AutoModelForSequenceClassification.from_pretrained(
+            cfg.model.policy_path, config=conf, local_files_only=True
+        )
     return build_reward(cfg, tok)
 
 

@@ -1,0 +1,54 @@
+"""Bad input gives one line naming the key and the fix, exit 2, no traceback."""
+
+import pytest
+
+from hpc_rlhf.config import load_config
+from hpc_rlhf.errors import ConfigError
+from tests.conftest import TINY, cli
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("ppo.clip=0.1", ["ppo.clip", "clip_ratio"]),  # unknown key: lists valid ones
+        ("seed=abc", ["seed", "abc"]),  # wrong type
+        ("model.arch.model_type=bert", ["model.arch.model_type", "llama"]),  # bad choice lists valid ones
+        ("model.policy_path=/no/such/folder", ["model.policy_path", "/no/such/folder"]),  # missing model folder
+        ("ppo.minibatch_size=7", ["ppo.minibatch_size", "divide"]),
+        ("layout.train=0", ["layout.train"]),
+    ],
+)
+def test_cli_bad_input_is_one_line(override, words, tmp_path):
+    proc = cli("train", TINY, f"run_dir={tmp_path}/r", override, check=False)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1, proc.stderr
+    assert err[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in err[0]
+
+
+def test_missing_config_file(tmp_path):
+    proc = cli("train", str(tmp_path / "nope.yaml"), check=False)
+    assert proc.returncode == 2 and "nope.yaml" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_overrides_and_types():
+    cfg = load_config(TINY, ["seed=7", "layout.train=2", "ppo.kl.estimator=k3"])
+    assert (cfg.seed, cfg.layout.train, cfg.ppo.kl.estimator) == (7, 2, "k3")
+    assert cfg.generate.prompts_per_step == 8  # from the YAML
+    with pytest.raises(ConfigError):
+        load_config(TINY, ["ppo.kl.estimator=k2"])
+
+
+def test_resume_refuses_changed_config(tmp_path, tiny_rm):
+    run = f"run_dir={tmp_path}/r"
+    cli("train", TINY, run, "total_steps=2", "runtime.launcher=none", *tiny_rm["overrides"])
+    proc = cli(
+        "train", TINY, run, "total_steps=2", "ppo.lr=0.1", "runtime.launcher=none", *tiny_rm["overrides"], check=False
+    )
+    assert proc.returncode == 2
+    assert "ppo.lr: 0.0003 -> 0.1" in proc.stderr
+    # a resume-safe key (total_steps) may change: the run continues from its checkpoint
+    cli("train", TINY, run, "total_steps=3", "runtime.launcher=none", *tiny_rm["overrides"])
