@@ -128,7 +128,7 @@ def train_reward_model(cfg: Config, run_dir: str | None = None) -> dict:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     model.eval()
     acc = pairwise_accuracy(model, held, tok.pad_token_id)
     out_dir = cfg.rm.out_dir or os.path.join(run_dir, "reward_model")
