@@ -52,3 +52,10 @@ def test_resume_refuses_changed_config(tmp_path, tiny_rm):
     assert "ppo.lr: 0.0003 -> 0.1" in proc.stderr
     # a resume-safe key (total_steps) may change: the run continues from its checkpoint
     cli("train", TINY, run, "total_steps=3", "runtime.launcher=none", *tiny_rm["overrides"])
+
+
+def test_configs_demo_yaml_spells_out_the_embedded_default():
+    from hpc_rlhf.config import flatten, to_dict
+
+    a, b = flatten(to_dict(load_config(None))), flatten(to_dict(load_config("configs/demo.yaml")))
+    assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
