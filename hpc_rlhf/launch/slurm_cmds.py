@@ -1,0 +1,326 @@
+"""`hpc-rlhf submit | status | cancel | logs` (and `resume`) for runs on Slurm.
+
+The lead's CLI calls `add_subparsers(subparsers)`; each handler takes the parsed args and returns an exit
+code, and lets `UserError` (one line) propagate for the CLI to print. `resume(run_dir)` is registered by
+the CLI itself.
+
+A run's Slurm job ids are in RUN_DIR/slurm/jobs.jsonl (see hpc_rlhf.launch.slurm); its progress is read
+from RUN_DIR: the last line of metrics.jsonl ({"step": N, ...}) and the newest committed checkpoint
+(RUN_DIR/checkpoints/step_XXXXXX holding a COMMITTED file).
+
+`python -m hpc_rlhf.launch.slurm_cmds prepare RUN_DIR [CONFIG [key=value...]]` and
+`python -m hpc_rlhf.launch.slurm_cmds requeue RUN_DIR` are the helpers of the plain sbatch template
+jobs/ppo.sbatch (write/check the run's config; the counted self-requeue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional, TextIO
+
+from hpc_rlhf.config import load_config
+from hpc_rlhf.errors import UserError
+from hpc_rlhf.launch import slurm
+
+
+def _run_dir(run_dir: str | Path) -> Path:
+    p = Path(run_dir).expanduser().absolute()
+    if not p.is_dir():
+        raise UserError(f"run dir '{run_dir}' does not exist")
+    return p
+
+
+def _require_jobs(run_dir: Path) -> list[str]:
+    ids = slurm.job_ids(run_dir)
+    if not ids:
+        raise UserError(
+            f"no Slurm job recorded for {run_dir} (no {slurm.jobs_file(run_dir)}); submit it with hpc-rlhf submit"
+        )
+    return ids
+
+
+# ------------------------------------------------------------------------------------------------ status
+
+
+def _cmd(args: list[str]) -> Optional[subprocess.CompletedProcess]:
+    if shutil.which(args[0]) is None:
+        return None
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def slurm_state(job_id: str) -> dict[str, Any]:
+    """What Slurm says of a job: squeue first, then scontrol (recent jobs), then sacct (if accounting is on)."""
+    info: dict[str, Any] = {"job_id": job_id, "state": None, "source": None}
+    r = _cmd(["squeue", "-h", "-j", job_id, "-o", "%T|%M|%l|%P|%R"])
+    if r is not None and r.returncode == 0 and r.stdout.strip():
+        state, elapsed, limit, part, reason = (r.stdout.strip().splitlines()[0].split("|") + [""] * 5)[:5]
+        info.update(state=state, elapsed=elapsed, time_limit=limit, partition=part, reason=reason, source="squeue")
+    r = _cmd(["scontrol", "-o", "show", "job", job_id])
+    if r is not None and r.returncode == 0 and r.stdout.strip():
+        fields = dict(kv.split("=", 1) for kv in r.stdout.split() if "=" in kv)
+        info.setdefault("partition", fields.get("Partition"))
+        info["restarts"] = int(fields.get("Restarts", "0") or 0)
+        info["exit_code"] = fields.get("ExitCode")
+        if info["state"] is None:
+            info.update(state=fields.get("JobState"), reason=fields.get("Reason"), source="scontrol")
+    if info["state"] is None:
+        r = _cmd(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode,Elapsed"])
+        if r is not None and r.returncode == 0 and r.stdout.strip():
+            state, code, elapsed = (r.stdout.strip().splitlines()[0].split("|") + [""] * 3)[:3]
+            info.update(state=state.split()[0], exit_code=code, elapsed=elapsed, source="sacct")
+    return info
+
+
+def _submitit_outcome(run_dir: Path, job_id: str) -> Optional[str]:
+    """'success' / 'error' from submitit's rank-0 result pickle, when the job wrote one."""
+    p = run_dir / "slurm" / f"{job_id}_0_result.pkl"
+    if not p.exists():
+        return None
+    try:
+        with open(p, "rb") as f:
+            return str(pickle.load(f)[0])
+    except Exception:
+        return None
+
+
+def progress(run_dir: str | Path) -> dict[str, Any]:
+    """Last metrics step and newest committed checkpoint of a run dir."""
+    run_dir = Path(run_dir)
+    out: dict[str, Any] = {"step": None, "checkpoint": None}
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        with open(metrics, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        for line in reversed(lines):
+            try:
+                out["step"] = json.loads(line).get("step")
+                break
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a partly written last line
+    ckpts = run_dir / "checkpoints"
+    if ckpts.is_dir():
+        done = sorted(p.name for p in ckpts.glob("step_*") if (p / "COMMITTED").exists())
+        out["checkpoint"] = done[-1] if done else None
+    return out
+
+
+def status(run_dir: str | Path, out: Optional[TextIO] = None) -> dict[str, Any]:
+    """Print and return the Slurm state and the progress of a run."""
+    out = out or sys.stdout
+    run_dir = _run_dir(run_dir)
+    ids = _require_jobs(run_dir)
+    job_id = ids[-1]
+    info = slurm_state(job_id)
+    events = slurm.read_events(run_dir)
+    mine = [e for e in events if str(e.get("job_id")) == job_id]
+    info["self_requeues"] = sum(1 for e in mine if e.get("event") == "requeue")
+    info["cancelled"] = any(e.get("event") == "cancel" for e in mine)
+    if info["state"] is None:
+        outcome = _submitit_outcome(run_dir, job_id)
+        info["state"] = {"success": "COMPLETED", "error": "FAILED"}.get(outcome or "", "UNKNOWN")
+        info["source"] = "submitit result" if outcome else "none (not in squeue; accounting off?)"
+    prog = progress(run_dir)
+    try:
+        total = load_config(str(run_dir / "config.yaml")).total_steps
+    except Exception:
+        total = None
+    info.update(prog, total_steps=total, run_dir=str(run_dir), jobs=ids)
+    state = info["state"]
+    if state == "RUNNING" and info.get("reason"):  # squeue's %R is the node list of a running job
+        info["nodes"] = info.pop("reason")
+    shown = ("partition", "nodes", "elapsed", "reason", "exit_code")
+    extra = [f"{k} {info[k]}" for k in shown if info.get(k) not in (None, "", "None", "(null)")]
+    if info.get("restarts"):
+        extra.append(f"restarts {info['restarts']}")
+    if info["self_requeues"]:
+        extra.append(f"self-requeues {info['self_requeues']}")
+    if info["cancelled"]:
+        extra.append("cancel requested")
+    step = "-" if prog["step"] is None else str(prog["step"])
+    out.write(
+        f"run:        {run_dir}\n"
+        f"job:        {job_id} {state} [{info['source']}]{' (' + ', '.join(extra) + ')' if extra else ''}\n"
+        f"progress:   last logged step {step}{' (total_steps ' + str(total) + ')' if total is not None else ''}\n"
+        f"checkpoint: {prog['checkpoint'] or '-'}\n"
+    )
+    if len(ids) > 1:
+        out.write(f"jobs:       {' '.join(ids)}\n")
+    out.flush()
+    return info
+
+
+# ------------------------------------------------------------------------------------- cancel, logs, resume
+
+
+def cancel(run_dir: str | Path, out: Optional[TextIO] = None) -> list[str]:
+    """scancel the run's job(s) that Slurm still has; the job will not requeue itself afterwards."""
+    out = out or sys.stdout
+    run_dir = _run_dir(run_dir)
+    ids = _require_jobs(run_dir)
+    if shutil.which("scancel") is None:
+        raise UserError("scancel not found: run this on a Slurm login node")
+    cancelled = []
+    for job_id in ids:
+        state = slurm.squeue_state(job_id)
+        if state is None or state not in slurm.ACTIVE_STATES:
+            continue
+        slurm.record_event(run_dir, "cancel", job_id=job_id)  # first: rank 0 checks it before requeueing
+        r = subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise UserError(f"scancel {job_id} failed: {(r.stderr or r.stdout).strip()}")
+        cancelled.append(job_id)
+        out.write(f"cancelled Slurm job {job_id} ({state})\n")
+    if not cancelled:
+        out.write(f"no active Slurm job for {run_dir} (jobs: {' '.join(ids)})\n")
+    out.flush()
+    return cancelled
+
+
+def log_files(run_dir: str | Path, rank: Optional[int] = None, job_id: Optional[str] = None) -> list[Path]:
+    run_dir = _run_dir(run_dir)
+    job_id = job_id or _require_jobs(run_dir)[-1]
+    folder = run_dir / "slurm"
+    if rank is None:
+        ranks = sorted(
+            {int(p.name.split("_")[1]) for p in folder.glob(f"{job_id}_*_log.*") if p.name.split("_")[1].isdigit()}
+        )
+    else:
+        ranks = [rank]
+    return [folder / f"{job_id}_{r}_log.{ext}" for r in ranks for ext in ("out", "err")]
+
+
+def logs(run_dir: str | Path, rank: Optional[int] = None, out: Optional[TextIO] = None) -> int:
+    """Print the submitit stdout and stderr of one task (rank) of the latest job, or of every task."""
+    out = out or sys.stdout
+    files = log_files(run_dir, rank)
+    if not files:
+        raise UserError(f"no logs yet for the latest job of {run_dir} (still pending?)")
+    shown = 0
+    for path in files:
+        if not path.exists():
+            continue
+        out.write(f"==> {path} <==\n")
+        out.write(path.read_text(errors="replace"))
+        shown += 1
+    if not shown:
+        raise UserError(f"no log file {files[0].name} (rank {rank}) in {files[0].parent}; the job may not have started")
+    out.flush()
+    return 0
+
+
+def resume(run_dir: str | Path, dry_run: bool = False, out: Optional[TextIO] = None, **kw: Any) -> slurm.SubmitInfo:
+    """Submit the run again from RUN_DIR/config.yaml; the worker resumes from its latest checkpoint."""
+    run_dir = _run_dir(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise UserError(f"{path} does not exist: not a run dir")
+    cfg = load_config(str(path), [f"run_dir={run_dir}"])
+    return slurm.submit(cfg, str(path), dry_run, event="resume", out=out, **kw)
+
+
+# --------------------------------------------------------------------------------------------- argparse
+
+
+def _h_submit(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    slurm.submit(cfg, args.config, args.dry_run)
+    return 0
+
+
+def _h_status(args: argparse.Namespace) -> int:
+    status(args.run_dir)
+    return 0
+
+
+def _h_cancel(args: argparse.Namespace) -> int:
+    cancel(args.run_dir)
+    return 0
+
+
+def _h_logs(args: argparse.Namespace) -> int:
+    return logs(args.run_dir, args.rank)
+
+
+def add_subparsers(subparsers: Any) -> None:
+    """Register submit, status, cancel and logs on the CLI's subparsers (each sets func=handler(args) -> int)."""
+    p = subparsers.add_parser("submit", help="submit a run to Slurm (submitit)", description=_h_submit.__doc__)
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--dry-run", action="store_true", help="print the sbatch script and submit nothing")
+    p.set_defaults(func=_h_submit)
+    p = subparsers.add_parser("status", help="Slurm state and progress of a run")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_h_status)
+    p = subparsers.add_parser("cancel", help="cancel the Slurm job of a run")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_h_cancel)
+    p = subparsers.add_parser("logs", help="print the Slurm logs of a run's tasks")
+    p.add_argument("run_dir")
+    p.add_argument("--rank", type=int, default=None, help="only this task (default: every task)")
+    p.set_defaults(func=_h_logs)
+
+
+# ------------------------------------------------------------------------- helpers of jobs/ppo.sbatch
+
+
+def prepare(run_dir: str, config: Optional[str] = None, overrides: tuple[str, ...] = ()) -> int:
+    """Write RUN_DIR/config.yaml from CONFIG (if given), check it, and check SLURM_NTASKS against the layout."""
+    if config is not None:
+        cfg = load_config(config, [*overrides, f"run_dir={Path(run_dir).absolute()}"])
+        slurm.prepare_run_dir(cfg)
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise UserError(f"{path} does not exist: pass a CONFIG to create the run")
+    cfg = load_config(str(path))
+    ntasks = os.environ.get("SLURM_NTASKS")
+    if ntasks is not None and int(ntasks) != cfg.layout.world_size:
+        raise UserError(
+            f"the job has SLURM_NTASKS={ntasks} tasks but the layout world size is {cfg.layout.world_size}; "
+            f"sbatch --ntasks={cfg.layout.world_size}"
+        )
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if job_id and job_id not in slurm.job_ids(run_dir):  # so that status/logs/cancel know the job
+        slurm.record_event(run_dir, "submit", job_id=job_id, config=config, num_tasks=int(ntasks or 0), via="sbatch")
+    return 0
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hpc_rlhf.launch.slurm_cmds")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare", help="write/check RUN_DIR/config.yaml and the task count")
+    p.add_argument("run_dir")
+    p.add_argument("config", nargs="?")
+    p.add_argument("overrides", nargs="*")
+    p = sub.add_parser("requeue", help="scontrol requeue $SLURM_JOB_ID, counted against slurm.max_requeues")
+    p.add_argument("run_dir")
+    p.add_argument("--if-exit", type=int, default=None, help="only if this is runtime.requeue_exit_code")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "prepare":
+            return prepare(args.run_dir, args.config, tuple(args.overrides))
+        job_id = os.environ.get("SLURM_JOB_ID")
+        if not job_id:
+            raise UserError("SLURM_JOB_ID is not set: run this inside the job")
+        cfg = load_config(str(Path(args.run_dir) / "config.yaml"))
+        if args.if_exit is not None and args.if_exit != cfg.runtime.requeue_exit_code:
+            return 0
+        return 0 if slurm.requeue_self(args.run_dir, cfg, job_id) else 1
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

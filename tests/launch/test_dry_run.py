@@ -1,0 +1,144 @@
+"""`hpc-rlhf submit --dry-run`: the sbatch script submitit would write, checked against golden files.
+
+No Slurm needed. The run dir and the Python executable are replaced by RUN_DIR and PYTHON so the golden
+files are stable; regenerate them with UPDATE_GOLDEN=1 pytest tests/launch/test_dry_run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpc_rlhf.config import load_config
+from hpc_rlhf.errors import ConfigError
+from hpc_rlhf.launch import slurm, slurm_cmds
+
+GOLDEN = Path(__file__).parent / "golden"
+
+CASES = {
+    "default": [],
+    "full": [
+        "layout.generate=2",
+        "layout.score=1",
+        "layout.train=3",
+        "slurm.nodes=2",
+        "slurm.tasks_per_node=3",
+        "slurm.cpus_per_task=4",
+        "slurm.gpus_per_node=2",
+        "slurm.mem_gb=64",
+        "slurm.timeout_min=240",
+        "slurm.partition=gpu",
+        "slurm.account=proj42",
+        "slurm.qos=normal",
+        "slurm.constraint=a100",
+        "slurm.mail_user=me@example.org",
+        "slurm.mail_type=END,FAIL",
+        "slurm.signal_delay_s=120",
+        "slurm.max_requeues=5",
+        "slurm.setup=['module load cuda','source /opt/venv/bin/activate']",
+        "slurm.extra_sbatch=[--exclusive,'#SBATCH --reservation=big']",
+        "slurm.snapshot_code=false",
+        "ppo.minibatch_size=12",
+        "generate.prompts_per_step=36",
+        "generate.shards_per_step=6",
+    ],
+}
+
+
+def _normalise(text: str, run_dir: Path) -> str:
+    text = text.replace(str(run_dir), "RUN_DIR")
+    return text.replace(shlex.quote(sys.executable), "PYTHON")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_dry_run_script_matches_golden(case, tmp_path):
+    run_dir = tmp_path / "runs" / "exp"
+    cfg = load_config(None, [f"run_dir={run_dir}", *CASES[case]])
+    out = io.StringIO()
+    info = slurm.submit(cfg, None, dry_run=True, out=out)
+    assert info.job_id is None and info.dry_run
+    assert not run_dir.exists(), "a dry run must not create the run dir"
+    got = _normalise(out.getvalue(), run_dir)
+    golden = GOLDEN / f"dry_run_{case}.sbatch"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(got)
+    assert got == golden.read_text(), f"dry-run script changed; if intended: UPDATE_GOLDEN=1 pytest {__file__}"
+
+
+def test_dry_run_script_has_the_contract():
+    """What the requeue design relies on, independent of the golden file's details."""
+    cfg = load_config(None, ["run_dir=/x/run"])
+    script = slurm.render_sbatch(cfg, Path("/x/run"))
+    assert "#SBATCH --signal=USR2@90" in script  # no B: -> every task gets it
+    assert "#SBATCH --requeue" in script
+    assert "#SBATCH --open-mode=append" in script
+    assert "#SBATCH --ntasks-per-node=3" in script and "#SBATCH --nodes=1" in script
+    assert "--mpi=pmi2" in script and "--kill-on-bad-exit=0" in script
+    assert "/dev/shm/mpich_shm_" in script.split("# command")[0], "shm cleanup must run before srun"
+    assert "export PYTHONPATH=/x/run/code" in script
+    assert script.rstrip().endswith("exit $hpc_rlhf_rc"), "the job must end with srun's status"
+
+
+@pytest.mark.parametrize(
+    "overrides, numbers",
+    [
+        (["slurm.tasks_per_node=2"], ("2", "3")),  # 1 node * 2 tasks != world 1+1+1
+        (["slurm.nodes=2", "slurm.tasks_per_node=2"], ("4", "3")),
+        (["slurm.nodes=2"], ("3", "slurm.nodes=2")),  # world 3 does not split over 2 nodes
+        (["layout.train=2", "ppo.minibatch_size=16", "slurm.tasks_per_node=3"], ("3", "4")),
+    ],
+)
+def test_bad_task_count_refused_before_anything(overrides, numbers, tmp_path, monkeypatch):
+    import submitit
+
+    def boom(*a, **k):
+        raise AssertionError("submitit must not be reached")
+
+    monkeypatch.setattr(submitit, "AutoExecutor", boom)
+    run_dir = tmp_path / "run"
+    cfg = load_config(None, [f"run_dir={run_dir}", *overrides])
+    for dry in (True, False):
+        with pytest.raises(ConfigError) as e:
+            slurm.submit(cfg, None, dry_run=dry, out=io.StringIO())
+        msg = str(e.value)
+        assert "\n" not in msg
+        for n in numbers:
+            assert n in msg, msg
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["slurm.extra_sbatch=[-C,gpu]"], "slurm.extra_sbatch"),
+        (["slurm.signal_delay_s=600", "slurm.timeout_min=5"], "slurm.signal_delay_s"),
+        (["slurm.mpi_plugin=''"], "slurm.mpi_plugin"),
+        (["slurm.cpus_per_task=0"], "slurm.cpus_per_task"),
+    ],
+)
+def test_bad_slurm_values_refused(overrides, key):
+    cfg = load_config(None, overrides)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        slurm.submit(cfg, None, dry_run=True, out=io.StringIO())
+
+
+def test_cli_submit_dry_run(tmp_path, capsys):
+    ap = argparse.ArgumentParser()
+    slurm_cmds.add_subparsers(ap.add_subparsers(dest="cmd"))
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(f"run_dir: {tmp_path / 'r'}\ntotal_steps: 7\n")
+    args = ap.parse_args(["submit", str(cfg_file), "slurm.partition=high", "--dry-run"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --partition=high" in out and "nothing submitted" in out
+    assert not (tmp_path / "r").exists()
+    for argv in (["status", "R"], ["cancel", "R"], ["logs", "R", "--rank", "2"]):
+        args = ap.parse_args(argv)
+        assert callable(args.func) and args.run_dir == "R"
+    assert ap.parse_args(["logs", "R", "--rank", "2"]).rank == 2

@@ -1,0 +1,408 @@
+"""Slurm end to end on the dev cluster: srun --mpi=pmi2 worlds, the jobs/ template, submitit submission,
+status/logs/cancel/resume, and requeue after USR2 and after real preemption.
+
+Most tests run tests/slurm/standin_worker.py (the worker's contract, no models) so they take seconds;
+test_real_worker_preempted_resumes_and_finishes runs the real `hpc_rlhf.launch.worker`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpc_rlhf.config import load_config
+from hpc_rlhf.errors import UserError
+from hpc_rlhf.launch import slurm, slurm_cmds
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+STANDIN = str(HERE / "standin_worker.py")
+TEMPLATE = str(REPO / "jobs" / "ppo.sbatch")
+DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def job_info(job_id: str) -> dict:
+    r = subprocess.run(["scontrol", "-o", "show", "job", str(job_id)], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        return {}
+    return dict(kv.split("=", 1) for kv in r.stdout.split() if "=" in kv)
+
+
+def wait_for(pred, what: str, timeout: float = 60.0, interval: float = 0.3):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_state(job_id: str, states, timeout: float = 60.0) -> dict:
+    states = (states,) if isinstance(states, str) else tuple(states)
+    last: dict = {}
+
+    def check():
+        nonlocal last
+        last = job_info(job_id)
+        return last if last.get("JobState") in states else None
+
+    try:
+        return wait_for(check, f"job {job_id} in {states}", timeout)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last: {last.get('JobState')} reason {last.get('Reason')}") from None
+
+
+def start_requeued_now(job_id: str, timeout: float = 60.0) -> None:
+    """A requeued job is held ~120 s (BeginTime); start it at once.
+
+    Repeated until it runs: while the old attempt is still completing, Slurm may set BeginTime again after
+    an update.
+    """
+    wait_state(job_id, "PENDING", timeout=timeout)
+
+    def started():
+        info = job_info(job_id)
+        if info.get("JobState") != "PENDING":
+            return True
+        if info.get("Reason") == "BeginTime":
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True, timeout=30)
+        return False
+
+    wait_for(started, f"requeued job {job_id} to start", timeout=timeout, interval=1.0)
+
+
+def metrics_step(run_dir: Path) -> int:
+    return slurm_cmds.progress(run_dir)["step"] or 0
+
+
+def starts(run_dir: Path) -> list[dict]:
+    p = run_dir / "standin_starts.jsonl"
+    return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+
+def events(run_dir: Path, kind: str) -> list[dict]:
+    return [e for e in slurm.read_events(run_dir) if e["event"] == kind]
+
+
+def run_logs(run_dir: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted((run_dir / "slurm").glob("*_log.*")))
+
+
+@pytest.fixture
+def jobs():
+    """Job ids a test started; any still alive at the end is cancelled."""
+    ids: list[str] = []
+    yield ids
+    for j in ids:
+        subprocess.run(["scancel", str(j)], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def standin_env(monkeypatch):
+    """sbatch passes the submitter's environment to the job: set the stand-in's step time there."""
+    monkeypatch.setenv("STANDIN_STEP_S", "0.2")
+    return monkeypatch
+
+
+def submit_standin(tmp_path: Path, jobs: list, *overrides: str, name: str = "run"):
+    run_dir = tmp_path / name
+    cfg = load_config(None, [f"run_dir={run_dir}", "checkpoint.every_steps=100", "slurm.timeout_min=5", *overrides])
+    info = slurm.submit(cfg, None, False, worker=STANDIN, out=io.StringIO())
+    jobs.append(info.job_id)
+    return run_dir, info
+
+
+# ------------------------------------------------------------------------------------------------- srun
+
+
+def test_srun_pmi2_gives_one_world_of_3(tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = load_config(None, [f"run_dir={run_dir}", "total_steps=3", "slurm.snapshot_code=false"])
+    slurm.prepare_run_dir(cfg)
+    env = {**os.environ, "STANDIN_STEP_S": "0.05"}
+    r = subprocess.run(
+        ["srun", "-n", "3", "--mpi=pmi2", "-t", "2", sys.executable, STANDIN, str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [s["world"] for s in starts(run_dir)] == [3]
+    assert metrics_step(run_dir) == 3
+    # The failure mode this guards against: a plugin that does not wire up MPICH gives 3 worlds of 1.
+    r = subprocess.run(
+        ["srun", "-n", "3", "--mpi=none", "-t", "2", sys.executable, STANDIN, str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+    )
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert r.stderr.count("MPI world 1 != layout world 3") == 3
+
+
+# ------------------------------------------------------------------------------------ jobs/ppo.sbatch
+
+
+def _sbatch_template(tmp_path: Path, run_dir: Path, cfg_file: Path, step_s: str) -> str:
+    env = {
+        **os.environ,
+        "HPC_RLHF_SETUP": f"export PATH={os.path.dirname(sys.executable)}:$PATH",
+        "HPC_RLHF_WORKER": f"{sys.executable} {STANDIN}",
+        "STANDIN_STEP_S": step_s,
+    }
+    r = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            f"--chdir={tmp_path}",
+            "--time=5",
+            "--ntasks=3",
+            TEMPLATE,
+            str(run_dir),
+            str(cfg_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().split(";")[0]
+
+
+def test_sbatch_template_runs_to_completion(tmp_path, jobs):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("total_steps: 5\ncheckpoint: {every_steps: 2}\n")
+    run_dir = tmp_path / "run"
+    job = _sbatch_template(tmp_path, run_dir, cfg_file, "0.05")
+    jobs.append(job)
+    info = wait_state(job, DONE, timeout=90)
+    batch_log = (tmp_path / f"slurm-hpc_rlhf-{job}.out").read_text()
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", batch_log + run_logs(run_dir)
+    assert load_config(str(run_dir / "config.yaml")).total_steps == 5
+    assert metrics_step(run_dir) == 5
+    assert slurm_cmds.progress(run_dir)["checkpoint"] == "step_000005"
+    assert [s["world"] for s in starts(run_dir)] == [3]
+    assert (run_dir / "slurm" / f"{job}_2_log.out").exists()
+    assert [e["job_id"] for e in events(run_dir, "submit")] == [job]  # status/logs/cancel know the job
+    assert "ranks exited with status 0" in batch_log
+
+
+def test_sbatch_template_requeues_on_usr2_and_resumes(tmp_path, jobs):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("total_steps: 30\ncheckpoint: {every_steps: 100}\n")
+    run_dir = tmp_path / "run"
+    job = _sbatch_template(tmp_path, run_dir, cfg_file, "0.15")
+    jobs.append(job)
+    wait_for(lambda: metrics_step(run_dir) >= 3, "3 steps", timeout=60)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)  # what --signal=USR2@90 sends
+    start_requeued_now(job)
+    info = wait_state(job, DONE, timeout=90)
+    batch_log = (tmp_path / f"slurm-hpc_rlhf-{job}.out").read_text()
+    assert info["JobState"] == "COMPLETED", batch_log + run_logs(run_dir)
+    first, second = starts(run_dir)
+    assert first["start_step"] == 0 and second["start_step"] >= 3 and second["restart_count"] == 1
+    assert metrics_step(run_dir) == 30
+    assert len(events(run_dir, "requeue")) == 1
+    assert "ranks exited with status 75" in batch_log
+
+
+# ---------------------------------------------------------------------------------------- submitit path
+
+
+def test_submit_status_logs(tmp_path, jobs, standin_env):
+    run_dir, info = submit_standin(tmp_path, jobs, "total_steps=25")
+    # The script submitit wrote is exactly the one --dry-run prints.
+    cfg = load_config(str(run_dir / "config.yaml"))
+    assert info.script == slurm.render_sbatch(cfg, run_dir)
+    assert (run_dir / "code" / "hpc_rlhf" / "launch" / "slurm.py").exists()
+    wait_for(lambda: metrics_step(run_dir) >= 2, "2 steps", timeout=60)
+    out = io.StringIO()
+    st = slurm_cmds.status(run_dir, out=out)
+    assert st["state"] == "RUNNING" and st["step"] >= 2, out.getvalue()
+    assert f"job:        {info.job_id} RUNNING" in out.getvalue()
+    with pytest.raises(UserError, match=f"already has Slurm job {info.job_id}"):
+        slurm.submit(cfg, None, False, worker=STANDIN, out=io.StringIO())
+    wait_state(info.job_id, DONE, timeout=60)
+    out = io.StringIO()
+    st = slurm_cmds.status(run_dir, out=out)
+    assert st["state"] == "COMPLETED" and st["step"] == 25 and st["checkpoint"] == "step_000025", out.getvalue()
+    out = io.StringIO()
+    slurm_cmds.logs(run_dir, rank=1, out=out)
+    assert "global_rank=1(3)" in out.getvalue() and f"{info.job_id}_1_log.err" in out.getvalue()
+    out = io.StringIO()
+    slurm_cmds.logs(run_dir, out=out)
+    assert out.getvalue().count("==> ") == 6
+    assert "standin: finished at step 25" in out.getvalue()
+
+
+def test_submit_requeues_itself_on_usr2_within_budget_then_resume(tmp_path, jobs, standin_env):
+    run_dir, info = submit_standin(tmp_path, jobs, "total_steps=200", "slurm.max_requeues=1")
+    job = info.job_id
+    wait_for(lambda: metrics_step(run_dir) >= 2, "2 steps", timeout=60)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
+    start_requeued_now(job)
+    wait_for(lambda: len(starts(run_dir)) == 2, "the requeued job to start", timeout=60)
+    assert starts(run_dir)[1]["start_step"] >= 2
+    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
+    done = wait_state(job, DONE, timeout=60)
+    # Budget used up: the job ends with the worker's status and says how to go on.
+    assert done["JobState"] == "FAILED" and done["ExitCode"].startswith("75:"), run_logs(run_dir)
+    assert [e["n"] for e in events(run_dir, "requeue")] == [1]
+    assert len(events(run_dir, "requeue_refused")) == 1
+    assert "hpc-rlhf resume" in (run_dir / "slurm" / f"{job}_0_log.err").read_text()
+    stopped_at = slurm_cmds.progress(run_dir)["checkpoint"]
+    # resume: a new job from RUN_DIR/config.yaml, resuming from the checkpoint (a fresh requeue budget).
+    cfg_file = run_dir / "config.yaml"
+    cfg_file.write_text(cfg_file.read_text().replace("total_steps: 200", "total_steps: 12"))
+    if int(stopped_at.split("_")[1]) >= 12:
+        pytest.skip(f"the stand-in ran past step 12 before the second stop ({stopped_at})")
+    info2 = slurm_cmds.resume(run_dir, out=io.StringIO(), worker=STANDIN)
+    jobs.append(info2.job_id)
+    assert info2.job_id != job and slurm.job_ids(run_dir) == [job, info2.job_id]
+    assert wait_state(info2.job_id, DONE, timeout=60)["JobState"] == "COMPLETED", run_logs(run_dir)
+    assert starts(run_dir)[-1]["start_step"] == int(stopped_at.split("_")[1])
+    assert metrics_step(run_dir) == 12
+
+
+def test_preemption_requeues_and_resumes(tmp_path, jobs, standin_env):
+    run_dir, info = submit_standin(tmp_path, jobs, "total_steps=40")
+    job = info.job_id
+    wait_for(lambda: metrics_step(run_dir) >= 3, "3 steps", timeout=60)
+    # A job in the `high` partition that needs every CPU preempts ours (GraceTime 30 s, REQUEUE).
+    r = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "-p",
+            "high",
+            "-n",
+            "16",
+            f"--chdir={tmp_path}",
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "sleep 1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    jobs.append(r.stdout.strip().split(";")[0])
+    start_requeued_now(job)
+    done = wait_state(job, DONE, timeout=90)
+    assert done["JobState"] == "COMPLETED", run_logs(run_dir)
+    assert int(done["Restarts"]) >= 1
+    first, second = starts(run_dir)
+    assert second["start_step"] >= 3, "the requeued job must resume from the checkpoint taken on the signal"
+    assert metrics_step(run_dir) == 40
+
+
+def test_cancel_stops_without_requeue(tmp_path, jobs, standin_env):
+    run_dir, info = submit_standin(tmp_path, jobs, "total_steps=300")
+    wait_for(lambda: metrics_step(run_dir) >= 2, "2 steps", timeout=60)
+    assert slurm_cmds.cancel(run_dir, out=io.StringIO()) == [info.job_id]
+    wait_state(info.job_id, "CANCELLED", timeout=60)
+    wait_for(lambda: slurm_cmds.progress(run_dir)["checkpoint"], "the checkpoint on SIGTERM", timeout=30)
+    time.sleep(1.5)
+    assert job_info(info.job_id)["JobState"] == "CANCELLED"
+    assert not events(run_dir, "requeue")
+    out = io.StringIO()
+    assert slurm_cmds.cancel(run_dir, out=out) == [] and "no active Slurm job" in out.getvalue()
+
+
+def test_plain_scancel_is_not_undone_by_a_requeue(tmp_path, jobs, standin_env):
+    """scancel sends SIGTERM: the worker checkpoints and exits 75, but the job must stay cancelled."""
+    run_dir, info = submit_standin(tmp_path, jobs, "total_steps=300")
+    wait_for(lambda: metrics_step(run_dir) >= 2, "2 steps", timeout=60)
+    subprocess.run(["scancel", info.job_id], check=True, timeout=30)
+    wait_for(lambda: events(run_dir, "requeue_skipped") or events(run_dir, "requeue"), "rank 0's decision", timeout=30)
+    assert not events(run_dir, "requeue"), run_logs(run_dir)
+    wait_state(info.job_id, "CANCELLED", timeout=60)
+
+
+def test_wrong_mpi_plugin_fails_with_a_clear_error(tmp_path, jobs, standin_env):
+    run_dir, info = submit_standin(tmp_path, jobs, "total_steps=3", "slurm.mpi_plugin=none")
+    done = wait_state(info.job_id, DONE, timeout=60)
+    assert done["JobState"] == "FAILED"
+    err = (run_dir / "slurm" / f"{info.job_id}_0_log.err").read_text()
+    assert "MPI world size 1 != SLURM_NTASKS 3" in err, err
+    st = slurm_cmds.status(run_dir, out=io.StringIO())
+    assert st["state"] == "FAILED"
+
+
+def test_signal_before_the_worker_handlers_is_not_lost(tmp_path, jobs, standin_env):
+    """Slurm signals once; a USR2 during the worker's start-up (imports) must still reach the worker."""
+    standin_env.setenv("STANDIN_IMPORT_DELAY_S", "4")
+    run_dir, info = submit_standin(tmp_path, jobs, "total_steps=100", "slurm.max_requeues=0")
+    out0 = run_dir / "slurm" / f"{info.job_id}_0_log.out"
+    wait_for(lambda: out0.exists() and "hpc_rlhf.slurm: job" in out0.read_text(), "the task to start", timeout=60)
+    assert not starts(run_dir), "the stand-in must still be in its start-up pause"
+    subprocess.run(["scancel", "--signal=USR2", info.job_id], check=True, timeout=30)
+    done = wait_state(info.job_id, DONE, timeout=60)
+    assert done["ExitCode"].startswith("75:"), run_logs(run_dir)
+    assert slurm_cmds.progress(run_dir)["checkpoint"] == "step_000001"
+    assert "passing the early SIGUSR2 on to the worker" in (run_dir / "slurm" / f"{info.job_id}_0_log.err").read_text()
+
+
+@pytest.mark.slow
+def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
+    """The real worker (configs/tiny.yaml) under submitit: preempted by a `high` job, requeues, resumes, ends."""
+    run_dir = tmp_path / "real"
+    cfg = load_config(
+        str(REPO / "configs" / "tiny.yaml"),
+        [
+            f"run_dir={run_dir}",
+            "total_steps=30",
+            "checkpoint.every_steps=100",
+            "slurm.timeout_min=5",
+            *tiny_rm["overrides"],
+        ],
+    )
+    info = slurm.submit(cfg, None, False, out=io.StringIO())
+    jobs.append(info.job_id)
+    wait_for(lambda: metrics_step(run_dir) >= 1, "the first PPO step", timeout=120)
+    r = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "-p",
+            "high",
+            "-n",
+            "16",
+            f"--chdir={tmp_path}",
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "sleep 1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    jobs.append(r.stdout.strip().split(";")[0])
+    start_requeued_now(info.job_id)
+    stopped_at = slurm_cmds.progress(run_dir)["checkpoint"]
+    assert stopped_at is not None, "the worker must checkpoint on the preemption signal\n" + run_logs(run_dir)
+    done = wait_state(info.job_id, DONE, timeout=150)
+    assert done["JobState"] == "COMPLETED" and int(done["Restarts"]) >= 1, run_logs(run_dir)
+    assert [e["n"] for e in events(run_dir, "requeue")] == [1]
+    assert slurm_cmds.progress(run_dir)["checkpoint"] == "step_000030"
+    assert int(stopped_at.split("_")[1]) < 30
