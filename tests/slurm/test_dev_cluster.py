@@ -280,8 +280,20 @@ def test_submit_requeues_itself_on_usr2_within_budget_then_resume(tmp_path, jobs
     assert metrics_step(run_dir) == 12
 
 
+def test_time_limit_signal_reaches_every_task(tmp_path, jobs, standin_env):
+    """The real --signal=USR2@N of the submitit script (no B:) stops the worker before the time limit."""
+    run_dir, info = submit_standin(
+        tmp_path, jobs, "total_steps=100000", "slurm.timeout_min=1", "slurm.signal_delay_s=55", "slurm.max_requeues=0"
+    )
+    done = wait_state(info.job_id, DONE, timeout=75)
+    # Stopped by the signal (75, with a checkpoint), not killed at the limit (TIMEOUT).
+    assert done["JobState"] == "FAILED" and done["ExitCode"] == "75:0", run_logs(run_dir)
+    assert slurm_cmds.progress(run_dir)["checkpoint"] is not None
+    assert [e["max_requeues"] for e in events(run_dir, "requeue_refused")] == [0]
+
+
 def test_preemption_requeues_and_resumes(tmp_path, jobs, standin_env):
-    run_dir, info = submit_standin(tmp_path, jobs, "total_steps=40")
+    run_dir, info = submit_standin(tmp_path, jobs, "total_steps=25")
     job = info.job_id
     wait_for(lambda: metrics_step(run_dir) >= 3, "3 steps", timeout=60)
     # A job in the `high` partition that needs every CPU preempts ours (GraceTime 30 s, REQUEUE).
@@ -311,7 +323,7 @@ def test_preemption_requeues_and_resumes(tmp_path, jobs, standin_env):
     assert int(done["Restarts"]) >= 1
     first, second = starts(run_dir)
     assert second["start_step"] >= 3, "the requeued job must resume from the checkpoint taken on the signal"
-    assert metrics_step(run_dir) == 40
+    assert metrics_step(run_dir) == 25
 
 
 def test_cancel_stops_without_requeue(tmp_path, jobs, standin_env):
@@ -369,7 +381,7 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
         str(REPO / "configs" / "tiny.yaml"),
         [
             f"run_dir={run_dir}",
-            "total_steps=30",
+            "total_steps=20",
             "checkpoint.every_steps=100",
             "slurm.timeout_min=5",
             *tiny_rm["overrides"],
@@ -404,5 +416,5 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
     done = wait_state(info.job_id, DONE, timeout=150)
     assert done["JobState"] == "COMPLETED" and int(done["Restarts"]) >= 1, run_logs(run_dir)
     assert [e["n"] for e in events(run_dir, "requeue")] == [1]
-    assert slurm_cmds.progress(run_dir)["checkpoint"] == "step_000030"
-    assert int(stopped_at.split("_")[1]) < 30
+    assert slurm_cmds.progress(run_dir)["checkpoint"] == "step_000020"
+    assert int(stopped_at.split("_")[1]) < 20
