@@ -79,7 +79,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from hpc_rlhf.config import Config, load_config, resume_diff, to_yaml
+from hpc_rlhf.config import Config, load_config
 from hpc_rlhf.errors import ConfigError, UserError
 
 DEFAULT_WORKER = "hpc_rlhf.launch.worker"
@@ -315,22 +315,12 @@ def _check_no_active_job(run_dir: Path) -> None:
 
 
 def prepare_run_dir(cfg: Config) -> Path:
-    """Create RUN_DIR, write RUN_DIR/config.yaml (refusing an incompatible existing run), snapshot the code."""
-    run_dir = Path(cfg.run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if cfg_path.exists():
-        old = load_config(str(cfg_path))
-        diff = resume_diff(old, cfg)
-        if diff:
-            shown = "; ".join(diff[:3]) + (f"; ... ({len(diff)} keys)" if len(diff) > 3 else "")
-            raise ConfigError(
-                f"run_dir {run_dir} holds a run whose config differs in keys not safe to change ({shown}); "
-                f"use a new run_dir, or resume it as it is (hpc-rlhf resume {run_dir})"
-            )
+    """The local launcher's preparation (checkpoint-compatibility check with a diff, tokenizer,
+    RUN_DIR/config.yaml), plus the Slurm folder and the code snapshot."""
+    from hpc_rlhf.launch.local import prepare_run
+
+    run_dir = Path(prepare_run(cfg))
     (run_dir / "slurm").mkdir(parents=True, exist_ok=True)
-    tmp = cfg_path.with_name(".config.yaml.tmp")
-    tmp.write_text(to_yaml(cfg))
-    os.replace(tmp, cfg_path)
     if cfg.slurm.snapshot_code:
         snapshot_code(run_dir)
     return run_dir
