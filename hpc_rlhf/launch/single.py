@@ -36,8 +36,11 @@ def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
         metrics = sess.tr.train_step(step, paths)
         metrics.update({"time/train_wait_s": 0.0, "time/gen_s": gen_s, "time/score_s": score_s})
         metrics["time/step_s"] = time.perf_counter() - t0
-        v, wpath = sess.after_step(step, metrics, ledger_entry(sess.tr.last_step_data, need, paths))
+        with sess.tr.timer.phase("io/publish"):
+            v, wpath = sess.after_step(step, metrics, ledger_entry(sess.tr.last_step_data, need, paths))
         published[v] = wpath
+        for timer in (gen.timer, scorer.timer, sess.tr.timer):  # tools/bench phase log (HPC_RLHF_TIMING=1)
+            timer.flush(step)
         if stop_flag.is_set() and step + 1 < cfg.total_steps:
             if sess.last_ckpt_step != step + 1:
                 sess.checkpoint(step + 1)

@@ -22,6 +22,7 @@ from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.dist.weights import load_into
 from hpc_rlhf.models.build import build_policy, load_tokenizer, place
 from hpc_rlhf.models.generate import SamplingParams, sample
+from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import behaviour_version, shard_path, shard_plan
 from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.shard import pack_ragged, reusable, write_shard
@@ -37,9 +38,11 @@ class Generator:
         self.fp = fingerprint(cfg)
         g = cfg.generate
         self.params = SamplingParams(g.max_new_tokens, g.temperature, g.top_k, g.top_p, g.stop_at_eos)
+        self.timer = PhaseTimer(run_dir, "generate", rank)
 
     def load_version(self, version: int, path: str) -> None:
-        load_into(self.policy, path)
+        with self.timer.phase("io/load_weights"):
+            load_into(self.policy, path)
         self.version = version
 
     def expected_attrs(self, step: int, shard: int, kind: str) -> dict:
@@ -56,9 +59,10 @@ class Generator:
         if plan.version != self.version:
             raise RuntimeError(f"generator has policy v{self.version}, step {step} needs v{plan.version}")
         prompts = [self.prompts[int(i)] for i in plan.prompt_indices]
-        out = sample(
-            self.policy, prompts, plan.seeds.tolist(), self.params, self.tok.eos_token_id, self.tok.pad_token_id
-        )
+        with self.timer.phase("compute/generate"):
+            out = sample(
+                self.policy, prompts, plan.seeds.tolist(), self.params, self.tok.eos_token_id, self.tok.pad_token_id
+            )
         n = len(prompts)
         pt, po = pack_ragged(prompts, "int32")
         rt, ro = pack_ragged(out.responses, "int32")
@@ -86,7 +90,8 @@ class Generator:
             "policy_version": plan.version,
             "num_samples": n,
         }
-        write_shard(path, data, attrs)
+        with self.timer.phase("io/write_shard"):
+            write_shard(path, data, attrs)
         return path, time.perf_counter() - t0
 
 
@@ -101,7 +106,8 @@ def run_generator(cfg: Config, run_dir: str, topo: Topology, ctl: Control, devic
     for step in range(start_step, cfg.total_steps):
         need = behaviour_version(step, cfg.max_policy_lag)
         while gen.version < need:
-            msg = ctl.wait(topo.trainer0, CTRL, f"policy weights v{need}")
+            with gen.timer.phase("wait/weights"):
+                msg = ctl.wait(topo.trainer0, CTRL, f"policy weights v{need}")
             if msg[0] == "stop":
                 return "stop"
             if msg[0] == "weights" and msg[1] == need:  # older notices (a resume's burst) are skipped
@@ -109,6 +115,7 @@ def run_generator(cfg: Config, run_dir: str, topo: Topology, ctl: Control, devic
         for j in mine:
             path, seconds = gen.generate_shard(step, j)
             ctl.send(topo.scorer_rank(j), SHARD, (step, j, path, seconds))
+        gen.timer.flush(step)
     while True:  # everything generated: wait for the end of training
         msg = ctl.wait(topo.trainer0, CTRL, "the end of the run (done/stop)")
         if msg[0] in ("done", "stop"):

@@ -21,8 +21,9 @@ from hpc_rlhf.dist.control import CTRL, SCORED, SHARD, Control, Stopped
 from hpc_rlhf.dist.faults import maybe_fail
 from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.models.build import build_reference, build_reward, load_tokenizer, place
-from hpc_rlhf.models.forward import make_batch, response_logprobs, sequence_scores
+from hpc_rlhf.models.forward import make_batch, response_logprobs, run_pair, sequence_scores
 from hpc_rlhf.models.generate import banned_tokens
+from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import shard_path
 from hpc_rlhf.rollout.shard import read_shard, reusable, unpack_ragged, write_shard
 
@@ -35,12 +36,14 @@ class Scorer:
         self.reference = place(build_reference(cfg, self.tok), device, cfg.runtime.bf16)
         self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
         self.fp = fingerprint(cfg)
+        self.timer = PhaseTimer(run_dir, "score", rank)
 
     @torch.no_grad()
     def score_shard(self, gen_path: str) -> tuple[str, float]:
         maybe_fail("score")
         t0 = time.perf_counter()
-        data, attrs = read_shard(gen_path)
+        with self.timer.phase("io/read_shard"):
+            data, attrs = read_shard(gen_path)
         step, shard = int(attrs["step"]), int(attrs["shard_index"])
         out = shard_path(self.run_dir, step, shard, "scored")
         expect = {"kind": "scored", "step": step, "shard_index": shard, "config_fingerprint": self.fp}
@@ -48,15 +51,19 @@ class Scorer:
             return out, time.perf_counter() - t0
         prompts = unpack_ragged(data["prompt_tokens"], data["prompt_offsets"])
         responses = unpack_ragged(data["response_tokens"], data["response_offsets"])
-        batch = make_batch(prompts, responses, self.tok.pad_token_id).to(self.device)
-        ref_lp, _ = response_logprobs(self.reference, batch, self.cfg.generate.temperature, self.banned)
-        scores = sequence_scores(self.reward, batch)
-        mask = batch.response_mask.bool().cpu()
-        data["ref_logprobs"] = ref_lp.float().cpu()[mask].numpy().astype(np.float32)
-        data["reward"] = scores.float().cpu().numpy().astype(np.float32)
+        with self.timer.phase("compute/score"):
+            batch = make_batch(prompts, responses, self.tok.pad_token_id).to(self.device)
+            (ref_lp, _), scores = run_pair(  # two independent models: side by side
+                lambda: response_logprobs(self.reference, batch, self.cfg.generate.temperature, self.banned),
+                lambda: sequence_scores(self.reward, batch),
+            )
+            mask = batch.response_mask.bool().cpu()
+            data["ref_logprobs"] = ref_lp.float().cpu()[mask].numpy().astype(np.float32)
+            data["reward"] = scores.float().cpu().numpy().astype(np.float32)
         new_attrs = {**dict(attrs), **expect, "producer_role": "score", "producer_rank": self.rank}
         new_attrs.pop("created_unix", None)
-        write_shard(out, data, new_attrs)
+        with self.timer.phase("io/write_shard"):
+            write_shard(out, data, new_attrs)
         return out, time.perf_counter() - t0
 
 
@@ -68,12 +75,14 @@ def run_scorer(cfg: Config, run_dir: str, topo: Topology, ctl: Control, device, 
         for step in range(start_step, cfg.total_steps):
             for j in mine:
                 src = topo.generator_rank(j)
-                s, sh, path, gen_s = ctl.wait(src, SHARD, f"generated shard (step {step}, shard {j})")
+                with sc.timer.phase("wait/shard"):
+                    s, sh, path, gen_s = ctl.wait(src, SHARD, f"generated shard (step {step}, shard {j})")
                 if (s, sh) != (step, j):
                     raise RuntimeError(f"scorer expected shard ({step},{j}) from rank {src}, got ({s},{sh})")
                 out, score_s = sc.score_shard(path)
                 for t in topo.train:
                     ctl.send(t, SCORED, (step, j, out, gen_s, score_s))
+            sc.timer.flush(step)
     except Stopped:
         return "stop"
     while True:

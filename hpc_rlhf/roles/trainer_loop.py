@@ -233,7 +233,10 @@ def run_trainer(cfg: Config, run_dir: str, topo: Topology, ctl: Control, device,
         metrics.update({"time/train_wait_s": wait_s, "time/gen_s": gen_s, "time/score_s": score_s})
         metrics["time/step_s"] = time.perf_counter() - t0
         entry = ledger_entry(sess.tr.last_step_data, behaviour_version(step, cfg.max_policy_lag), paths)
-        v, wpath = sess.after_step(step, metrics, entry)
+        sess.tr.timer.add("wait/scored", wait_s)  # tools/bench phase log (HPC_RLHF_TIMING=1)
+        with sess.tr.timer.phase("io/publish"):
+            v, wpath = sess.after_step(step, metrics, entry)
+        sess.tr.timer.flush(step)
         if lead and step + 1 < cfg.total_steps:
             for g in topo.generate:
                 ctl.send(g, CTRL, ("weights", v, wpath))
