@@ -257,7 +257,7 @@ class Trainer:
         t0 = time.perf_counter()
         out = {}
         if self.cfg.ppo.max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.ppo.max_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.ppo.max_grad_norm, foreach=True)
             out[f"ppo/{name}_grad_norm"] = float(norm)
         opt.step()
         sched.step()

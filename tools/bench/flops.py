@@ -52,22 +52,29 @@ def measure(size: str, repeats: int, workdir: str) -> dict:
     tr.train_step(1, paths)  # warm-up
     peaks, updates, optim = [], [], []
     for _ in range(repeats):
-        peaks.append(common.matmul_peak(common.THREADS, seconds=1.0))
+        peaks.append(common.matmul_peak(common.THREADS, seconds=1.5))
         m = tr.train_step(1, paths)
         updates.append(m["time/train_update_s"])
         optim.append(m["time/train_optim_s"])
-    peak = max(peaks)
-    upd = common.median(updates)
+    # The machine is shared: a burst of other jobs slows a matmul and a training step alike. The
+    # best of each (the fastest step, the highest peak) are the closest to the machine's own numbers;
+    # medians are reported beside them.
+    peak, peak_med = max(peaks), common.median(peaks)
+    upd, upd_best = common.median(updates), min(updates)
     fl = step_flops(size)
     return {
         "matmul_peak_gflops": peak,
+        "matmul_peak_gflops_median": peak_med,
         "matmul_peak_gflops_all": peaks,
         "train_model_flops": fl["train"],
         "train_update_s_median": upd,
+        "train_update_s_best": upd_best,
         "train_update_s_all": updates,
         "train_optim_s_median": common.median(optim),
-        "train_gflops": fl["train"] / upd / 1e9,
-        "train_utilisation": fl["train"] / upd / (peak * 1e9),
+        "train_gflops": fl["train"] / upd_best / 1e9,
+        "train_gflops_median": fl["train"] / upd / 1e9,
+        "train_utilisation": fl["train"] / upd_best / (peak * 1e9),
+        "train_utilisation_median": fl["train"] / upd / (peak_med * 1e9),
         "step_model_flops": fl["total"],
         "step_limit_s": fl["total"] / (peak * 1e9),
         "limit_samples_per_s": common.PROMPTS_PER_STEP / (fl["total"] / (peak * 1e9)),
@@ -77,7 +84,7 @@ def measure(size: str, repeats: int, workdir: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=list(common.SIZES), choices=list(common.SIZES))
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
