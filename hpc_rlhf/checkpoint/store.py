@@ -2,16 +2,21 @@
 
     save_checkpoint(run_dir, step, files_writer, keep_last=2)   # -> RUN_DIR/checkpoints/step_XXXXXX
     ckpt = find_latest(run_dir)                                 # newest valid one, or None
+    list_checkpoints(run_dir)                                   # every step_* folder, validated
 
 A checkpoint is written into `checkpoints/.tmp-step_XXXXXX-PID/`, every file fsynced, then a
 `COMMITTED` manifest (sha256 and size of every file) is written and fsynced, the folder renamed into
-place, the parent fsynced, and `latest` replaced atomically. A folder without a valid manifest, or
-whose files do not match it, is never loaded: `find_latest` falls back to the previous one with a
-warning. A failed save (disk full, ...) removes its temporary folder and leaves older ones intact.
+place, the parent fsynced, and `latest` replaced atomically (tmp + fsync + rename). A folder without a
+valid manifest, or whose files do not match it, is never loaded: `find_latest` falls back to the
+previous one with a warning (the folders are the truth; `latest` is a pointer for people and scripts).
+A failed save (disk full, ...) removes its temporary folder, leaves older checkpoints intact and raises
+CheckpointError naming the cause. Folders are deleted by first renaming them to a `.tmp-` name, so a
+kill in the middle of a deletion never leaves a half-deleted `step_*` folder behind.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -23,9 +28,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from hpc_rlhf.errors import CheckpointError
-from hpc_rlhf.rollout.shard import fsync_dir
+from hpc_rlhf.rollout.shard import TMP_MARK, fsync_dir
 
 MARKER = "COMMITTED"
+LATEST = "latest"
 
 
 @dataclass
@@ -61,7 +67,7 @@ def _fsync_file(path: str) -> None:
 def write_atomic(path: str, data: bytes) -> None:
     """Replace `path` with `data` atomically (tmp + fsync + rename + fsync dir)."""
     d = os.path.dirname(path) or "."
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    tmp = os.path.join(d, f".{os.path.basename(path)}{TMP_MARK}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -75,41 +81,89 @@ def write_atomic(path: str, data: bytes) -> None:
     fsync_dir(d)
 
 
+def remove_tree(path: str) -> None:
+    """Delete a folder so that a kill half-way never leaves it half-deleted under its own name:
+    rename it to a `.tmp-` name first (cleaned up later if the kill comes before rmtree ends)."""
+    if not os.path.exists(path):
+        return
+    parent, name = os.path.split(path)
+    doomed = os.path.join(parent, f".tmp-del-{name}-{os.getpid()}-{time.monotonic_ns()}")
+    os.rename(path, doomed)
+    fsync_dir(parent)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def describe_failure(e: BaseException, where: str) -> Optional[str]:
+    """The I/O cause of a failed write, in words, or None when `e` is not an I/O failure: an OSError
+    anywhere in the exception chain (torch.save wraps ENOSPC into 'unexpected pos ...', safetensors
+    into SafetensorError), else a disk-full diagnosis from the message or the free space left."""
+    seen, cur = set(), e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno is not None:
+            return f"{cur.strerror or os.strerror(cur.errno)} (errno {errno.errorcode.get(cur.errno, cur.errno)})"
+        cur = cur.__cause__ or cur.__context__
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "No space left" in msg:
+        return f"No space left on device ({type(e).__name__}: {msg})"
+    try:
+        st = os.statvfs(where)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        return None
+    if free < (1 << 20):
+        return f"No space left on device ({free} bytes free; {type(e).__name__}: {msg})"
+    return None
+
+
 def save_checkpoint(run_dir: str, step: int, write_files: Callable[[str], None], keep_last: int = 2) -> str:
     """Call write_files(tmp_folder) to fill a new checkpoint of `step`, then commit it. Returns its path.
 
     Raises CheckpointError (naming the cause, e.g. no space left) after removing the partial folder."""
     root = ckpt_root(run_dir)
     os.makedirs(root, exist_ok=True)
-    final = os.path.join(root, f"step_{step:06d}")
-    tmp = os.path.join(root, f".tmp-step_{step:06d}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    name = f"step_{step:06d}"
+    final = os.path.join(root, name)
+    tmp = os.path.join(root, f".tmp-{name}-{os.getpid()}")
+    committed, failure = False, None
     try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
         write_files(tmp)
         manifest = {"step": step, "created_unix": time.time(), "files": {}}
-        for name in sorted(os.listdir(tmp)):
-            p = os.path.join(tmp, name)
+        for fname in sorted(os.listdir(tmp)):
+            p = os.path.join(tmp, fname)
             _fsync_file(p)
-            manifest["files"][name] = {"sha256": _sha256(p), "size": os.path.getsize(p)}
+            manifest["files"][fname] = {"sha256": _sha256(p), "size": os.path.getsize(p)}
         with open(os.path.join(tmp, MARKER), "w") as f:
             json.dump(manifest, f)
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(tmp)
-        if os.path.exists(final):  # a re-save of the same step (after a resume): replace it
-            shutil.rmtree(final)
+        remove_tree(final)  # a re-save of the same step (after a resume or a fall-back): replace it
         os.replace(tmp, final)
         fsync_dir(root)
-        write_atomic(os.path.join(root, "latest"), f"step_{step:06d}\n".encode())
-    except OSError as e:
+        committed = True
+        write_atomic(os.path.join(root, LATEST), f"{name}\n".encode())
+    except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(
-            f"checkpoint of step {step} in '{root}' failed: {e.strerror or e} ; the previous checkpoint is kept"
-        ) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        cause = describe_failure(e, root)
+        if cause is None:  # not an I/O failure (a bug): keep its traceback
+            raise
+        if committed:
+            failure = (
+                f"checkpoint of step {step} in '{root}' was committed but the '{LATEST}' pointer could not be "
+                f"updated: {cause}"
+            )
+        else:
+            failure = (
+                f"checkpoint of step {step} in '{root}' failed: {cause}; nothing of it was kept and the previous "
+                "checkpoint is intact"
+            )
+    if failure is not None:
+        # raised outside the except block, without the I/O error's traceback: its frames hold writers
+        # (torch.save's) whose open files would keep the space of the deleted folder in use
+        raise CheckpointError(failure)
     prune(run_dir, keep_last)
     return final
 
@@ -122,9 +176,12 @@ def validate(path: str) -> Optional[str]:
     try:
         with open(marker) as f:
             manifest = json.load(f)
-    except (OSError, ValueError):
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
         return "unreadable COMMITTED marker"
-    for name, meta in manifest.get("files", {}).items():
+    if not files:
+        return "COMMITTED marker lists no files"
+    for name, meta in files.items():
         p = os.path.join(path, name)
         if not os.path.isfile(p):
             return f"file {name} is missing"
@@ -141,42 +198,93 @@ def _steps(run_dir: str) -> list[tuple[int, str]]:
         return []
     out = []
     for name in os.listdir(root):
-        if name.startswith("step_") and name[5:].isdigit():
+        if name.startswith("step_") and name[5:].isdigit() and os.path.isdir(os.path.join(root, name)):
             out.append((int(name[5:]), os.path.join(root, name)))
     return sorted(out)
 
 
+def _created(path: str) -> float:
+    try:
+        with open(os.path.join(path, MARKER)) as f:
+            return float(json.load(f)["created_unix"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
 def list_checkpoints(run_dir: str, check: bool = True) -> list[CheckpointInfo]:
+    """Every checkpoint folder, oldest first, with its validity (check=False: only the marker's presence)."""
     infos = []
     for step, path in _steps(run_dir):
-        problem = validate(path) if check else None
-        size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
-        created = os.path.getmtime(os.path.join(path, MARKER)) if os.path.exists(os.path.join(path, MARKER)) else 0.0
-        infos.append(CheckpointInfo(step, path, created, size, problem is None, problem or ""))
+        if check:
+            problem = validate(path)
+        else:
+            problem = None if os.path.isfile(os.path.join(path, MARKER)) else "no COMMITTED marker"
+        size = sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
+        infos.append(CheckpointInfo(step, path, _created(path), size, problem is None, problem or ""))
     return infos
 
 
-def find_latest(run_dir: str) -> Optional[CheckpointInfo]:
+def find_latest(run_dir: str, quiet: bool = False) -> Optional[CheckpointInfo]:
     """The newest valid checkpoint; damaged or uncommitted newer ones are skipped with a warning."""
     for info in reversed(list_checkpoints(run_dir)):
         if info.valid:
             return info
-        print(
-            f"warning: checkpoint '{info.path}' is not usable ({info.problem}); falling back to an older one",
-            file=sys.stderr,
-        )
+        if not quiet:
+            print(
+                f"warning: checkpoint '{info.path}' is not usable ({info.problem}); falling back to an older one",
+                file=sys.stderr,
+            )
     return None
 
 
 def prune(run_dir: str, keep_last: int) -> None:
     """Keep the newest `keep_last` committed checkpoints; remove older ones and stale temporaries."""
-    steps = [(s, p) for s, p in _steps(run_dir) if os.path.exists(os.path.join(p, MARKER))]
-    for _, path in steps[:-keep_last]:
-        shutil.rmtree(path, ignore_errors=True)
     root = ckpt_root(run_dir)
+    steps = _steps(run_dir)
+    committed = [(s, p) for s, p in steps if os.path.exists(os.path.join(p, MARKER))]
+    for _, path in committed[:-keep_last]:
+        remove_tree(path)
+    oldest_kept = committed[-keep_last][0] if len(committed) >= keep_last else None
+    for s, path in steps:  # marker-less folders cannot be loaded; drop those older than what is kept
+        if oldest_kept is not None and s < oldest_kept and not os.path.exists(os.path.join(path, MARKER)):
+            remove_tree(path)
+    own = f"-{os.getpid()}"
     for name in os.listdir(root):
-        if name.startswith(".tmp-step_") and not name.endswith(f"-{os.getpid()}"):
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        if name.startswith(".tmp-") and not name.endswith(own):
+            _remove(os.path.join(root, name))
+
+
+def _remove(path: str) -> None:
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def clean_temporaries(run_dir: str) -> list[str]:
+    """Remove what writers killed before their rename left behind (`.NAME.tmp-PID` files and `.tmp-*`
+    folders) in the run dir, rollouts/, weights/, checkpoints/ and final/. Call it only while no other
+    process of the run writes (the train lead at start-up, before it publishes the first weights).
+    Returns the removed paths."""
+    removed = []
+    tops = [run_dir] + [os.path.join(run_dir, d) for d in ("weights", "checkpoints", "final")]
+    for d in tops:
+        if not os.path.isdir(d):
+            continue
+        for e in os.scandir(d):
+            if e.name.startswith(".") and (TMP_MARK in e.name or e.name.startswith(".tmp-")):
+                _remove(e.path)
+                removed.append(e.path)
+    rollouts = os.path.join(run_dir, "rollouts")
+    for d, _dirs, files in os.walk(rollouts):
+        for f in files:
+            if f.startswith(".") and TMP_MARK in f:
+                _remove(os.path.join(d, f))
+                removed.append(os.path.join(d, f))
+    return removed
 
 
 def load_json(path: str, name: str) -> dict:

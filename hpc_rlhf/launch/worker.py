@@ -4,21 +4,27 @@ Reads RUN_DIR/config.yaml, finds its role from the world size and the layout, re
 latest checkpoint, and runs its role loop. Exit status: 0 = run finished; runtime.requeue_exit_code
 (75) = stopped by a signal after a checkpoint, requeue me; 1 = this rank failed: it prints its rank,
 role and error, then aborts the whole MPI world so no rank is left waiting.
+
+The stop-signal handlers (SIGUSR2, SIGTERM, SIGINT -> a flag) are installed before torch is imported,
+so a signal during the seconds of start-up is not fatal. Each rank records its pid, host and role in
+RUN_DIR/.ranks/rank_RRRRR.json at start and rank_RRRRR.exit just before it leaves (or aborts): the
+local launcher names a rank that vanished without an exit note as dead (SIGKILL, OOM killer).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import sys
 import traceback
 
-import torch
+from hpc_rlhf.launch.signals import StopFlag
 
-from hpc_rlhf.config import Config, load_config
-from hpc_rlhf.errors import UserError
+RANKS_DIR = ".ranks"
 
 
-def _threads(cfg: Config, comm) -> int:
+def _threads(cfg, comm) -> int:
     if cfg.runtime.torch_threads > 0:
         return cfg.runtime.torch_threads
     from mpi4py import MPI
@@ -27,16 +33,44 @@ def _threads(cfg: Config, comm) -> int:
     return max(1, len(os.sched_getaffinity(0)) // local)
 
 
+def register_rank(run_dir: str, rank: int, role: str, index: int) -> None:
+    """RUN_DIR/.ranks/rank_RRRRR.json: {rank, role, index, pid, host} of this attempt."""
+    d = os.path.join(run_dir, RANKS_DIR)
+    os.makedirs(d, exist_ok=True)
+    info = {"rank": rank, "role": role, "index": index, "pid": os.getpid(), "host": socket.gethostname()}
+    tmp = os.path.join(d, f".rank_{rank:05d}.json.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(info, f)
+    os.replace(tmp, os.path.join(d, f"rank_{rank:05d}.json"))
+
+
+def note_exit(run_dir: str, rank: int, what: str) -> None:
+    """RUN_DIR/.ranks/rank_RRRRR.exit: this rank leaves on purpose ('0', '75' or 'failed'); a rank that
+    vanishes without one died (the local launcher's watcher tells them apart this way)."""
+    try:
+        d = os.path.join(run_dir, RANKS_DIR)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"rank_{rank:05d}.exit"), "w") as f:
+            f.write(what + "\n")
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = argv[0]
+    stop = StopFlag().install()  # first: a stop signal during the imports below only sets the flag
+    import torch
+
+    from hpc_rlhf.config import load_config
+    from hpc_rlhf.errors import UserError
+
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
     cfg.run_dir = run_dir
     from mpi4py import MPI
 
     from hpc_rlhf.dist.control import Control
     from hpc_rlhf.dist.topology import Topology
-    from hpc_rlhf.launch.signals import StopFlag
     from hpc_rlhf.models.build import pick_device
 
     comm = MPI.COMM_WORLD
@@ -49,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    stop = StopFlag().install()
     try:
         topo = Topology.build(comm.Get_size(), cfg.layout)
         role = topo.role(rank)
+        register_rank(run_dir, rank, role, topo.index(rank))
         torch.set_num_threads(_threads(cfg, comm))
         device = pick_device(cfg.runtime.device)
         if topo.single:
@@ -74,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                 from hpc_rlhf.roles.trainer_loop import run_trainer
 
                 verdict = run_trainer(cfg, run_dir, topo, ctl, device, train_comm, stop)
+            ctl.finish(cfg.generate.shards_per_step)  # no message left in flight for MPI_Finalize
     except BaseException as e:  # noqa: BLE001 - any failure must take the whole world down
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
+        note_exit(run_dir, rank, "failed")
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: rank {rank} ({role}) failed: {type(e).__name__}: {msg}", file=sys.stderr, flush=True)
         if not isinstance(e, UserError):
@@ -84,14 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         comm.Abort(1)
         return 1
-    return 0 if verdict == "done" else cfg.runtime.requeue_exit_code
+    code = 0 if verdict == "done" else cfg.runtime.requeue_exit_code
+    note_exit(run_dir, rank, str(code))
+    return code
 
 
 def _start_step(run_dir: str) -> int:
     """Where generators and scorers start: the step of the latest valid checkpoint (0 if none)."""
     from hpc_rlhf.checkpoint.store import find_latest
 
-    info = find_latest(run_dir)
+    info = find_latest(run_dir, quiet=True)  # the train lead warns about a checkpoint it skips
     return info.step if info else 0
 
 

@@ -7,6 +7,13 @@
 
 `run_trainer` is the multi-rank loop of a train rank. Only the lead (train rank 0) writes files;
 every train rank holds identical weights and optimizer state (gradients are all-reduced).
+
+A checkpoint (RUN_DIR/checkpoints/step_S, see docs/checkpointing.md) holds: policy.safetensors and
+value.safetensors; behaviour_vN.safetensors (the policy versions that steps >= S still sample with,
+max_policy_lag > 0); optim.pt (both AdamW states, both LR schedulers, the KL controller, the lead's
+torch RNG state); state.json (next step, policy version, data cursor, config and its fingerprint);
+ledger.jsonl (what steps < S consumed); shards.json (the shard ledger: which shards of which step were
+generated, scored and consumed when it was written); config.yaml.
 """
 
 from __future__ import annotations
@@ -19,7 +26,14 @@ from collections import OrderedDict
 import torch
 from safetensors.torch import load_file
 
-from hpc_rlhf.checkpoint.store import find_latest, load_json, save_checkpoint, write_atomic
+from hpc_rlhf.checkpoint.store import (
+    clean_temporaries,
+    find_latest,
+    load_json,
+    remove_tree,
+    save_checkpoint,
+    write_atomic,
+)
 from hpc_rlhf.config import Config, fingerprint, from_dict, resume_diff, to_dict, to_yaml
 from hpc_rlhf.dist.control import CTRL, SCORED, Control
 from hpc_rlhf.dist.dp import DataParallel
@@ -27,6 +41,7 @@ from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.dist.weights import cpu_state, load_into, prune, publish, save_tensors, weights_path
 from hpc_rlhf.errors import CheckpointError, ConfigError
 from hpc_rlhf.roles.trainer import Trainer
+from hpc_rlhf.rollout.plan import step_dir
 
 
 class MetricsLog:
@@ -68,14 +83,23 @@ class MetricsLog:
 
 
 def _truncate_jsonl(path: str, before_step: int) -> None:
-    """Drop lines of steps >= before_step (left by an attempt that died after its last checkpoint)."""
+    """Drop lines of steps >= before_step (left by an attempt that died after its last checkpoint),
+    and a torn last line (an attempt killed in the middle of an append)."""
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        lines = [ln for ln in f if ln.strip()]
-    keep = [ln for ln in lines if json.loads(ln)["step"] < before_step]
-    if len(keep) != len(lines):
-        write_atomic(path, "".join(keep).encode())
+    with open(path, "rb") as f:
+        raw = f.read()
+    lines = [ln for ln in raw.split(b"\n") if ln.strip()]
+    keep = []
+    for ln in lines:
+        try:
+            step = json.loads(ln)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if step < before_step:
+            keep.append(ln + b"\n")
+    if len(keep) != len(lines) or (raw and not raw.endswith(b"\n")):
+        write_atomic(path, b"".join(keep))
 
 
 class TrainSession:
@@ -83,6 +107,8 @@ class TrainSession:
         self.cfg, self.run_dir, self.lead = cfg, run_dir, lead
         self.tr = Trainer(cfg, run_dir, device, dp)
         self.recent: OrderedDict[int, dict] = OrderedDict()  # behaviour versions a checkpoint must keep
+        if lead:  # no rank of this attempt writes before the lead publishes weights: safe to sweep
+            clean_temporaries(run_dir)
         self.start_step = self._resume()
         self.last_ckpt_time = time.monotonic()
         self.last_ckpt_step = self.start_step
@@ -170,6 +196,7 @@ class TrainSession:
             state = {
                 "step": next_step,
                 "version": tr.version,
+                "data_cursor": self._cursor(next_step),
                 "behaviour_versions": behaviour,
                 "config_fingerprint": fingerprint(self.cfg),
                 "config": to_dict(self.cfg),
@@ -179,21 +206,58 @@ class TrainSession:
                 json.dump(state, f, indent=1)
             with open(os.path.join(folder, "config.yaml"), "w") as f:
                 f.write(to_yaml(self.cfg))
-            ledger = self.ledger_path if os.path.exists(self.ledger_path) else None
+            ledger = b""
+            if os.path.exists(self.ledger_path):
+                with open(self.ledger_path, "rb") as src:
+                    ledger = src.read()
             with open(os.path.join(folder, "ledger.jsonl"), "wb") as f:
-                if ledger:
-                    f.write(open(ledger, "rb").read())
+                f.write(ledger)
+            with open(os.path.join(folder, "shards.json"), "w") as f:
+                json.dump(self._shard_ledger(ledger), f)
 
         save_checkpoint(self.run_dir, next_step, write, self.cfg.checkpoint.keep_last)
+
+    def _cursor(self, next_step: int) -> dict:
+        """Where the prompt stream stands: steps < next_step consumed positions [0, next_step * P)."""
+        n, per = len(self.tr.prompts), self.cfg.generate.prompts_per_step
+        pos = next_step * per
+        return {"next_step": next_step, "prompt_position": pos, "pass": pos // n, "within_pass": pos % n}
+
+    def _shard_ledger(self, ledger: bytes) -> dict:
+        """{step: {generated: [j..], scored: [j..], consumed: [j..]}} for every step with a shard on disk
+        or in the ledger. Shards of steps >= the checkpoint's step are ones written ahead of it: a resume
+        reuses them when intact (they are identical to what it would write) and rewrites them if not."""
+        out: dict[str, dict[str, list[int]]] = {}
+        for ln in ledger.splitlines():
+            if ln.strip():
+                e = json.loads(ln)
+                out.setdefault(str(e["step"]), {})["consumed"] = [int(n.split("_")[1][:4]) for n in e["shards"]]
+        root = os.path.dirname(step_dir(self.run_dir, 0))
+        if os.path.isdir(root):
+            for d in os.scandir(root):
+                if not (d.name.startswith("step_") and d.name[5:].isdigit()):
+                    continue
+                entry = out.setdefault(str(int(d.name[5:])), {})
+                for f in os.scandir(d.path):
+                    for prefix, kind in (("gen_", "generated"), ("scored_", "scored")):
+                        if f.name.startswith(prefix) and f.name.endswith(".h5"):
+                            entry.setdefault(kind, []).append(int(f.name[len(prefix) : -3]))
+        for entry in out.values():
+            for k in ("generated", "scored", "consumed"):
+                entry[k] = sorted(entry.get(k, []))
+        return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
     def finish(self) -> None:
         """Final checkpoint and the exported policy (RUN_DIR/final/policy, a Hugging Face folder)."""
         if self.last_ckpt_step != self.cfg.total_steps:
             self.checkpoint(self.cfg.total_steps)
-        if self.lead:
-            out = os.path.join(self.run_dir, "final", "policy")
-            self.tr.policy.save_pretrained(out, safe_serialization=True)
-            self.tr.tok.save_pretrained(out)
+        if self.lead:  # written aside, then renamed: a kill never leaves a half-written final policy
+            parent = os.path.join(self.run_dir, "final")
+            out, tmp = os.path.join(parent, "policy"), os.path.join(parent, f".tmp-policy-{os.getpid()}")
+            self.tr.policy.save_pretrained(tmp, safe_serialization=True)
+            self.tr.tok.save_pretrained(tmp)
+            remove_tree(out)
+            os.replace(tmp, out)
 
 
 def ledger_entry(sd, version: int, paths: list[str]) -> dict:
@@ -237,14 +301,14 @@ def run_trainer(cfg: Config, run_dir: str, topo: Topology, ctl: Control, device,
         with sess.tr.timer.phase("io/publish"):
             v, wpath = sess.after_step(step, metrics, entry)
         sess.tr.timer.flush(step)
-        if lead and step + 1 < cfg.total_steps:
-            for g in topo.generate:
-                ctl.send(g, CTRL, ("weights", v, wpath))
-        stop = None
+        stop = None  # the stop is agreed before the next weights go out: no step is generated in vain
         if lead:
             reqs = ctl.stop_requests()
             stop = bool(stop_flag.is_set() or reqs)
         stop = train_comm.bcast(stop, root=0) if train_comm.Get_size() > 1 else stop
+        if lead and step + 1 < cfg.total_steps and not stop:
+            for g in topo.generate:
+                ctl.send(g, CTRL, ("weights", v, wpath))
         if stop and step + 1 < cfg.total_steps:
             if sess.last_ckpt_step != step + 1:
                 sess.checkpoint(step + 1)

@@ -1,0 +1,172 @@
+"""Checkpoints of real (single-process) runs: a damaged latest checkpoint falls back and still ends
+bit-identical, the time trigger, config changes on resume, disk full during a training checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from hpc_rlhf.checkpoint.store import find_latest, list_checkpoints
+from hpc_rlhf.config import load_config
+from hpc_rlhf.dist.dp import DataParallel
+from hpc_rlhf.errors import CheckpointError
+from hpc_rlhf.roles.trainer_loop import TrainSession, _truncate_jsonl
+from tests.conftest import TINY, cli, need
+
+SINGLE = ["runtime.launcher=none", "total_steps=4", "checkpoint.every_steps=1", "checkpoint.keep_last=3"]
+
+
+def sha(run_dir) -> str:
+    return hashlib.sha256(open(os.path.join(run_dir, "final", "policy", "model.safetensors"), "rb").read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory, tiny_rm):
+    run = tmp_path_factory.mktemp("ckpt") / "base"
+    cli("train", TINY, f"run_dir={run}", *tiny_rm["overrides"], *SINGLE)
+    return run
+
+
+def copy_run(base_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(base_run, dst)
+    return dst
+
+
+def test_a_checkpoint_holds_everything_a_resume_needs(base_run):
+    assert [c.step for c in list_checkpoints(str(base_run))] == [2, 3, 4]
+    ck = base_run / "checkpoints" / "step_000003"
+    files = set(os.listdir(ck))
+    want = {"policy.safetensors", "value.safetensors", "optim.pt", "state.json", "ledger.jsonl", "shards.json"}
+    assert want <= files and "COMMITTED" in files and "config.yaml" in files
+    st = json.load(open(ck / "state.json"))
+    assert st["step"] == 3 and st["version"] == 3
+    assert st["data_cursor"] == {"next_step": 3, "prompt_position": 24, "pass": 0, "within_pass": 24}
+    opt = torch.load(ck / "optim.pt", weights_only=False)
+    assert {"opt_policy", "opt_value", "sched_policy", "sched_value", "kl_ctl", "torch_rng"} <= set(opt)
+    shards = json.load(open(ck / "shards.json"))
+    assert shards["2"] == {"generated": [0, 1, 2, 3], "scored": [0, 1, 2, 3], "consumed": [0, 1, 2, 3]}
+    assert [json.loads(x)["step"] for x in open(ck / "ledger.jsonl")] == [0, 1, 2]
+
+
+DAMAGE = {
+    "corrupted": lambda p: p.write_bytes(
+        p.read_bytes()[:100] + bytes([p.read_bytes()[100] ^ 1]) + p.read_bytes()[101:]
+    ),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+}
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_a_damaged_latest_checkpoint_falls_back_and_the_run_ends_bit_identical(base_run, tmp_path, kind):
+    run = copy_run(base_run, tmp_path)
+    DAMAGE[kind](run / "checkpoints" / "step_000004" / "policy.safetensors")
+    shutil.rmtree(run / "final")
+    proc = cli("resume", str(run))
+    assert "warning: checkpoint" in proc.stderr and "step_000004" in proc.stderr and "falling back" in proc.stderr
+    assert sha(run) == sha(base_run)
+    assert all(c.valid for c in list_checkpoints(str(run)))  # step 4 was written again
+    assert [json.loads(x)["step"] for x in open(run / "ledger.jsonl")] == [0, 1, 2, 3]
+
+
+def test_a_changed_config_is_refused_with_a_diff_and_safe_keys_may_change(base_run, tmp_path, tiny_rm):
+    run = copy_run(base_run, tmp_path)
+    proc = cli("train", TINY, f"run_dir={run}", *tiny_rm["overrides"], *SINGLE, "ppo.lr=0.5", "seed=3", check=False)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert "ppo.lr" in err and "-> 0.5" in err and "seed: 0 -> 3" in err and "new run_dir" in err
+    assert len(err.splitlines()) == 1
+    # total_steps, logging and checkpoint intervals are safe to change: the run continues
+    cli("resume", str(run), "total_steps=5", "checkpoint.every_steps=2", "logging.progress=false")
+    assert [json.loads(x)["step"] for x in open(run / "ledger.jsonl")] == [0, 1, 2, 3, 4]
+    assert find_latest(str(run)).step == 5
+
+
+def test_checkpoints_every_m_minutes(tmp_path, tiny_rm):
+    run = tmp_path / "r"
+    over = ["checkpoint.every_steps=0", "checkpoint.every_min=0.00001", "checkpoint.keep_last=4"]
+    cli("train", TINY, f"run_dir={run}", *tiny_rm["overrides"], *SINGLE, *over)
+    assert [c.step for c in list_checkpoints(str(run))] == [1, 2, 3, 4]
+
+
+def test_single_process_run_stops_on_sigterm_with_the_requeue_status(tmp_path, tiny_rm):
+    import sys
+    import time
+
+    run = tmp_path / "r"
+    args = [
+        "train",
+        TINY,
+        f"run_dir={run}",
+        *tiny_rm["overrides"],
+        *SINGLE,
+        "total_steps=40",
+        "checkpoint.every_steps=0",
+    ]
+    proc = subprocess.Popen([sys.executable, "-m", "hpc_rlhf.launch.cli", *args], stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before 2 steps"
+        time.sleep(0.05)
+    proc.send_signal(15)  # SIGTERM, as Slurm sends on preemption
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    done = len(metrics.read_text().splitlines())
+    assert find_latest(str(run)).step == done  # checkpointed at the step boundary it stopped at
+    assert "stopped after a checkpoint; continue with: hpc-rlhf resume" in err
+
+
+def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"step": 0}\n{"step": 1}\n{"step": 2}\n{"st')
+    _truncate_jsonl(str(p), 2)
+    assert p.read_text() == '{"step": 0}\n{"step": 1}\n'
+    p.write_text('{"step": 0}\n{"step": 1}')  # no trailing newline: completed
+    _truncate_jsonl(str(p), 5)
+    assert p.read_text() == '{"step": 0}\n{"step": 1}\n'
+
+
+# -- disk full during a training checkpoint ---------------------------------------------------------------
+@pytest.fixture
+def small_fs(tmp_path):
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    need(p.returncode == 0, f"a size-limited tmpfs (mount: {p.stderr.strip() or p.returncode})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_during_a_training_checkpoint(small_fs, tiny_rm):
+    run = small_fs / "run"
+    cfg = load_config(TINY, [f"run_dir={run}", *tiny_rm["overrides"]])
+    os.makedirs(run)
+    sess = TrainSession(cfg, str(run), torch.device("cpu"), DataParallel(0, 1), lead=True)
+    sess.checkpoint(1)
+    first = find_latest(str(run))
+    size = first.size_bytes
+    st = os.statvfs(small_fs)
+    free = st.f_bavail * st.f_frsize
+    with open(small_fs / "filler", "wb") as f:  # leave room for half a checkpoint
+        f.write(b"\0" * (free - size // 2))
+    with torch.no_grad():
+        next(sess.tr.policy.parameters()).add_(1.0)  # different weights: a different checkpoint
+    with pytest.raises(CheckpointError) as e:
+        sess.checkpoint(2)
+    assert "No space left on device" in str(e.value) and "previous checkpoint is intact" in str(e.value)
+    info = find_latest(str(run))
+    assert info.step == 1 and info.valid
+    os.unlink(small_fs / "filler")
+    again = TrainSession(cfg, str(run), torch.device("cpu"), DataParallel(0, 1), lead=True)
+    assert again.start_step == 1
+    a, b = sess.recent[0], {k: v for k, v in again.tr.policy.state_dict().items() if k in sess.recent[0]}
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed weights are step 1's, not the failed save's
