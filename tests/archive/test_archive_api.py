@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
+from archive_data import GEN_ONLY, SHARDS, STEPS
 from archive_expect import distinct, kl_seq, rep_rate
-from conftest import GEN_ONLY, SHARDS, STEPS
 
 from hpc_rlhf.archive import Archive, summarize
 from hpc_rlhf.archive import derived as D

@@ -85,7 +85,7 @@ def test_export_cli_text_and_empty(archive, tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     want = [s for s in truth if s["policy_version"] == 3]
     assert len(rows) == len(want)
-    words = {i: w for w, i in __import__("conftest").VOCAB.items()}
+    words = {i: w for w, i in __import__("archive_data").VOCAB.items()}
     by = {(s["prompt_index"], s["sample_index"]): s for s in want}
     for r in rows:
         t = by[(r["prompt_index"], r["sample_index"])]

@@ -6,7 +6,7 @@ import re
 import shutil
 
 import pytest
-from conftest import VOCAB
+from archive_data import VOCAB
 
 from hpc_rlhf.archive.cli import main
 

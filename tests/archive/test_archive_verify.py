@@ -7,8 +7,8 @@ import os
 
 import pandas as pd
 import pytest
+from archive_data import SHARDS, STEPS
 from archive_expect import summary as expected_summary
-from conftest import SHARDS, STEPS
 
 from hpc_rlhf.archive import Archive, verify
 from hpc_rlhf.archive.cli import main
@@ -45,7 +45,7 @@ def test_verify_damaged_lists_everything(damaged, capsys):
 def test_verify_catches_each_problem_alone(archive, tmp_path, capsys):
     import shutil
 
-    from conftest import flip_bytes
+    from archive_data import flip_bytes
 
     d, _ = archive
     for field in ("reward", "gen_logprobs", "prompt_offsets"):
