@@ -59,13 +59,23 @@ def markdown(res: dict) -> str:
         "# Performance",
         "",
         "Measured by `python tools/bench/run_all.py` (JSON: [performance.json](performance.json)); the tables",
-        "below are rewritten by it. Every number comes from one run of that command on the machine below,",
-        "which is shared with other jobs: ratios come from runs alternated side by side (A B C A B C ...),",
-        "medians over runs.",
+        "below are rewritten by it (`--from-json F --notes N` rewrites them from saved results). The machine",
+        "below is shared with other jobs: ratios come from runs alternated side by side (A B C A B C ...),",
+        "medians over runs and best runs.",
         "",
+        *(
+            [
+                "Parts measured in separate runs of the parts' scripts: "
+                + "; ".join(f"{k}: {v}" for k, v in res["runs"].items())
+                + ".",
+                "",
+            ]
+            if res.get("runs")
+            else []
+        ),
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']} "
         f"({m['torch_cpu_capability']}); load average at start {', '.join(_f(x) for x in m['loadavg_at_start'])}; "
-        f"{m['date']}. fp32 matmul peak measured in the same run: "
+        f"{m['date']}. fp32 matmul peak measured at the start of the run: "
         f"{_f(res.get('peak_gflops', {}).get('2', 0), 1)} GFLOP/s on 2 threads, "
         f"{_f(res.get('peak_gflops', {}).get('1', 0), 1)} on 1.",
         "",
