@@ -131,6 +131,7 @@ def launch_local(cfg: Config, run_dir: str) -> int:
             signal.signal(s, h)
     if watcher is not None:
         watcher.join()
+        remove_segments(watcher.segments, timeout=2.0)  # what ranks killed or aborted leave in RAM
         if watcher.verdict:
             print(f"error: {watcher.verdict}", file=sys.stderr, flush=True)
             return code if code > 0 else 1
@@ -309,6 +310,7 @@ class _Watcher:
         self.verdict = ""
         self.agreed: int | None = None  # set when lingering ranks were ended after all left exit notes
         self.first_exit: float | None = None
+        self.segments: set[str] = set()  # MPICH /dev/shm segments of the ranks (removed if left behind)
         self.thread = threading.Thread(target=self._run, name="hpc_rlhf-watch", daemon=True)
         self.thread.start()
 
@@ -331,6 +333,8 @@ class _Watcher:
                             seen.add(pid)
                             fds[fd] = pid
                             poller.register(fd, select.POLLIN)
+                if not self.segments and seen:
+                    self.segments = shm_segments(list(fds.values()))
                 events = poller.poll(100 if len(seen) < self.world else 500)
                 gone = []
                 for fd, _ in events:
