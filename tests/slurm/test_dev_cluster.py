@@ -7,6 +7,7 @@ test_real_worker_preempted_resumes_and_finishes runs the real `hpc_rlhf.launch.w
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -418,3 +419,26 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
     assert [e["n"] for e in events(run_dir, "requeue")] == [1]
     assert slurm_cmds.progress(run_dir)["checkpoint"] == "step_000020"
     assert int(stopped_at.split("_")[1]) < 20
+    # the same config and layout, uninterrupted, locally: the final weights are bit-identical
+    ref = tmp_path / "uninterrupted"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpc_rlhf.launch.cli",
+            "train",
+            str(REPO / "configs" / "tiny.yaml"),
+            f"run_dir={ref}",
+            "total_steps=20",
+            "checkpoint.every_steps=100",
+            *tiny_rm["overrides"],
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    sha = [
+        hashlib.sha256((d / "final" / "policy" / "model.safetensors").read_bytes()).hexdigest() for d in (run_dir, ref)
+    ]
+    assert sha[0] == sha[1], "the preempted Slurm run must end bit-identical to an uninterrupted one"
