@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from hpc_rlhf.errors import CheckpointError
-from hpc_rlhf.rollout.shard import TMP_MARK, fsync_dir
+from hpc_rlhf.rollout.shard import TMP_MARK, fsync_dir, fsync_file
 
 MARKER = "COMMITTED"
 LATEST = "latest"
@@ -54,14 +54,6 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -133,7 +125,7 @@ def save_checkpoint(run_dir: str, step: int, write_files: Callable[[str], None],
         manifest = {"step": step, "created_unix": time.time(), "files": {}}
         for fname in sorted(os.listdir(tmp)):
             p = os.path.join(tmp, fname)
-            _fsync_file(p)
+            fsync_file(p)
             manifest["files"][fname] = {"sha256": _sha256(p), "size": os.path.getsize(p)}
         with open(os.path.join(tmp, MARKER), "w") as f:
             json.dump(manifest, f)

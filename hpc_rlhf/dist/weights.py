@@ -14,7 +14,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
-from hpc_rlhf.rollout.shard import fsync_dir
+from hpc_rlhf.rollout.shard import fsync_dir, fsync_file
 
 
 def weights_path(run_dir: str, version: int) -> str:
@@ -38,11 +38,7 @@ def save_tensors(path: str, tensors: dict[str, torch.Tensor]) -> None:
     os.makedirs(d, exist_ok=True)
     tmp = os.path.join(d, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     save_file(tensors, tmp)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(tmp)
     os.replace(tmp, path)
     fsync_dir(d)
 

@@ -26,12 +26,16 @@ COMPRESSION: Optional[str] = None
 TMP_MARK = ".tmp-"
 
 
-def fsync_dir(path: str) -> None:
+def fsync_file(path: str) -> None:
+    """fsync a file or a folder (a folder's fsync makes the renames in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+fsync_dir = fsync_file
 
 
 def write_shard(path: str, data: dict[str, np.ndarray], attrs: dict, compression: Optional[str] = COMPRESSION) -> str:
@@ -52,11 +56,7 @@ def write_shard(path: str, data: dict[str, np.ndarray], attrs: dict, compression
                 f.create_dataset(fld.name, data=arr, chunks=True, fletcher32=True, compression=compression)
         f.attrs.update({**attrs, "schema_version": SCHEMA_VERSION, "created_unix": time.time()})
         f.flush()
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(tmp)
     os.replace(tmp, path)
     fsync_dir(d)
     return path
