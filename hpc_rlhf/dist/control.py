@@ -77,7 +77,7 @@ class Control:
                     f"from rank {source} ({self.topo.describe(source)}); raise runtime.wait_timeout_s if that rank is just slow"
                 )
             time.sleep(delay)
-            delay = min(delay * 2, 0.02)
+            delay = min(delay * 2, 0.002)
 
     def stop_requests(self) -> list[tuple[int, str]]:
         """Trainer 0: drain STOPREQ messages received so far."""
@@ -110,7 +110,7 @@ class Control:
                         f"end-of-run message from rank {src} ({self.topo.describe(src)})"
                     )
                 time.sleep(delay)
-                delay = min(delay * 2, 0.02)
+                delay = min(delay * 2, 0.002)
 
 
 def message_links(topo: Topology, shards_per_step: int) -> set[tuple[int, int]]:
