@@ -103,8 +103,10 @@ class GenerateConfig:
     """Keep the k most likely tokens (0 = off)."""
     top_p: float = 1.0
     """Nucleus sampling mass (1.0 = off)."""
-    shards_per_step: int = 4
-    """Shards a step's rollouts are cut into; the unit of work of generators and scorers."""
+    shards_per_step: int = 1
+    """Shards a step's rollouts are cut into; the unit of work of generators and scorers (shard j goes
+    to generator j % layout.generate and scorer j % layout.score). More shards let scoring start
+    before generation ends; fewer sample in larger batches and write fewer files."""
     stop_at_eos: bool = True
     """End a response at the EOS token; False always generates max_new_tokens."""
 
@@ -187,6 +189,10 @@ class CheckpointConfig:
     """Also checkpoint when this many minutes passed since the last (0 = off)."""
     keep_last: int = 2
     """Committed checkpoints kept (>= 2)."""
+    sync_rollouts: Literal["checkpoint", "every_shard"] = "checkpoint"
+    """When rollout shards are fsynced. `checkpoint`: the train lead fsyncs every shard of the steps a
+    checkpoint covers before committing it (shards are visible to other ranks once renamed, fsynced
+    or not); `every_shard`: every writer fsyncs each shard and its rename (slower)."""
 
 
 @dataclass
@@ -294,6 +300,7 @@ RESUME_SAFE_KEYS = (
     "checkpoint.every_steps",
     "checkpoint.every_min",
     "checkpoint.keep_last",
+    "checkpoint.sync_rollouts",
     "runtime.wait_timeout_s",
     "runtime.mpiexec",
     "runtime.launcher",
@@ -323,6 +330,13 @@ def validate(cfg: Config) -> Config:
         1 <= g.shards_per_step <= g.prompts_per_step,
         "generate.shards_per_step",
         f"must be in [1, prompts_per_step={g.prompts_per_step}]",
+    )
+    busy = max(cfg.layout.generate, cfg.layout.score)
+    _check(
+        g.shards_per_step >= busy,
+        "generate.shards_per_step",
+        f"must be >= {busy} (layout.generate={cfg.layout.generate}, layout.score={cfg.layout.score}) so that "
+        "no generation or scoring rank idles; a multiple of both spreads the work evenly",
     )
     batch = g.prompts_per_step * g.samples_per_prompt
     _check(

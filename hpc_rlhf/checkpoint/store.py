@@ -4,8 +4,8 @@
     ckpt = find_latest(run_dir)                                 # newest valid one, or None
     list_checkpoints(run_dir)                                   # every step_* folder, validated
 
-A checkpoint is written into `checkpoints/.tmp-step_XXXXXX-PID/`, every file fsynced, then a
-`COMMITTED` manifest (sha256 and size of every file) is written and fsynced, the folder renamed into
+A checkpoint is written into `checkpoints/.tmp-step_XXXXXX-PID/`, every file fsynced (side by side,
+one filesystem commit), then a `COMMITTED` manifest (sha256 and size of every file) is written and fsynced, the folder renamed into
 place, the parent fsynced, and `latest` replaced atomically (tmp + fsync + rename). A folder without a
 valid manifest, or whose files do not match it, is never loaded: `find_latest` falls back to the
 previous one with a warning (the folders are the truth; `latest` is a pointer for people and scripts).
@@ -16,19 +16,21 @@ kill in the middle of a deletion never leaves a half-deleted `step_*` folder beh
 
 from __future__ import annotations
 
+import atexit
 import errno
 import hashlib
 import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
 from hpc_rlhf.errors import CheckpointError
-from hpc_rlhf.rollout.shard import TMP_MARK, fsync_dir, fsync_file
+from hpc_rlhf.rollout.shard import TMP_MARK, fsync_dir, sync_paths
 
 MARKER = "COMMITTED"
 LATEST = "latest"
@@ -73,16 +75,32 @@ def write_atomic(path: str, data: bytes) -> None:
     fsync_dir(d)
 
 
-def remove_tree(path: str) -> None:
+_reapers: list[threading.Thread] = []
+
+
+def remove_tree(path: str, background: bool = False) -> None:
     """Delete a folder so that a kill half-way never leaves it half-deleted under its own name:
-    rename it to a `.tmp-` name first (cleaned up later if the kill comes before rmtree ends)."""
+    rename it to a `.tmp-` name first (cleaned up later if the kill comes before rmtree ends).
+    background: the rmtree of the renamed folder runs on a thread (waited for at exit; freeing a
+    checkpoint's blocks costs as much as writing a third of it, and nothing waits for it)."""
     if not os.path.exists(path):
         return
     parent, name = os.path.split(path)
-    doomed = os.path.join(parent, f".tmp-del-{name}-{os.getpid()}-{time.monotonic_ns()}")
+    doomed = os.path.join(parent, f".tmp-del-{name}-{time.monotonic_ns()}-{os.getpid()}")
     os.rename(path, doomed)
     fsync_dir(parent)
-    shutil.rmtree(doomed, ignore_errors=True)
+    if not background:
+        shutil.rmtree(doomed, ignore_errors=True)
+        return
+    t = threading.Thread(target=shutil.rmtree, args=(doomed,), kwargs={"ignore_errors": True}, daemon=True)
+    t.start()
+    _reapers[:] = [r for r in _reapers if r.is_alive()] + [t]
+
+
+@atexit.register
+def wait_for_removals() -> None:
+    for t in list(_reapers):
+        t.join()
 
 
 def describe_failure(e: BaseException, where: str) -> Optional[str]:
@@ -108,8 +126,12 @@ def describe_failure(e: BaseException, where: str) -> Optional[str]:
     return None
 
 
-def save_checkpoint(run_dir: str, step: int, write_files: Callable[[str], None], keep_last: int = 2) -> str:
+def save_checkpoint(
+    run_dir: str, step: int, write_files: Callable[[str], Optional[dict[str, tuple[str, int]]]], keep_last: int = 2
+) -> str:
     """Call write_files(tmp_folder) to fill a new checkpoint of `step`, then commit it. Returns its path.
+    write_files may return {file name: (sha256, size)} for files it hashed while writing them
+    (tensorfile.write_tensors); the others are hashed here.
 
     Raises CheckpointError (naming the cause, e.g. no space left) after removing the partial folder."""
     root = ckpt_root(run_dir)
@@ -121,12 +143,14 @@ def save_checkpoint(run_dir: str, step: int, write_files: Callable[[str], None],
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        write_files(tmp)
+        known = write_files(tmp) or {}
         manifest = {"step": step, "created_unix": time.time(), "files": {}}
-        for fname in sorted(os.listdir(tmp)):
+        names = sorted(os.listdir(tmp))
+        sync_paths([os.path.join(tmp, n) for n in names])  # every file at once (and the folder)
+        for fname in names:
             p = os.path.join(tmp, fname)
-            fsync_file(p)
-            manifest["files"][fname] = {"sha256": _sha256(p), "size": os.path.getsize(p)}
+            sha, size = known.get(fname) or (_sha256(p), os.path.getsize(p))
+            manifest["files"][fname] = {"sha256": sha, "size": size}
         with open(os.path.join(tmp, MARKER), "w") as f:
             json.dump(manifest, f)
             f.flush()
@@ -235,7 +259,7 @@ def prune(run_dir: str, keep_last: int) -> None:
     steps = _steps(run_dir)
     committed = [(s, p) for s, p in steps if os.path.exists(os.path.join(p, MARKER))]
     for _, path in committed[:-keep_last]:
-        remove_tree(path)
+        remove_tree(path, background=True)
     oldest_kept = committed[-keep_last][0] if len(committed) >= keep_last else None
     for s, path in steps:  # marker-less folders cannot be loaded; drop those older than what is kept
         if oldest_kept is not None and s < oldest_kept and not os.path.exists(os.path.join(path, MARKER)):

@@ -1,7 +1,10 @@
 """Policy weights published by the trainer to the generators, as safetensors files + an MPI notice.
 
-    path = publish(run_dir, version, policy.state_dict())   # atomic: tmp, fsync, rename
+    path = publish(run_dir, version, policy.state_dict())   # atomic: tmp, rename
     load_into(policy, path)
+
+A published file only has to be complete when a generator opens it (the rename sees to that), not
+durable: versions are rebuilt from the checkpoint on resume, so nothing is fsynced here.
 
 Files live at RUN_DIR/weights/policy_vXXXXXX.safetensors; versions no generator can still need
 (older than current - max_policy_lag - 1) are pruned by the publisher.
@@ -12,35 +15,37 @@ from __future__ import annotations
 import os
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from hpc_rlhf.rollout.shard import fsync_dir, fsync_file
+from hpc_rlhf.checkpoint.tensorfile import write_tensors
 
 
 def weights_path(run_dir: str, version: int) -> str:
     return os.path.join(run_dir, "weights", f"policy_v{version:06d}.safetensors")
 
 
-def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A detached, contiguous CPU copy of the model's tensors (tied weights stored once)."""
+def cpu_state(model: torch.nn.Module, copy: bool = True) -> dict[str, torch.Tensor]:
+    """The model's tensors, detached, on the CPU, tied weights stored once; copy=False: the model's own
+    CPU tensors where they already are (valid until the model changes)."""
     seen: dict[int, str] = {}
     out = {}
     for k, v in model.state_dict().items():
         if v.data_ptr() in seen:
             continue
         seen[v.data_ptr()] = k
-        out[k] = v.detach().to("cpu", copy=True).contiguous()
+        out[k] = v.detach().to("cpu", copy=copy).contiguous()
     return out
 
 
-def save_tensors(path: str, tensors: dict[str, torch.Tensor]) -> None:
+def save_tensors(path: str, tensors: dict[str, torch.Tensor]) -> tuple[str, int]:
+    """Write a safetensors file under a temporary name and rename it into place (no fsync: the
+    caller syncs what must be durable). Returns (sha256, size) of the file."""
     d = os.path.dirname(path)
     os.makedirs(d, exist_ok=True)
     tmp = os.path.join(d, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    save_file(tensors, tmp)
-    fsync_file(tmp)
+    digest = write_tensors(tmp, tensors)
     os.replace(tmp, path)
-    fsync_dir(d)
+    return digest
 
 
 def publish(run_dir: str, version: int, tensors: dict[str, torch.Tensor]) -> str:
@@ -50,11 +55,15 @@ def publish(run_dir: str, version: int, tensors: dict[str, torch.Tensor]) -> str
 
 
 def load_into(model: torch.nn.Module, path: str) -> None:
-    state = load_file(path, device=str(next(model.parameters()).device))
+    load_state(model, load_file(path, device=str(next(model.parameters()).device)), f"weights '{path}'")
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Copy `state` (a cpu_state of the same architecture; tied weights stored once) into `model`."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if "lm_head" in k or "wte" in k or "embed" in k}
     if set(missing) - tied or unexpected:
-        raise RuntimeError(f"weights '{path}' do not fit the policy: missing {missing}, unexpected {unexpected}")
+        raise RuntimeError(f"{what} do not fit the policy: missing {missing}, unexpected {unexpected}")
 
 
 def prune(run_dir: str, keep_from: int) -> None:

@@ -1,7 +1,10 @@
 """A world of one rank: generate, score and train in turn, in one process (no MPI messages).
 
 The same role pieces as the multi-rank loops, in the same order per step, so a single-rank run
-samples the same tokens as any layout.
+samples the same tokens as any layout. Data passes between the roles in memory: the generator takes
+the trainer's tensors of each policy version (no weights files), the scorer and the trainer take the
+fields each shard was written with (exactly what reading it back gives); the shards are still
+written, as the archive.
 """
 
 from __future__ import annotations
@@ -17,28 +20,29 @@ from hpc_rlhf.rollout.plan import behaviour_version
 
 
 def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
-    sess = TrainSession(cfg, run_dir, device, DataParallel(0, 1), lead=True)
+    sess = TrainSession(cfg, run_dir, device, DataParallel(0, 1), lead=True, publish_files=False)
     gen = Generator(cfg, run_dir, device, 0)
     scorer = Scorer(cfg, run_dir, device, 0)
-    published = dict(sess.publish_initial())
     verdict = "done"
     for step in range(sess.start_step, cfg.total_steps):
         t0 = time.perf_counter()
         need = behaviour_version(step, cfg.max_policy_lag)
         if gen.version != need:
-            gen.load_version(need, published[need])
-        paths, gen_s, score_s = [], 0.0, 0.0
+            gen.load_state(need, sess.recent[need])
+        paths, parts, gen_s, score_s = [], [], 0.0, 0.0
         for j in range(cfg.generate.shards_per_step):
-            gpath, g_s = gen.generate_shard(step, j)
-            spath, s_s = scorer.score_shard(gpath)
+            gpath, g_s, generated = gen.generate(step, j)
+            spath, s_s, scored = scorer.score(gpath, generated)
             paths.append(spath)
+            parts.append(scored)
             gen_s, score_s = gen_s + g_s, score_s + s_s
-        metrics = sess.tr.train_step(step, paths)
+        if any(p is None for p in parts):  # a resume reused shards from disk: read those
+            parts = None
+        metrics = sess.tr.train_step(step, paths, parts)
         metrics.update({"time/train_wait_s": 0.0, "time/gen_s": gen_s, "time/score_s": score_s})
         metrics["time/step_s"] = time.perf_counter() - t0
         with sess.tr.timer.phase("io/publish"):
-            v, wpath = sess.after_step(step, metrics, ledger_entry(sess.tr.last_step_data, need, paths))
-        published[v] = wpath
+            sess.after_step(step, metrics, ledger_entry(sess.tr.last_step_data, need, paths))
         for timer in (gen.timer, scorer.timer, sess.tr.timer):  # tools/bench phase log (HPC_RLHF_TIMING=1)
             timer.flush(step)
         if stop_flag.is_set() and step + 1 < cfg.total_steps:

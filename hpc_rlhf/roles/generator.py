@@ -12,6 +12,7 @@ its scorer; at the end it waits for trainer 0's final "done" or "stop".
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -19,13 +20,13 @@ from hpc_rlhf.config import Config, fingerprint
 from hpc_rlhf.dist.control import CTRL, SHARD, Control
 from hpc_rlhf.dist.faults import maybe_fail
 from hpc_rlhf.dist.topology import Topology
-from hpc_rlhf.dist.weights import load_into
+from hpc_rlhf.dist.weights import load_into, load_state
 from hpc_rlhf.models.build import build_policy, load_tokenizer, place
 from hpc_rlhf.models.generate import SamplingParams, sample
 from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import behaviour_version, shard_path, shard_plan
 from hpc_rlhf.rollout.prompts import PromptSet
-from hpc_rlhf.rollout.shard import pack_ragged, reusable, write_shard
+from hpc_rlhf.rollout.shard import normalize, pack_ragged, reusable, write_shard
 
 
 class Generator:
@@ -36,6 +37,7 @@ class Generator:
         self.prompts = PromptSet(cfg, self.tok)
         self.version = -1  # no weights loaded yet: trainer 0 publishes every version a generator uses
         self.fp = fingerprint(cfg)
+        self.durable = cfg.checkpoint.sync_rollouts == "every_shard"
         g = cfg.generate
         self.params = SamplingParams(g.max_new_tokens, g.temperature, g.top_k, g.top_p, g.stop_at_eos)
         self.timer = PhaseTimer(run_dir, "generate", rank)
@@ -48,14 +50,26 @@ class Generator:
     def expected_attrs(self, step: int, shard: int, kind: str) -> dict:
         return {"kind": kind, "step": step, "shard_index": shard, "config_fingerprint": self.fp}
 
+    def load_state(self, version: int, tensors: dict) -> None:
+        """The single-rank loop: take the trainer's tensors of `version` directly (no file)."""
+        with self.timer.phase("io/load_weights"):
+            load_state(self.policy, tensors, f"policy v{version}")
+        self.version = version
+
     def generate_shard(self, step: int, shard: int) -> tuple[str, float]:
         """Write the generated shard (step, shard) (or reuse an identical one on disk)."""
+        path, seconds, _ = self.generate(step, shard)
+        return path, seconds
+
+    def generate(self, step: int, shard: int) -> tuple[str, float, Optional[tuple[dict, dict]]]:
+        """generate_shard, also returning (fields, attrs) exactly as a read of the new shard gives them
+        (None when an identical shard on disk was reused)."""
         maybe_fail("generate")
         t0 = time.perf_counter()
         plan = shard_plan(self.cfg, len(self.prompts), step, shard)
         path = shard_path(self.run_dir, step, shard, "generated")
         if reusable(path, {**self.expected_attrs(step, shard, "generated"), "policy_version": plan.version}):
-            return path, time.perf_counter() - t0
+            return path, time.perf_counter() - t0, None
         if plan.version != self.version:
             raise RuntimeError(f"generator has policy v{self.version}, step {step} needs v{plan.version}")
         prompts = [self.prompts[int(i)] for i in plan.prompt_indices]
@@ -90,9 +104,10 @@ class Generator:
             "policy_version": plan.version,
             "num_samples": n,
         }
+        data = normalize(data, "generated")
         with self.timer.phase("io/write_shard"):
-            write_shard(path, data, attrs)
-        return path, time.perf_counter() - t0
+            write_shard(path, data, attrs, durable=self.durable)
+        return path, time.perf_counter() - t0, (data, attrs)
 
 
 def my_shards(cfg: Config, topo: Topology, rank: int) -> list[int]:

@@ -12,6 +12,7 @@ announces each to every trainer.
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from hpc_rlhf.models.forward import make_batch, response_logprobs, run_pair, seq
 from hpc_rlhf.models.generate import banned_tokens
 from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import shard_path
-from hpc_rlhf.rollout.shard import read_shard, reusable, unpack_ragged, write_shard
+from hpc_rlhf.rollout.shard import normalize, read_shard, reusable, unpack_ragged, write_shard
 
 
 class Scorer:
@@ -36,19 +37,30 @@ class Scorer:
         self.reference = place(build_reference(cfg, self.tok), device, cfg.runtime.bf16)
         self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
         self.fp = fingerprint(cfg)
+        self.durable = cfg.checkpoint.sync_rollouts == "every_shard"
         self.timer = PhaseTimer(run_dir, "score", rank)
 
-    @torch.no_grad()
     def score_shard(self, gen_path: str) -> tuple[str, float]:
+        out, seconds, _ = self.score(gen_path)
+        return out, seconds
+
+    @torch.no_grad()
+    def score(self, gen_path: str, generated: Optional[tuple[dict, dict]] = None):
+        """Score the generated shard at gen_path (its (fields, attrs) when the caller holds them: the
+        single-rank loop) and write the scored shard. Returns (scored path, seconds, scored fields or
+        None when an identical scored shard on disk was reused)."""
         maybe_fail("score")
         t0 = time.perf_counter()
-        with self.timer.phase("io/read_shard"):
-            data, attrs = read_shard(gen_path)
+        if generated is None:
+            with self.timer.phase("io/read_shard"):
+                data, attrs = read_shard(gen_path)
+        else:
+            data, attrs = dict(generated[0]), generated[1]
         step, shard = int(attrs["step"]), int(attrs["shard_index"])
         out = shard_path(self.run_dir, step, shard, "scored")
         expect = {"kind": "scored", "step": step, "shard_index": shard, "config_fingerprint": self.fp}
         if reusable(out, {**expect, "policy_version": int(attrs["policy_version"])}):
-            return out, time.perf_counter() - t0
+            return out, time.perf_counter() - t0, None
         prompts = unpack_ragged(data["prompt_tokens"], data["prompt_offsets"])
         responses = unpack_ragged(data["response_tokens"], data["response_offsets"])
         with self.timer.phase("compute/score"):
@@ -62,9 +74,11 @@ class Scorer:
             data["reward"] = scores.float().cpu().numpy().astype(np.float32)
         new_attrs = {**dict(attrs), **expect, "producer_role": "score", "producer_rank": self.rank}
         new_attrs.pop("created_unix", None)
+        new_attrs.pop("schema_version", None)
+        data = normalize(data, "scored")
         with self.timer.phase("io/write_shard"):
-            write_shard(out, data, new_attrs)
-        return out, time.perf_counter() - t0
+            write_shard(out, data, new_attrs, durable=self.durable)
+        return out, time.perf_counter() - t0, data
 
 
 def run_scorer(cfg: Config, run_dir: str, topo: Topology, ctl: Control, device, start_step: int) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Optional
 
 import numpy as np
 import torch
@@ -66,8 +67,7 @@ def _flat(data: dict, name: str, offsets: np.ndarray, batch: Batch) -> torch.Ten
 class StepData:
     """A step's rollouts, concatenated in shard order, as tensors laid out like models.forward."""
 
-    def __init__(self, paths: list[str], pad_id: int, device):
-        parts = [read_shard(p)[0] for p in paths]
+    def __init__(self, parts: list[dict[str, np.ndarray]], pad_id: int, device):
         cat = {k: np.concatenate([d[k] for d in parts]) for k in ("prompt_index", "sample_index", "reward", "eos")}
         prompts, responses, gen_lp, ref_lp = [], [], [], []
         for d in parts:
@@ -136,17 +136,22 @@ class Trainer:
             adv = masked_whiten(adv, mask)
         return kl, rewards, adv, returns
 
-    def train_step(self, step: int, paths: list[str]) -> dict[str, float]:
+    def train_step(self, step: int, paths: list[str], parts: Optional[list] = None) -> dict[str, float]:
+        """One PPO step on the scored shards at `paths` (read here), or on `parts`, their fields as
+        a read would give them, when the caller holds them (the single-rank loop)."""
         maybe_fail("train")
         t0 = time.perf_counter()
         cfg, p = self.cfg, self.cfg.ppo
-        sd = StepData(paths, self.tok.pad_token_id, self.device)
+        if parts is None:
+            parts = [read_shard(path)[0] for path in paths]
         t_read = time.perf_counter() - t0
+        sd = StepData(parts, self.tok.pad_token_id, self.device)
+        t_layout = time.perf_counter() - t0 - t_read
         values = self._old_values(sd)
-        t_value = time.perf_counter() - t0 - t_read
+        t_value = time.perf_counter() - t0 - t_read - t_layout
         kl, rewards, adv, returns = self._advantages(sd, values)
         mask = sd.batch.response_mask
-        t_prep = time.perf_counter() - t0 - t_read
+        t_prep = time.perf_counter() - t0 - t_read  # layout + old values + advantages
         t_opt = 0.0
         sums: dict[str, float] = {}
         n_mb = 0
@@ -197,7 +202,8 @@ class Trainer:
         tm = self.timer
         tm.add("io/read_shards", t_read)
         tm.add("compute/value_fwd", t_value)
-        tm.add("compute/advantages", t_prep - t_value)
+        tm.add("compute/layout", t_layout)
+        tm.add("compute/advantages", t_prep - t_layout - t_value)
         tm.add("compute/train_fwd_bwd", t_update - t_opt)
         tm.add("compute/optimizer", t_opt)
         task = self.prompts.task

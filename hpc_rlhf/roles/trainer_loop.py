@@ -10,8 +10,8 @@ every train rank holds identical weights and optimizer state (gradients are all-
 
 A checkpoint (RUN_DIR/checkpoints/step_S, see docs/checkpointing.md) holds: policy.safetensors and
 value.safetensors; behaviour_vN.safetensors (the policy versions that steps >= S still sample with,
-max_policy_lag > 0); optim.pt (both AdamW states, both LR schedulers, the KL controller, the lead's
-torch RNG state); state.json (next step, policy version, data cursor, config and its fingerprint);
+max_policy_lag > 0); optim.safetensors + optim.pt (both AdamW states, both LR schedulers, the KL
+controller, the lead's torch RNG state: the tensors, and the rest with placeholders naming them); state.json (next step, policy version, data cursor, config and its fingerprint);
 ledger.jsonl (what steps < S consumed); shards.json (the shard ledger: which shards of which step were
 generated, scored and consumed when it was written); config.yaml.
 """
@@ -34,14 +34,16 @@ from hpc_rlhf.checkpoint.store import (
     save_checkpoint,
     write_atomic,
 )
+from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
 from hpc_rlhf.config import Config, fingerprint, from_dict, resume_diff, to_dict, to_yaml
 from hpc_rlhf.dist.control import CTRL, SCORED, Control
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.dist.topology import Topology
-from hpc_rlhf.dist.weights import cpu_state, load_into, prune, publish, save_tensors, weights_path
+from hpc_rlhf.dist.weights import cpu_state, load_into, prune, publish, weights_path
 from hpc_rlhf.errors import CheckpointError, ConfigError
 from hpc_rlhf.roles.trainer import Trainer
 from hpc_rlhf.rollout.plan import step_dir
+from hpc_rlhf.rollout.shard import fsync_dir, sync_paths
 
 
 class MetricsLog:
@@ -103,13 +105,15 @@ def _truncate_jsonl(path: str, before_step: int) -> None:
 
 
 class TrainSession:
-    def __init__(self, cfg: Config, run_dir: str, device, dp: DataParallel, lead: bool):
+    def __init__(self, cfg: Config, run_dir: str, device, dp: DataParallel, lead: bool, publish_files: bool = True):
         self.cfg, self.run_dir, self.lead = cfg, run_dir, lead
+        self.publish_files = publish_files  # False: the generator is in this process (takes self.recent)
         self.tr = Trainer(cfg, run_dir, device, dp)
         self.recent: OrderedDict[int, dict] = OrderedDict()  # behaviour versions a checkpoint must keep
         if lead:  # no rank of this attempt writes before the lead publishes weights: safe to sweep
             clean_temporaries(run_dir)
         self.start_step = self._resume()
+        self.synced_upto = self.start_step  # shards of earlier steps were synced by their checkpoint
         self.last_ckpt_time = time.monotonic()
         self.last_ckpt_step = self.start_step
         self.ledger_path = os.path.join(run_dir, "ledger.jsonl")
@@ -135,7 +139,8 @@ class TrainSession:
         try:
             load_into(self.tr.policy, os.path.join(info.path, "policy.safetensors"))
             self.tr.value.load_state_dict(load_file(os.path.join(info.path, "value.safetensors")), strict=False)
-            self.tr.load_optim_state(torch.load(os.path.join(info.path, "optim.pt"), weights_only=False))
+            skeleton = torch.load(os.path.join(info.path, "optim.pt"), weights_only=False)
+            self.tr.load_optim_state(join_tensors(skeleton, load_file(os.path.join(info.path, "optim.safetensors"))))
         except (OSError, RuntimeError, KeyError) as e:
             raise CheckpointError(f"checkpoint '{info.path}' could not be loaded: {str(e).splitlines()[0]}") from None
         self.tr.version = st["version"]
@@ -154,7 +159,7 @@ class TrainSession:
         out = []
         for v in range(max(0, self.start_step - k), self.start_step + 1):
             path = weights_path(self.run_dir, v)
-            if self.lead:
+            if self.lead and self.publish_files:
                 publish(self.run_dir, v, self.recent[v])
             out.append((v, path))
         return out
@@ -166,9 +171,10 @@ class TrainSession:
         while len(self.recent) > self.cfg.max_policy_lag + 1:
             self.recent.popitem(last=False)
         path = weights_path(self.run_dir, v)
-        if self.lead:
+        if self.lead and self.publish_files:
             publish(self.run_dir, v, self.recent[v])
             prune(self.run_dir, v - self.cfg.max_policy_lag - 1)
+        if self.lead:
             with open(self.ledger_path, "a") as f:
                 f.write(json.dumps({"step": step, **ledger_entry}) + "\n")
             self.log.write(step, metrics)
@@ -187,12 +193,18 @@ class TrainSession:
             return
         tr, behaviour = self.tr, [v for v in self.recent if v < self.tr.version]
 
-        def write(folder: str) -> None:
-            save_tensors(os.path.join(folder, "policy.safetensors"), self.recent[tr.version])
-            save_tensors(os.path.join(folder, "value.safetensors"), cpu_state(tr.value))
-            for v in behaviour:
-                save_tensors(os.path.join(folder, f"behaviour_v{v:06d}.safetensors"), self.recent[v])
-            torch.save(tr.optim_state(), os.path.join(folder, "optim.pt"))
+        self._sync_rollouts(next_step)
+
+        def write(folder: str) -> dict[str, tuple[str, int]]:
+            skeleton, moments = split_tensors(tr.optim_state())
+            tensor_files = {
+                "policy.safetensors": self.recent[tr.version],
+                "value.safetensors": cpu_state(tr.value, copy=False),
+                "optim.safetensors": moments,
+                **{f"behaviour_v{v:06d}.safetensors": self.recent[v] for v in behaviour},
+            }
+            hashed = {name: write_tensors(os.path.join(folder, name), t) for name, t in tensor_files.items()}
+            torch.save(skeleton, os.path.join(folder, "optim.pt"))
             state = {
                 "step": next_step,
                 "version": tr.version,
@@ -214,8 +226,26 @@ class TrainSession:
                 f.write(ledger)
             with open(os.path.join(folder, "shards.json"), "w") as f:
                 json.dump(self._shard_ledger(ledger), f)
+            return hashed
 
         save_checkpoint(self.run_dir, next_step, write, self.cfg.checkpoint.keep_last)
+
+    def _sync_rollouts(self, next_step: int) -> None:
+        """Make every shard of steps [last synced, next_step) durable before the checkpoint that
+        covers them commits (checkpoint.sync_rollouts=checkpoint; the writers did not fsync them).
+        fsync through any descriptor flushes the file's pages on a local filesystem; NFS writers
+        flush on close and Lustre on the lock revoked when this rank read them."""
+        if self.cfg.checkpoint.sync_rollouts != "checkpoint":
+            return
+        paths = []
+        for s in range(self.synced_upto, next_step):
+            d = step_dir(self.run_dir, s)
+            if os.path.isdir(d):
+                paths += [e.path for e in os.scandir(d) if e.name.endswith(".h5") and not e.name.startswith(".")]
+        sync_paths(paths)
+        if paths:
+            fsync_dir(os.path.dirname(step_dir(self.run_dir, 0)))
+        self.synced_upto = next_step
 
     def _cursor(self, next_step: int) -> dict:
         """Where the prompt stream stands: steps < next_step consumed positions [0, next_step * P)."""

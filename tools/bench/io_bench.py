@@ -10,8 +10,9 @@ state, manifest with sha256, fsyncs, rename, `latest`) against `safetensors.save
 value and optimizer-moment tensors into one file followed by fsync; load: `sess._resume()` (find
 and verify the latest checkpoint, load weights and optimizer) against `safetensors.load_file` with
 every tensor copied into memory.
-Shards: `write_shard` (HDF5, chunked, fletcher32, tmp + fsync + rename + fsync dir) and `read_shard`
-(checksums verified) against writing the same arrays' bytes to one file with the same fsyncs and
+Shards: `write_shard` (HDF5, chunked, fletcher32, tmp + rename; and with durable=True, as
+checkpoint.sync_rollouts=every_shard writes them: + fsync + fsync dir) and `read_shard` (checksums
+verified) against writing the same arrays' bytes to one file with the same fsyncs (or none) and
 rename, and reading it back; for a demo-size shard (16 samples), a workload shard (16 x 32 + 32
 tokens) and a large synthetic shard (2000 samples, 16-64 tokens each). Runs alternate A/B; medians.
 The page cache is warm (files were just written), as for the scorer and trainer reading fresh shards.
@@ -42,20 +43,22 @@ def _alternate(fns: dict, repeats: int) -> dict:
     return {k: common.median(v) for k, v in times.items()}
 
 
-def _plain_write(path: str, blobs: list[bytes]) -> None:
+def _plain_write(path: str, blobs: list[bytes], durable: bool = False) -> None:
     d = os.path.dirname(path)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         for b in blobs:
             f.write(b)
         f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if durable:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _plain_read(path: str) -> bytes:
@@ -191,15 +194,16 @@ def shard_bench(workdir: str, repeats: int) -> dict:
             plain = os.path.join(workdir, "plain.bin")
             write_shard(path, data, attrs, compression=comp)
             _plain_write(plain, blobs)
-            t = _alternate(
-                {
-                    "shard_write": lambda p=path, d=data, a=attrs, c=comp: write_shard(p, d, a, compression=c),
-                    "plain_write": lambda p=plain, b=blobs: _plain_write(p, b),
-                    "shard_read": lambda p=path: read_shard(p),
-                    "plain_read": lambda p=plain: _plain_read(p),
-                },
-                repeats,
-            )
+            fns = {
+                "shard_write": lambda p=path, d=data, a=attrs, c=comp: write_shard(p, d, a, compression=c),
+                "plain_write": lambda p=plain, b=blobs: _plain_write(p, b),
+                "shard_read": lambda p=path: read_shard(p),
+                "plain_read": lambda p=plain: _plain_read(p),
+            }
+            if comp is None:  # checkpoint.sync_rollouts=every_shard: each write fsynced (file and rename)
+                fns["shard_write_durable"] = lambda p=path, d=data, a=attrs: write_shard(p, d, a, durable=True)
+                fns["plain_write_durable"] = lambda p=plain, b=blobs: _plain_write(p, b, durable=True)
+            t = _alternate(fns, repeats)
             res[str(comp)] = {
                 "file_bytes": os.path.getsize(path),
                 **{f"{k}_s": v for k, v in t.items()},

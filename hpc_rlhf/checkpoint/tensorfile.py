@@ -1,0 +1,117 @@
+"""safetensors files written straight from the tensors' memory, hashed while they are written.
+
+    sha256, size = write_tensors(path, {"name": tensor, ...})   # no fsync: the caller syncs
+    skeleton, tensors = split_tensors(obj)                       # nested state -> (picklable, tensors)
+    obj = join_tensors(skeleton, tensors)
+
+`write_tensors` writes the safetensors format (8-byte header length, JSON header, raw little-endian
+data; https://huggingface.co/docs/safetensors) from each tensor's own buffer, with no serialised copy
+of the whole file in memory (`safetensors.torch.save_file` makes one), while a second thread
+computes the file's sha256 from the same buffers (hashlib releases the GIL), so the checkpoint
+manifest needs no second read of the file. Tensors are laid out by element size, largest first, as
+the reference writer does, so every tensor starts at an offset aligned to its element size. Files
+are read back with `safetensors.torch.load_file`.
+
+`split_tensors` turns an optimizer/scheduler state (dicts, lists, tuples holding tensors) into a
+small picklable skeleton with named placeholders plus a flat {name: tensor} dict for write_tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import threading
+from typing import Any, Optional
+
+import torch
+
+DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+MARK = "__tensor__"
+
+
+def _raw(t: torch.Tensor) -> memoryview:
+    """The tensor's bytes, without a copy when it is a contiguous CPU tensor."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous().reshape(-1)
+    if t.dtype != torch.uint8:
+        t = t.view(torch.uint8)
+    return memoryview(t.numpy())
+
+
+def write_tensors(
+    path: str, tensors: dict[str, torch.Tensor], metadata: Optional[dict[str, str]] = None
+) -> tuple[str, int]:
+    """Write `tensors` to `path` as safetensors. Returns (sha256 hex digest, size in bytes)."""
+    for name, t in tensors.items():
+        if t.dtype not in DTYPES:
+            raise TypeError(f"tensor {name}: dtype {t.dtype} has no safetensors code here")
+    names = sorted(tensors, key=lambda n: (-tensors[n].element_size(), n))
+    header: dict[str, Any] = {}
+    views, off = [], 0
+    for name in names:
+        t = tensors[name]
+        v = _raw(t) if t.numel() else memoryview(b"")
+        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(v)]}
+        views.append(v)
+        off += len(v)
+    if metadata:
+        header["__metadata__"] = metadata
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * (-len(hb) % 8)
+    head = struct.pack("<Q", len(hb)) + hb
+    digest = hashlib.sha256(head)
+    hasher = threading.Thread(target=lambda: [digest.update(v) for v in views], daemon=True)
+    hasher.start()
+    try:
+        with open(path, "wb") as f:
+            f.write(head)
+            for v in views:
+                f.write(v)
+    finally:
+        hasher.join()
+    return digest.hexdigest(), len(head) + off
+
+
+def split_tensors(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Nested dicts/lists/tuples -> (the same structure with each tensor replaced by {MARK: name},
+    {name: tensor}). Names are the '/'-joined keys and indices leading to the tensor."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(x: Any, path: str) -> Any:
+        if isinstance(x, torch.Tensor):
+            tensors[path] = x
+            return {MARK: path}
+        if isinstance(x, dict):
+            return {k: walk(v, f"{path}/{k}" if path else str(k)) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            out = [walk(v, f"{path}/{i}" if path else str(i)) for i, v in enumerate(x)]
+            return tuple(out) if isinstance(x, tuple) else out
+        return x
+
+    return walk(obj, prefix), tensors
+
+
+def join_tensors(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of split_tensors. Raises KeyError naming a placeholder with no tensor."""
+    if isinstance(skeleton, dict):
+        if set(skeleton) == {MARK}:
+            return tensors[skeleton[MARK]]
+        return {k: join_tensors(v, tensors) for k, v in skeleton.items()}
+    if isinstance(skeleton, (list, tuple)):
+        out = [join_tensors(v, tensors) for v in skeleton]
+        return tuple(out) if isinstance(skeleton, tuple) else out
+    return skeleton

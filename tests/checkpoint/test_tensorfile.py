@@ -1,0 +1,116 @@
+"""The checkpoint's tensor files (written from the tensors' memory, hashed while written), the optimizer
+state split into tensors + skeleton, and the rollout sync a checkpoint does before it commits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+
+import torch
+from safetensors.torch import load_file
+
+from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
+from hpc_rlhf.config import load_config
+from hpc_rlhf.dist.dp import DataParallel
+from hpc_rlhf.roles import trainer_loop
+from hpc_rlhf.roles.trainer_loop import TrainSession
+from hpc_rlhf.rollout.plan import shard_path
+
+TINY = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny.yaml")
+
+
+def test_write_tensors_reads_back_with_safetensors_and_reports_the_file_hash(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "w": torch.randn(5, 3, generator=g),
+        "transposed": torch.randn(4, 6, generator=g).t(),  # not contiguous
+        "scalar": torch.tensor(3.5),
+        "empty": torch.zeros(0, 4),
+        "bf16": torch.randn(7, generator=g).to(torch.bfloat16),
+        "half": torch.randn(3, generator=g).half(),
+        "f64": torch.randn(2, generator=g, dtype=torch.float64),
+        "mask": torch.tensor([True, False, True]),
+        "ids": torch.arange(11, dtype=torch.int64),
+        "bytes": torch.arange(5, dtype=torch.uint8),
+    }
+    path = str(tmp_path / "t.safetensors")
+    sha, size = write_tensors(path, tensors, {"format": "pt"})
+    raw = open(path, "rb").read()
+    assert sha == hashlib.sha256(raw).hexdigest() and size == len(raw)
+    back = load_file(path)
+    assert set(back) == set(tensors)
+    for k, t in tensors.items():
+        assert back[k].dtype == t.dtype and back[k].shape == t.shape and torch.equal(back[k], t.contiguous()), k
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    assert n % 8 == 0 and header["__metadata__"] == {"format": "pt"}
+    for k, meta in header.items():  # every tensor starts aligned to its element size
+        if k != "__metadata__":
+            assert meta["data_offsets"][0] % tensors[k].element_size() == 0, k
+
+
+def _adam(seed: int):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda n: 1.0 / (n + 1))
+    return model, opt, sched
+
+
+def _train(model, opt, sched, steps: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        loss = model(torch.randn(3, 4, generator=g)).pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+def test_optimizer_state_split_into_a_file_and_back_continues_bit_identically(tmp_path):
+    model, opt, sched = _adam(0)
+    _train(model, opt, sched, 3, seed=1)
+    state = {"opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state()}
+    skeleton, tensors = split_tensors(state)
+    assert "opt/state/0/exp_avg" in tensors and "rng" in tensors
+    write_tensors(str(tmp_path / "o.safetensors"), tensors)
+    torch.save(skeleton, tmp_path / "o.pt")
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    _train(model, opt, sched, 2, seed=2)  # the uninterrupted continuation
+
+    model2, opt2, sched2 = _adam(0)
+    model2.load_state_dict(weights)
+    back = join_tensors(torch.load(tmp_path / "o.pt", weights_only=False), load_file(str(tmp_path / "o.safetensors")))
+    opt2.load_state_dict(back["opt"])
+    sched2.load_state_dict(back["sched"])
+    assert torch.equal(back["rng"], state["rng"])
+    _train(model2, opt2, sched2, 2, seed=2)
+    for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_a_checkpoint_syncs_the_shards_of_the_steps_it_covers(tmp_path, monkeypatch, tiny_rm):
+    run = tmp_path / "run"
+    synced: list[list[str]] = []
+    real = trainer_loop.sync_paths
+    monkeypatch.setattr(trainer_loop, "sync_paths", lambda paths: (synced.append(sorted(paths)), real(paths)))
+    for mode, expect in (("checkpoint", True), ("every_shard", False)):
+        synced.clear()
+        cfg = load_config(TINY, [f"run_dir={run}-{mode}", *tiny_rm["overrides"], f"checkpoint.sync_rollouts={mode}"])
+        os.makedirs(cfg.run_dir)
+        files = {
+            s: [shard_path(cfg.run_dir, s, j, k) for j in range(2) for k in ("generated", "scored")] for s in range(5)
+        }
+        for paths in files.values():
+            for p in paths:
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                open(p, "wb").close()
+        sess = TrainSession(cfg, cfg.run_dir, torch.device("cpu"), DataParallel(0, 1), lead=True)
+        sess.checkpoint(2)
+        sess.checkpoint(4)
+        if expect:
+            assert synced == [sorted(files[0] + files[1]), sorted(files[2] + files[3])]
+        else:
+            assert synced == []
