@@ -215,8 +215,8 @@ def kill_resume_cycle(
     train_args: list[str],
     rng: random.Random,
     kills: int,
-    max_steps_before_kill: int = 4,
-    max_delay_s: float = 0.6,
+    max_steps_before_kill: int = 3,
+    max_delay_s: float = 0.2,
     log: str | None = None,
 ) -> list[dict]:
     """Start `hpc-rlhf train TRAIN_ARGS run_dir=RUN_DIR`, SIGKILL it `kills` times at random instants while

@@ -19,12 +19,12 @@ def _load_tool():
 
 kr = _load_tool()
 
-STEPS = 12
+STEPS = 20  # a tiny step takes ~0.1 s: three kills (each <= 3 steps + 0.2 s in) end before step 20
 
 
 @pytest.fixture(scope="session")
 def train_args(tiny_rm) -> list[str]:
-    """The faulted runs: 12 steps of the tiny config on 1+1+1 ranks, a checkpoint every 2 steps."""
+    """The faulted runs: 20 steps of the tiny config on 1+1+1 ranks, a checkpoint every 2 steps."""
     return [TINY, *tiny_rm["overrides"], f"total_steps={STEPS}", "checkpoint.every_steps=2"]
 
 
