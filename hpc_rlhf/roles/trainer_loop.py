@@ -108,6 +108,8 @@ class TrainSession:
     def __init__(self, cfg: Config, run_dir: str, device, dp: DataParallel, lead: bool, publish_files: bool = True):
         self.cfg, self.run_dir, self.lead = cfg, run_dir, lead
         self.publish_files = publish_files  # False: the generator is in this process (takes self.recent)
+        # what every checkpoint writes of the config, rendered once (OmegaConf takes ~15 ms per render)
+        self.cfg_text = {"fingerprint": fingerprint(cfg), "dict": to_dict(cfg), "yaml": to_yaml(cfg)}
         self.tr = Trainer(cfg, run_dir, device, dp)
         self.recent: OrderedDict[int, dict] = OrderedDict()  # behaviour versions a checkpoint must keep
         if lead:  # no rank of this attempt writes before the lead publishes weights: safe to sweep
@@ -210,14 +212,14 @@ class TrainSession:
                 "version": tr.version,
                 "data_cursor": self._cursor(next_step),
                 "behaviour_versions": behaviour,
-                "config_fingerprint": fingerprint(self.cfg),
-                "config": to_dict(self.cfg),
+                "config_fingerprint": self.cfg_text["fingerprint"],
+                "config": self.cfg_text["dict"],
                 "saved_unix": time.time(),
             }
             with open(os.path.join(folder, "state.json"), "w") as f:
                 json.dump(state, f, indent=1)
             with open(os.path.join(folder, "config.yaml"), "w") as f:
-                f.write(to_yaml(self.cfg))
+                f.write(self.cfg_text["yaml"])
             ledger = b""
             if os.path.exists(self.ledger_path):
                 with open(self.ledger_path, "rb") as src:
