@@ -216,7 +216,7 @@ def markdown(res: dict) -> str:
         if d:
             L += [
                 "",
-                f"Demo size (configs/demo.yaml, 1+1+1, 64 samples x 16 tokens per step, 4 shards): "
+                f"Demo size (configs/demo.yaml, 1+1+1, 64 samples x 16 tokens per step, 1 shard): "
                 f"{_f(d['step_s_median'], 3)} s per PPO step, {_f(d['samples_per_s'], 1)} samples/s; shard I/O "
                 f"(generator writes, scorer reads and writes, trainer reads) {_f(d['shard_io_s_per_step'], 4)} s "
                 f"per step = **{_f(100 * d['shard_io_share_of_step'], 1)}%** of a step.",
@@ -238,21 +238,29 @@ def markdown(res: dict) -> str:
             f"| load (s) | {_f(ck['checkpoint_load_s'], 3)} | {_f(ck['plain_safetensors_load_s'], 3)} | "
             f"{_f(ck['load_ratio'])}x |",
             "",
-            "Shards (`write_shard`/`read_shard` vs the same bytes written with the same fsyncs and rename, and read",
-            "back), by compression:",
+            "Shards (`write_shard`/`read_shard` vs the same bytes written to one file with a tmp name and a",
+            "rename, and read back), by compression. Shards are not fsynced as they are written (a checkpoint",
+            "syncs the steps it covers, docs/checkpointing.md); the last columns give the write with",
+            "`checkpoint.sync_rollouts=every_shard` (fsync of the file and of the rename) against the plain write",
+            "with the same fsyncs.",
             "",
             "| shard | payload | compression | file bytes | write ms | write MB/s | plain write MB/s | read ms "
-            "| read MB/s | plain read MB/s |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| read MB/s | plain read MB/s | fsynced write ms | fsynced plain write ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in io["shards"].items():
             for comp in ("None", "lzf", "gzip"):
                 x = r[comp]
+                dur = (
+                    f"{_f(1e3 * x['shard_write_durable_s'], 2)} | {_f(1e3 * x['plain_write_durable_s'], 2)}"
+                    if "shard_write_durable_s" in x
+                    else "| "
+                )
                 L.append(
                     f"| {name} | {r['payload_bytes']} | {comp.lower()} | {x['file_bytes']} | "
                     f"{_f(1e3 * x['shard_write_s'], 2)} | {_f(x['shard_write_MBps'], 1)} | "
                     f"{_f(x['plain_write_MBps'], 1)} | {_f(1e3 * x['shard_read_s'], 2)} | "
-                    f"{_f(x['shard_read_MBps'], 1)} | {_f(x['plain_read_MBps'], 1)} |"
+                    f"{_f(x['shard_read_MBps'], 1)} | {_f(x['plain_read_MBps'], 1)} | {dur} |"
                 )
         L.append("")
     notes = res.get("notes")
