@@ -254,7 +254,7 @@ def markdown(res: dict) -> str:
                 dur = (
                     f"{_f(1e3 * x['shard_write_durable_s'], 2)} | {_f(1e3 * x['plain_write_durable_s'], 2)}"
                     if "shard_write_durable_s" in x
-                    else "| "
+                    else "- | -"
                 )
                 L.append(
                     f"| {name} | {r['payload_bytes']} | {comp.lower()} | {x['file_bytes']} | "
