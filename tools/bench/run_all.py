@@ -1,6 +1,6 @@
 """Every benchmark in one command: JSON plus the markdown summary of docs/performance.md.
 
-    python tools/bench/run_all.py                      # ~35 min on a 2-core machine
+    python tools/bench/run_all.py                      # 17 min on a quiet 2-core machine, 35+ loaded
     python tools/bench/run_all.py --quick              # 1 round of the TRL comparison, no demo
     python tools/bench/run_all.py --from-json F.json   # only rewrite the markdown from earlier results
 
