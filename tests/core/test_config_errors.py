@@ -16,6 +16,8 @@ from tests.conftest import TINY, cli
         ("model.policy_path=/no/such/folder", ["model.policy_path", "/no/such/folder"]),  # missing model folder
         ("ppo.minibatch_size=7", ["ppo.minibatch_size", "divide"]),
         ("layout.train=0", ["layout.train"]),
+        ("layout.score=5", ["generate.shards_per_step", "idles"]),  # more scorers than shards
+        ("checkpoint.sync_rollouts=sometimes", ["checkpoint.sync_rollouts", "every_shard"]),
     ],
 )
 def test_cli_bad_input_is_one_line(override, words, tmp_path):
