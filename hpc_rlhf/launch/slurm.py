@@ -64,6 +64,7 @@ imports, kills the task (USR2's default action); the next start resumes from the
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
@@ -481,10 +482,19 @@ class _EarlySignals:
                 os.kill(os.getpid(), s)
 
     def stop(self) -> None:
-        """The worker returned: from now on a signal is only noted."""
+        """The worker returned: from now on a signal is only noted, and ignored from the interpreter's
+        exit on. Python's finalisation resets the handlers it installed to the default action, which for
+        USR2 and TERM kills the process: a preemption USR2 in that window turned a finished run into a
+        FAILED job (signal 12 from srun; seen when a short run ended just as it was preempted)."""
         self.done = True
         for s in self.SIGNALS:
             signal.signal(s, self.handler)
+        atexit.register(_ignore_signals, self.SIGNALS)
+
+
+def _ignore_signals(signals: tuple) -> None:
+    for s in signals:  # SIG_IGN, unlike a Python handler, survives interpreter finalisation
+        signal.signal(s, signal.SIG_IGN)
 
 
 def _live_mpi() -> Any:

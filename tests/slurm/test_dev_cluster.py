@@ -67,19 +67,26 @@ def wait_state(job_id: str, states, timeout: float = 60.0) -> dict:
 
 
 def start_requeued_now(job_id: str, timeout: float = 60.0) -> None:
-    """A requeued job is held ~120 s (BeginTime); start it at once.
+    """A requeued job is held ~120 s (BeginTime); start it in 2 s instead.
 
-    Repeated until it runs: while the old attempt is still completing, Slurm may set BeginTime again after
-    an update.
+    Not at once: slurmd rejects a job credential created in the same second as the revocation of the
+    requeued attempt's ("Killing non-startable batch JobId=N: Job credential revoked", the job then
+    ends FAILED), and `StartTime=now` right after the requeue hit that second now and then. Repeated
+    (every 5 s at most) until it runs: while the old attempt is still completing, Slurm may set BeginTime
+    again after an update.
     """
     wait_state(job_id, "PENDING", timeout=timeout)
+    last = [0.0]
 
     def started():
         info = job_info(job_id)
         if info.get("JobState") != "PENDING":
             return True
-        if info.get("Reason") == "BeginTime":
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True, timeout=30)
+        if info.get("Reason") == "BeginTime" and time.monotonic() - last[0] > 5:
+            last[0] = time.monotonic()
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job_id}", "StartTime=now+2"], capture_output=True, timeout=30
+            )
         return False
 
     wait_for(started, f"requeued job {job_id} to start", timeout=timeout, interval=1.0)
@@ -374,6 +381,11 @@ def test_signal_before_the_worker_handlers_is_not_lost(tmp_path, jobs, standin_e
     assert "passing the early SIGUSR2 on to the worker" in (run_dir / "slurm" / f"{info.job_id}_0_log.err").read_text()
 
 
+# Long enough that the preemption lands mid-run: Slurm takes a few seconds to preempt, and a tiny step is
+# ~0.1 s (at 20 steps the run once finished first, and the late USR2 failed the job: see _EarlySignals.stop).
+REAL_STEPS = 200
+
+
 @pytest.mark.slow
 def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
     """The real worker (configs/tiny.yaml) under submitit: preempted by a `high` job, requeues, resumes, ends."""
@@ -382,8 +394,8 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
         str(REPO / "configs" / "tiny.yaml"),
         [
             f"run_dir={run_dir}",
-            "total_steps=20",
-            "checkpoint.every_steps=100",
+            f"total_steps={REAL_STEPS}",
+            "checkpoint.every_steps=1000",
             "slurm.timeout_min=5",
             *tiny_rm["overrides"],
         ],
@@ -417,8 +429,8 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
     done = wait_state(info.job_id, DONE, timeout=150)
     assert done["JobState"] == "COMPLETED" and int(done["Restarts"]) >= 1, run_logs(run_dir)
     assert [e["n"] for e in events(run_dir, "requeue")] == [1]
-    assert slurm_cmds.progress(run_dir)["checkpoint"] == "step_000020"
-    assert int(stopped_at.split("_")[1]) < 20
+    assert slurm_cmds.progress(run_dir)["checkpoint"] == f"step_{REAL_STEPS:06d}"
+    assert int(stopped_at.split("_")[1]) < REAL_STEPS
     # the same config and layout, uninterrupted, locally: the final weights are bit-identical
     ref = tmp_path / "uninterrupted"
     subprocess.run(
@@ -429,8 +441,8 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
             "train",
             str(REPO / "configs" / "tiny.yaml"),
             f"run_dir={ref}",
-            "total_steps=20",
-            "checkpoint.every_steps=100",
+            f"total_steps={REAL_STEPS}",
+            "checkpoint.every_steps=1000",
             *tiny_rm["overrides"],
         ],
         check=True,
