@@ -67,26 +67,24 @@ def wait_state(job_id: str, states, timeout: float = 60.0) -> dict:
 
 
 def start_requeued_now(job_id: str, timeout: float = 60.0) -> None:
-    """A requeued job is held ~120 s (BeginTime); start it in 2 s instead.
+    """A requeued job is held ~120 s (BeginTime); start it now, but not within the second of the requeue.
 
-    Not at once: slurmd rejects a job credential created in the same second as the revocation of the
-    requeued attempt's ("Killing non-startable batch JobId=N: Job credential revoked", the job then
-    ends FAILED), and `StartTime=now` right after the requeue hit that second now and then. Repeated
-    (every 5 s at most) until it runs: while the old attempt is still completing, Slurm may set BeginTime
-    again after an update.
+    slurmd rejects a job credential created in the same second as the revocation of the requeued
+    attempt's ("Killing non-startable batch JobId=N: Job credential revoked", and the job ends FAILED):
+    `StartTime=now` right after the requeue hit that second now and then. So wait 2 s after the job is
+    PENDING. (A future StartTime is no way round: the job then waits for the next periodic scheduling
+    pass, up to a minute.) Repeated until it runs: while the old attempt is still completing, Slurm may
+    set BeginTime again after an update.
     """
     wait_state(job_id, "PENDING", timeout=timeout)
-    last = [0.0]
+    time.sleep(2.0)
 
     def started():
         info = job_info(job_id)
         if info.get("JobState") != "PENDING":
             return True
-        if info.get("Reason") == "BeginTime" and time.monotonic() - last[0] > 5:
-            last[0] = time.monotonic()
-            subprocess.run(
-                ["scontrol", "update", f"JobId={job_id}", "StartTime=now+2"], capture_output=True, timeout=30
-            )
+        if info.get("Reason") == "BeginTime":
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True, timeout=30)
         return False
 
     wait_for(started, f"requeued job {job_id} to start", timeout=timeout, interval=1.0)
