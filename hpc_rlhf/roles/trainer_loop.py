@@ -142,7 +142,9 @@ class TrainSession:
             load_into(self.tr.policy, os.path.join(info.path, "policy.safetensors"))
             self.tr.value.load_state_dict(load_file(os.path.join(info.path, "value.safetensors")), strict=False)
             skeleton = torch.load(os.path.join(info.path, "optim.pt"), weights_only=False)
-            self.tr.load_optim_state(join_tensors(skeleton, load_file(os.path.join(info.path, "optim.safetensors"))))
+            moments = os.path.join(info.path, "optim.safetensors")  # checkpoints of 0.1.0 hold all in optim.pt
+            tensors = load_file(moments) if os.path.exists(moments) else {}
+            self.tr.load_optim_state(join_tensors(skeleton, tensors))
         except (OSError, RuntimeError, KeyError) as e:
             raise CheckpointError(f"checkpoint '{info.path}' could not be loaded: {str(e).splitlines()[0]}") from None
         self.tr.version = st["version"]

@@ -114,3 +114,35 @@ def test_a_checkpoint_syncs_the_shards_of_the_steps_it_covers(tmp_path, monkeypa
             assert synced == [sorted(files[0] + files[1]), sorted(files[2] + files[3])]
         else:
             assert synced == []
+
+
+def test_a_checkpoint_with_everything_in_optim_pt_still_resumes(tmp_path, tiny_rm):
+    """Checkpoints written before optim.safetensors existed (0.1.0) kept the whole optimizer state in optim.pt."""
+    from hpc_rlhf.checkpoint.store import MARKER, find_latest
+
+    cfg = load_config(TINY, [f"run_dir={tmp_path / 'run'}", *tiny_rm["overrides"]])
+    os.makedirs(cfg.run_dir)
+    sess = TrainSession(cfg, cfg.run_dir, torch.device("cpu"), DataParallel(0, 1), lead=True)
+    for model, opt in ((sess.tr.policy, sess.tr.opt_policy), (sess.tr.value, sess.tr.opt_value)):
+        for p in model.parameters():
+            p.grad = torch.full_like(p, 0.01)
+        opt.step()
+    sess.checkpoint(1)
+    folder = find_latest(cfg.run_dir).path
+    full = join_tensors(
+        torch.load(os.path.join(folder, "optim.pt"), weights_only=False),
+        load_file(os.path.join(folder, "optim.safetensors")),
+    )
+    torch.save(full, os.path.join(folder, "optim.pt"))  # the old layout: one optim.pt, no optim.safetensors
+    os.unlink(os.path.join(folder, "optim.safetensors"))
+    with open(os.path.join(folder, MARKER)) as f:
+        manifest = json.load(f)
+    del manifest["files"]["optim.safetensors"]
+    raw = open(os.path.join(folder, "optim.pt"), "rb").read()
+    manifest["files"]["optim.pt"] = {"sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)}
+    with open(os.path.join(folder, MARKER), "w") as f:
+        json.dump(manifest, f)
+    again = TrainSession(cfg, cfg.run_dir, torch.device("cpu"), DataParallel(0, 1), lead=True)
+    assert again.start_step == 1
+    a, b = sess.tr.opt_policy.state_dict()["state"], again.tr.opt_policy.state_dict()["state"]
+    assert a.keys() == b.keys() and all(torch.equal(a[i]["exp_avg_sq"], b[i]["exp_avg_sq"]) for i in a)
