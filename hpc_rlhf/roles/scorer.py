@@ -74,7 +74,6 @@ class Scorer:
             data["reward"] = scores.float().cpu().numpy().astype(np.float32)
         new_attrs = {**dict(attrs), **expect, "producer_role": "score", "producer_rank": self.rank}
         new_attrs.pop("created_unix", None)
-        new_attrs.pop("schema_version", None)
         data = normalize(data, "scored")
         with self.timer.phase("io/write_shard"):
             write_shard(out, data, new_attrs, durable=self.durable)

@@ -11,9 +11,10 @@ every train rank holds identical weights and optimizer state (gradients are all-
 A checkpoint (RUN_DIR/checkpoints/step_S, see docs/checkpointing.md) holds: policy.safetensors and
 value.safetensors; behaviour_vN.safetensors (the policy versions that steps >= S still sample with,
 max_policy_lag > 0); optim.safetensors + optim.pt (both AdamW states, both LR schedulers, the KL
-controller, the lead's torch RNG state: the tensors, and the rest with placeholders naming them); state.json (next step, policy version, data cursor, config and its fingerprint);
-ledger.jsonl (what steps < S consumed); shards.json (the shard ledger: which shards of which step were
-generated, scored and consumed when it was written); config.yaml.
+controller, the lead's torch RNG state: the tensors, and the rest with placeholders naming them);
+state.json (next step, policy version, data cursor, config and its fingerprint); ledger.jsonl (what
+steps < S consumed); shards.json (the shard ledger: which shards of which step were generated, scored
+and consumed when it was written); config.yaml.
 """
 
 from __future__ import annotations
