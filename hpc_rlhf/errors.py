@@ -10,7 +10,13 @@ class ConfigError(UserError):
 
 
 class ShardError(UserError):
-    """A rollout shard is missing, partial or damaged."""
+    """A rollout shard is missing, partial or damaged. `status`: 'damaged' (unreadable, a checksum
+    failed), 'partial' (fields missing or inconsistent) or 'foreign' (not a shard this reader knows);
+    `reason`: the finding alone, without the path (what `archive verify` lists)."""
+
+    def __init__(self, msg: str, status: str = "damaged", reason: str = ""):
+        super().__init__(msg)
+        self.status, self.reason = status, reason or msg
 
 
 class CheckpointError(UserError):

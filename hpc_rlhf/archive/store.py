@@ -24,7 +24,7 @@ import numpy as np
 from hpc_rlhf.archive import derived as D
 from hpc_rlhf.errors import ShardError, UserError
 from hpc_rlhf.rollout.schema import BY_NAME, PER_SAMPLE, fields_for
-from hpc_rlhf.rollout.shard import TMP_MARK, read_attrs, read_shard
+from hpc_rlhf.rollout.shard import NOT_A_SHARD, TMP_MARK, read_attrs, read_shard
 
 _NAME = re.compile(r"^(gen|scored)_(\d+)\.h5$")
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -204,10 +204,8 @@ def _identify(path: str) -> tuple[tuple, str, int, int]:
         return (folder, step, shard), KIND_OF_PREFIX[m.group(1)], step, shard
     try:
         a = read_attrs(path)
-    except ShardError:
-        return (path,), "unknown", -1, -1
-    if "schema_version" not in a:  # some other HDF5 file: not a shard (verify lists it as foreign)
-        return (path,), "foreign", -1, -1
+    except ShardError as e:  # some other HDF5 file: not a shard (verify lists it as foreign)
+        return (path,), "foreign" if e.reason == NOT_A_SHARD else "unknown", -1, -1
     kind = str(a.get("kind", "unknown"))
     step, shard = int(a.get("step", -1)), int(a.get("shard_index", -1))
     return (folder, step, shard), kind, step, shard

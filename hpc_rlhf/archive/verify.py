@@ -1,4 +1,5 @@
-"""Check every shard of an archive: schema, checksums (every dataset is read in full), shapes, offsets.
+"""Check every shard of an archive (schema versions 1 and 2): schema, checksums (every dataset is
+read in full), shapes, offsets.
 
     report = verify(Archive.open(run_dir))
     report.ok                       # True when nothing is wrong
@@ -19,7 +20,9 @@ import h5py
 import numpy as np
 
 from hpc_rlhf.archive.store import Archive
-from hpc_rlhf.rollout.schema import BY_NAME, SCHEMA_VERSION, fields_for
+from hpc_rlhf.errors import ShardError
+from hpc_rlhf.rollout.schema import BY_NAME, DATASETS
+from hpc_rlhf.rollout.shard import read_shard
 
 
 @dataclass
@@ -39,55 +42,27 @@ class VerifyReport:
         return c
 
 
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
-
-
 def check_file(path: str) -> tuple[str, str]:
-    """('ok' | 'damaged' | 'partial' | 'foreign', reason) for one shard file."""
+    """('ok' | 'damaged' | 'partial' | 'foreign', reason) for one shard file of any readable version:
+    every dataset is read in full (fletcher32 verifies each chunk), then shapes, dtypes and offsets."""
     try:
-        f = h5py.File(path, "r", locking=False)
-    except (OSError, ValueError) as e:
-        return "damaged", f"not a readable HDF5 file ({_first_line(e)})"
-    with f:
-        try:
-            attrs = dict(f.attrs)
-        except (OSError, KeyError, ValueError) as e:
-            return "damaged", f"attributes unreadable ({_first_line(e)})"
-        ver = attrs.get("schema_version")
-        if ver is None:
-            return "foreign", "no schema_version attribute: not a rollout shard"
-        if int(ver) != SCHEMA_VERSION:
-            return "foreign", f"schema version {ver}, this reader knows {SCHEMA_VERSION}"
-        kind = str(attrs.get("kind"))
-        if kind not in ("generated", "scored"):
-            return "partial", f"attribute kind={kind!r}, expected 'generated' or 'scored'"
-        if "num_samples" not in attrs:
-            return "partial", "attribute num_samples missing"
-        n = int(attrs["num_samples"])
-        want = [fl.name for fl in fields_for(kind)]
-        missing = [name for name in want if name not in f]
-        data: dict[str, np.ndarray] = {}
-        for name in want:  # read every dataset in full: fletcher32 verifies each chunk
-            if name in missing:
-                continue
-            try:
-                data[name] = f[name][()]
-            except (OSError, KeyError, ValueError, RuntimeError) as e:
-                return "damaged", f"dataset {name} unreadable ({_first_line(e)})"
-        for name in f:  # datasets beyond the schema are read too (checksums), not required
-            if name not in data and isinstance(f[name], h5py.Dataset):
+        data, attrs = read_shard(path)
+    except ShardError as e:
+        return e.status, e.reason
+    with h5py.File(path, "r", locking=False) as f:  # datasets beyond the schema: checksums too
+        for name in f:
+            if name not in data and name not in DATASETS and isinstance(f[name], h5py.Dataset):
                 try:
                     f[name][()]
                 except (OSError, ValueError, RuntimeError) as e:
                     return "damaged", f"dataset {name} unreadable ({_first_line(e)})"
-    if missing:
-        return "partial", f"{kind} shard misses field(s) {', '.join(missing)}"
-    bad = _consistency(data, n)
-    if bad:
-        return "partial", bad
-    return "ok", ""
+    bad = _consistency(data, int(attrs["num_samples"]))
+    return ("partial", bad) if bad else ("ok", "")
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
 
 
 def _consistency(data: dict[str, np.ndarray], n: int) -> str:

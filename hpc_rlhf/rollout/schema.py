@@ -1,15 +1,23 @@
 """The rollout shard schema: one versioned declaration, the HDF5 contract and the archive's documentation.
 
-A shard holds N samples. Token data are flat arrays indexed by int64 offsets (no variable-length HDF5
-types): sample i's response tokens are `response_tokens[response_offsets[i]:response_offsets[i+1]]`.
-Per-token float arrays are aligned with `response_tokens`. docs/rollout_format.md renders this table.
+A shard holds N samples. Readers get every field as a flat array: token data are indexed by int64
+offsets (no variable-length HDF5 types): sample i's response tokens are
+`response_tokens[response_offsets[i]:response_offsets[i+1]]`; per-token float arrays align with
+`response_tokens`. docs/rollout_format.md renders this table.
+
+On disk (version 2) the fields live in three datasets: `samples`, a table with one row per sample
+(the "N" fields), `prompt_tokens`, and `response`, a table with one row per response token (the "R"
+fields). The offsets are not stored: they are the running sums of prompt_len and response_len. The
+run metadata is one JSON attribute `meta` beside the integer attribute `schema_version`. Version 1
+(one dataset per field, one attribute per key) is still read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -39,8 +47,8 @@ FIELDS: tuple[Field, ...] = (
     Field("reward", "float32", "N", "score", "reward-model score of prompt+response (unclipped)"),
 )
 
-ATTRS: dict[str, str] = {
-    "schema_version": "int: SCHEMA_VERSION of the writer",
+ATTRS: dict[str, str] = {  # schema_version: an HDF5 attribute; the others: keys of the JSON attribute `meta`
+    "schema_version": "int: SCHEMA_VERSION of the writer (an HDF5 attribute of its own)",
     "kind": "'generated' or 'scored'",
     "run_id": "str: id of the run (its config fingerprint + seed)",
     "producer_role": "'generate' or 'score'",
@@ -57,6 +65,13 @@ GENERATED_FIELDS = tuple(f for f in FIELDS if f.role == "generate")
 SCORED_FIELDS = FIELDS
 PER_SAMPLE = tuple(f.name for f in FIELDS if f.shape == "N")
 BY_NAME = {f.name: f for f in FIELDS}
+DATASET_OF_SHAPE = {"N": "samples", "P": "prompt_tokens", "R": "response"}  # "N+1": derived, not stored
+DATASETS = tuple(DATASET_OF_SHAPE.values())
+
+
+def dataset_of(name: str) -> str:
+    """The version-2 dataset holding field `name` ('' for the offsets, derived from the lengths)."""
+    return DATASET_OF_SHAPE.get(BY_NAME[name].shape, "")
 
 
 def fields_for(kind: str) -> tuple[Field, ...]:
@@ -65,8 +80,10 @@ def fields_for(kind: str) -> tuple[Field, ...]:
 
 
 def markdown_table() -> str:
-    rows = ["| field | dtype | shape | written by | meaning |", "|---|---|---|---|---|"]
-    rows += [f"| `{f.name}` | {f.dtype} | {f.shape} | {f.role} | {f.doc} |" for f in FIELDS]
-    rows += ["", "| attribute | meaning |", "|---|---|"]
+    rows = ["| field | dtype | shape | stored in | written by | meaning |", "|---|---|---|---|---|---|"]
+    for f in FIELDS:
+        where = f"`{dataset_of(f.name)}`" if dataset_of(f.name) else "derived from the lengths"
+        rows.append(f"| `{f.name}` | {f.dtype} | {f.shape} | {where} | {f.role} | {f.doc} |")
+    rows += ["", "| metadata key | meaning |", "|---|---|"]
     rows += [f"| `{k}` | {v} |" for k, v in ATTRS.items()]
     return "\n".join(rows)

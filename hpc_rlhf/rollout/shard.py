@@ -16,6 +16,7 @@ name, so no lock is needed, and flock is unreliable on Lustre and NFS.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Optional
@@ -24,7 +25,7 @@ import h5py
 import numpy as np
 
 from hpc_rlhf.errors import ShardError
-from hpc_rlhf.rollout.schema import BY_NAME, SCHEMA_VERSION, fields_for
+from hpc_rlhf.rollout.schema import BY_NAME, DATASETS, READABLE_VERSIONS, SCHEMA_VERSION, dataset_of, fields_for
 
 # Measured with tools/bench/io_bench.py (docs/performance.md): gzip costs far more time than the
 # bytes it saves on token/log-prob data, and lzf saves little on random-looking int32/float32.
@@ -75,22 +76,86 @@ def write_shard(
     compression: Optional[str] = COMPRESSION,
     durable: bool = False,
 ) -> str:
-    """Write `data` (every field of attrs['kind']) to `path` atomically; `durable`: fsync the file and
-    the rename before returning. Returns path."""
-    arrays = normalize(data, attrs["kind"], f"shard {path}")
+    """Write `data` (every field of attrs['kind']) to `path` atomically, in the current schema version;
+    `durable`: fsync the file and the rename before returning. Returns path."""
+    kind = attrs["kind"]
+    arrays = normalize(data, kind, f"shard {path}")
+    _check_offsets_agree(path, arrays)
+    meta = {k: _plain(v) for k, v in attrs.items() if k != "schema_version"}
+    meta["created_unix"] = time.time()
     d = os.path.dirname(path) or "."
     os.makedirs(d, exist_ok=True)
     tmp = os.path.join(d, f".{os.path.basename(path)}{TMP_MARK}{os.getpid()}")
     with h5py.File(tmp, "w", locking=False) as f:
-        for name, arr in arrays.items():
-            _create(f, name, arr, compression)
-        f.attrs.update({**attrs, "schema_version": SCHEMA_VERSION, "created_unix": time.time()})
+        for name, names in _layout(kind):
+            _create(f, name, arrays[name] if names is None else _table(arrays, names), compression)
+        _set_attr(f, "schema_version", np.array(SCHEMA_VERSION, dtype=np.int64))
+        _set_attr(f, "meta", np.array(json.dumps(meta, sort_keys=True).encode()))  # fixed-length ASCII
     if durable:
         fsync_file(tmp)
     os.replace(tmp, path)
     if durable:
         fsync_dir(d)
     return path
+
+
+def _layout(kind: str) -> list[tuple[str, Optional[list[str]]]]:
+    """Version-2 datasets of a shard of `kind`: (name, its table's columns; None for a plain array)."""
+    cols: dict[str, list[str]] = {}
+    for fl in fields_for(kind):
+        if dataset_of(fl.name):
+            cols.setdefault(dataset_of(fl.name), []).append(fl.name)
+    return [(n, None if n == "prompt_tokens" else cols[n]) for n in DATASETS]
+
+
+def _table(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """Equal-length arrays -> one packed structured array (an HDF5 compound dataset, a table)."""
+    t = np.empty(len(arrays[names[0]]), dtype=[(n, arrays[n].dtype) for n in names])
+    for n in names:
+        t[n] = arrays[n]
+    return t
+
+
+def _plain(v):
+    """A metadata value as a JSON-able Python scalar (numpy scalars from a read are converted)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _lengths_to_offsets(lengths: np.ndarray) -> np.ndarray:
+    off = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=off[1:])
+    return off
+
+
+def _check_offsets_agree(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """The offsets handed to the writer must be what a reader derives from the lengths (a writer bug
+    otherwise: version 2 stores only the lengths)."""
+    for off, length in (("prompt_offsets", "prompt_len"), ("response_offsets", "response_len")):
+        if not np.array_equal(arrays[off], _lengths_to_offsets(arrays[length])):
+            raise ValueError(f"shard {path}: {off} are not the running sum of {length}")
+
+
+_TYPES: dict[np.dtype, h5py.h5t.TypeID] = {}  # HDF5 types of the shard dtypes, built once (~40 us a table)
+
+
+def _h5type(dtype: np.dtype) -> h5py.h5t.TypeID:
+    if dtype not in _TYPES:
+        _TYPES[dtype] = h5py.h5t.py_create(dtype)
+    return _TYPES[dtype]
+
+
+def _set_attr(f: h5py.File, name: str, value: np.ndarray) -> None:
+    """A scalar attribute through the low-level API (half the high-level call's time)."""
+    tid = _h5type(value.dtype) if value.dtype.kind != "S" else h5py.h5t.py_create(value.dtype)
+    h5py.h5a.create(f.id, name.encode(), tid, h5py.h5s.create(h5py.h5s.SCALAR)).write(value)
+
+
+def _get_attr(f: h5py.File, name: str):
+    """A scalar attribute through the low-level API (KeyError when absent)."""
+    a = h5py.h5a.open(f.id, name.encode())
+    out = np.empty((), dtype=a.dtype)
+    a.read(out)
+    return out[()]
 
 
 def _create(f: h5py.File, name: str, arr: np.ndarray, compression: Optional[str]) -> None:
@@ -111,48 +176,137 @@ def _create(f: h5py.File, name: str, arr: np.ndarray, compression: Optional[str]
         raise ValueError(f"shard compression {compression!r}: use None, 'lzf' or 'gzip'")
     dcpl.set_fletcher32()
     space = h5py.h5s.create_simple(arr.shape)
-    ds = h5py.h5d.create(f.id, name.encode(), h5py.h5t.py_create(arr.dtype), space, dcpl=dcpl)
+    ds = h5py.h5d.create(f.id, name.encode(), _h5type(arr.dtype), space, dcpl=dcpl)
     ds.write(h5py.h5s.ALL, h5py.h5s.ALL, arr)
 
 
-def _read(f: h5py.File, name: str) -> np.ndarray:
-    """Dataset `name` as an array of its schema dtype (checksums verified by HDF5 on the way)."""
-    ds = h5py.h5d.open(f.id, name.encode())
-    arr = np.empty(ds.shape, dtype=BY_NAME[name].dtype if name in BY_NAME else ds.dtype)
-    if arr.size:
-        ds.read(h5py.h5s.ALL, h5py.h5s.ALL, arr)
+def _read_raw(f: h5py.File, name: str, dtype=None) -> np.ndarray:
+    """Dataset `name` whole (as `dtype`, default its own), checksums verified by HDF5 on the way;
+    ShardError(damaged) when it cannot be read."""
+    try:
+        ds = h5py.h5d.open(f.id, name.encode())
+        arr = np.empty(ds.shape, dtype=dtype or ds.dtype)
+        if arr.size:
+            ds.read(h5py.h5s.ALL, h5py.h5s.ALL, arr)
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
+        if name not in f:
+            raise _bad(f.filename, "partial", f"dataset {name} missing") from None
+        raise _bad(f.filename, "damaged", f"dataset {name} unreadable ({_first_line(e)})") from None
     return arr
 
 
-def read_attrs(path: str) -> dict:
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+NOT_A_SHARD = "no schema_version attribute: not a rollout shard"
+_HINT = {
+    "damaged": "it is skipped; delete it so a resumed run regenerates it",
+    "partial": "it is skipped; delete it so a resumed run regenerates it",
+    "foreign": "it is not a rollout shard this version reads; move it out of the archive or upgrade hpc-rlhf",
+}
+
+
+def _bad(path: str, status: str, reason: str) -> ShardError:
+    return ShardError(f"shard '{path}' is {status}: {reason}; {_HINT[status]}", status, reason)
+
+
+def _meta(f: h5py.File, path: str) -> dict:
+    """The shard's metadata (`schema_version` plus the keys of ATTRS), whatever its version."""
     try:
-        with h5py.File(path, "r", locking=False) as f:
-            return dict(f.attrs)
-    except (OSError, KeyError) as e:
-        raise ShardError(f"shard '{path}' is not a readable HDF5 file ({e}); delete it so it is regenerated") from None
+        try:
+            ver = int(_get_attr(f, "schema_version"))
+        except KeyError:
+            raise _bad(path, "foreign", NOT_A_SHARD) from None
+        if ver not in READABLE_VERSIONS:
+            raise _bad(path, "foreign", f"schema version {ver}, this reader knows {list(READABLE_VERSIONS)}")
+        if ver == 1:
+            attrs = dict(f.attrs)
+        else:
+            attrs = {**json.loads(_get_attr(f, "meta")), "schema_version": ver}
+    except ShardError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise _bad(path, "damaged", f"attributes unreadable ({_first_line(e)})") from None
+    if str(attrs.get("kind")) not in ("generated", "scored"):
+        raise _bad(path, "partial", f"attribute kind={attrs.get('kind')!r}, expected 'generated' or 'scored'")
+    if "num_samples" not in attrs:
+        raise _bad(path, "partial", "attribute num_samples missing")
+    return attrs
+
+
+def _open(path: str) -> h5py.File:
+    if not os.path.exists(path):
+        raise ShardError(f"shard '{path}' does not exist", "damaged", "does not exist")
+    try:
+        return h5py.File(path, "r", locking=False)
+    except (OSError, ValueError) as e:
+        raise _bad(path, "damaged", f"not a readable HDF5 file ({_first_line(e)})") from None
+
+
+def read_attrs(path: str) -> dict:
+    """The shard's metadata without reading its data. Raises ShardError."""
+    with _open(path) as f:
+        return _meta(f, path)
 
 
 def read_shard(path: str, fields: Optional[list[str]] = None) -> tuple[dict[str, np.ndarray], dict]:
-    """Read (and checksum) a shard. `fields` limits what is read. Raises ShardError when damaged."""
-    if not os.path.exists(path):
-        raise ShardError(f"shard '{path}' does not exist")
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            attrs = dict(f.attrs)
-            ver = attrs.get("schema_version")
-            if ver != SCHEMA_VERSION:
-                raise ShardError(f"shard '{path}' has schema version {ver}, this reader knows {SCHEMA_VERSION}")
-            kind = str(attrs.get("kind"))
-            names = fields or [fl.name for fl in fields_for(kind)]
-            data = {n: _read(f, n) for n in names}
-    except ShardError:
-        raise
-    except (OSError, KeyError, ValueError) as e:
-        raise ShardError(
-            f"shard '{path}' is damaged ({str(e).splitlines()[0]}); it is skipped; delete it to regenerate"
-        ) from None
+    """Read (and checksum) a shard of any readable version: (every field of its kind, or `fields`, as
+    contiguous arrays of the schema dtypes; metadata). Raises ShardError when damaged or partial."""
+    with _open(path) as f:
+        attrs = _meta(f, path)
+        kind = str(attrs["kind"])
+        names = list(fields) if fields is not None else [fl.name for fl in fields_for(kind)]
+        unknown = [n for n in names if n not in BY_NAME]
+        if unknown:
+            raise ValueError(f"unknown shard fields {unknown}")
+        if int(attrs["schema_version"]) == 1:
+            data = _read_v1(f, path, names)
+        else:
+            data = _read_v2(f, path, names, attrs)
     _check_shapes(path, data, attrs)
     return data, attrs
+
+
+def _read_v1(f: h5py.File, path: str, names: list[str]) -> dict[str, np.ndarray]:
+    """Version 1: one dataset per field."""
+    missing = [n for n in names if n not in f]
+    if missing:
+        raise _bad(path, "partial", f"{f.attrs.get('kind')} shard misses field(s) {', '.join(missing)}")
+    return {n: _read_raw(f, n, BY_NAME[n].dtype) for n in names}
+
+
+def _read_v2(f: h5py.File, path: str, names: list[str], attrs: dict) -> dict[str, np.ndarray]:
+    """Version 2: the tables `samples` and `response`, the array `prompt_tokens`; offsets derived."""
+    derived = {"prompt_offsets": ("prompt_len", "prompt_tokens"), "response_offsets": ("response_len", "response")}
+    wanted = [x for x in names if x not in derived] + [derived[x][0] for x in names if x in derived]
+    need = {dataset_of(x) for x in wanted} | {derived[x][1] for x in names if x in derived}
+    raw = {d: _read_raw(f, d) for d in DATASETS if d in need}
+    missing = [x for x in BY_NAME if x in wanted and x not in _columns(raw[dataset_of(x)], dataset_of(x))]
+    if missing:
+        raise _bad(path, "partial", f"{attrs['kind']} shard misses field(s) {', '.join(missing)}")
+    col = {x: np.ascontiguousarray(_column(raw[dataset_of(x)], x), dtype=BY_NAME[x].dtype) for x in wanted}
+    n = int(attrs["num_samples"])
+    if "samples" in raw and len(raw["samples"]) != n:
+        raise _bad(path, "partial", f"dataset samples has {len(raw['samples'])} rows for num_samples={n}")
+    for off in (x for x in names if x in derived):
+        length, flat = derived[off]
+        lens = col[length]
+        if len(lens) and (lens.min() < 0 or int(lens.sum()) != len(raw[flat])):
+            raise _bad(path, "partial", f"{length} sums to {int(lens.sum())} but {flat} has {len(raw[flat])} rows")
+        col[off] = _lengths_to_offsets(lens)
+    return {x: col[x] for x in names}
+
+
+def _columns(arr: np.ndarray, dataset: str) -> tuple[str, ...]:
+    """Field names a dataset holds: a table's columns, or the plain array's own name."""
+    return arr.dtype.names or (dataset,)
+
+
+def _column(arr: np.ndarray, name: str) -> np.ndarray:
+    """Column `name` of a table, or the plain array itself."""
+    return arr if arr.dtype.names is None else arr[name]
 
 
 def _check_shapes(path: str, data: dict[str, np.ndarray], attrs: dict) -> None:
@@ -161,10 +315,13 @@ def _check_shapes(path: str, data: dict[str, np.ndarray], attrs: dict) -> None:
         shape = BY_NAME[name].shape
         want = {"N": n, "N+1": n + 1}.get(shape)
         if want is not None and arr.shape != (want,):
-            raise ShardError(f"shard '{path}': field {name} has shape {arr.shape}, expected ({want},)")
+            raise _bad(path, "partial", f"field {name} has shape {arr.shape}, expected ({want},) for num_samples={n}")
     for off, flat in (("prompt_offsets", "prompt_tokens"), ("response_offsets", "response_tokens")):
         if off in data and flat in data and int(data[off][-1]) != len(data[flat]):
-            raise ShardError(f"shard '{path}': {off} ends at {int(data[off][-1])} but {flat} has {len(data[flat])}")
+            raise _bad(path, "partial", f"{off} end at {int(data[off][-1])} but {flat} has {len(data[flat])}")
+    for p in ("gen_logprobs", "ref_logprobs"):
+        if p in data and "response_tokens" in data and len(data[p]) != len(data["response_tokens"]):
+            raise _bad(path, "partial", f"{p} has {len(data[p])} values for {len(data['response_tokens'])} tokens")
 
 
 def pack_ragged(seqs: list[np.ndarray], dtype: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,8 @@
 """Small, realistic rollout archives built with the project's own write_shard, plus the ground truth.
 
+Step 0 is written in schema version 1 (tests/shard_v1.py: an archive begun by hpc-rlhf 0.1.0 and
+continued after the upgrade), the later steps in the current version: every reader sees one archive.
+
 The truth is a plain list of per-sample dicts (tokens as Python lists, float32-cast log-probs) kept
 beside the archive; tests compute their expectations from it with numpy / Python sets, never with the
 archive code under test.
@@ -13,6 +16,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from shard_v1 import write_shard_v1
 
 from hpc_rlhf.rollout.shard import pack_ragged, write_shard
 
@@ -24,6 +28,7 @@ STEPS = 5
 SHARDS = 3
 LAG = 1  # policy_version = max(step - LAG, 0): several steps share version 0
 GEN_ONLY = (4, 2)  # (step, shard) that was generated but never scored
+V1_STEPS = (0,)  # steps written in schema version 1
 
 
 def make_tokenizer(folder: str) -> None:
@@ -114,14 +119,16 @@ def build_archive(run_dir: str, seed: int = 0, tokenizer: bool = True) -> list[d
                 "num_samples": n,
                 "config_fingerprint": "abc",
             }
-            write_shard(
+            write = write_shard_v1 if step in V1_STEPS else write_shard
+            os.makedirs(folder, exist_ok=True)
+            write(
                 os.path.join(folder, f"gen_{shard:04d}.h5"),
                 data,
                 {**attrs, "kind": "generated", "producer_role": "generate", "producer_rank": 0},
             )
             scored = (step, shard) != GEN_ONLY
             if scored:
-                write_shard(
+                write(
                     os.path.join(folder, f"scored_{shard:04d}.h5"),
                     data,
                     {**attrs, "kind": "scored", "producer_role": "score", "producer_rank": 1},
@@ -147,7 +154,7 @@ def archive(tmp_path_factory):
 
 
 def flip_bytes(path: str, field: str) -> None:
-    """Corrupt bytes in the middle of a dataset's first chunk (fletcher32 catches it on read).
+    """Corrupt bytes in the middle of dataset `field`'s first chunk (fletcher32 catches it on read).
 
     XOR with 0x5A, not 0xFF: fletcher32 sums 16-bit words modulo 65535, so it cannot tell a 0x0000
     word from 0xFFFF, and offsets/small ids are mostly zero bytes."""
@@ -174,17 +181,19 @@ def damaged(archive, tmp_path):
         "truncated": "step_000002/scored_0000.h5",
         "truncated_gen": "step_000002/gen_0000.h5",  # both gone: the (step, shard) is skipped
         "missing_field": "step_000003/scored_0001.h5",
-        "bad_offsets": "step_000000/gen_0002.h5",  # shadowed by its scored twin: only verify sees it
+        "bad_offsets": "step_000000/gen_0002.h5",  # version 1; shadowed by its scored twin: only verify sees it
         "temporary": "step_000003/.scored_0002.h5.tmp-4242",
     }
-    flip_bytes(os.path.join(r, bad["flipped"]), "response_tokens")
+    flip_bytes(os.path.join(r, bad["flipped"]), "response")
     for k in ("truncated", "truncated_gen"):
         p = os.path.join(r, bad[k])
         size = os.path.getsize(p)
         with open(p, "r+b") as fh:
             fh.truncate(size // 2)
-    with h5py.File(os.path.join(r, bad["missing_field"]), "r+", locking=False) as f:
-        del f["ref_logprobs"]
+    with h5py.File(os.path.join(r, bad["missing_field"]), "r+", locking=False) as f:  # a table lacking a column
+        t = f["response"][()]
+        del f["response"]
+        f["response"] = t[["response_tokens", "gen_logprobs"]]
     with h5py.File(os.path.join(r, bad["bad_offsets"]), "r+", locking=False) as f:
         o = f["response_offsets"][()]
         o[2], o[3] = o[3], o[2]

@@ -48,13 +48,16 @@ def test_verify_catches_each_problem_alone(archive, tmp_path, capsys):
     from archive_data import flip_bytes
 
     d, _ = archive
-    for field in ("reward", "gen_logprobs", "prompt_offsets"):
+    for shard, field in [("step_000004", x) for x in ("samples", "response", "prompt_tokens")] + [
+        ("step_000000", x)
+        for x in ("reward", "gen_logprobs", "prompt_offsets")  # version 1: a dataset per field
+    ]:
         c = tmp_path / field
         shutil.copytree(f"{d}/rollouts", c)
-        flip_bytes(str(c / "step_000004" / "scored_0000.h5"), field)
+        flip_bytes(str(c / shard / "scored_0000.h5"), field)
         assert main(["verify", str(c)]) == 1
         out = capsys.readouterr().out
-        assert f"damaged   step_000004/scored_0000.h5: dataset {field} unreadable" in out
+        assert f"damaged   {shard}/scored_0000.h5: dataset {field} unreadable" in out
     c = tmp_path / "tmp_only"
     shutil.copytree(f"{d}/rollouts", c)
     (c / "step_000000" / ".gen_0009.h5.tmp-1").write_bytes(b"")

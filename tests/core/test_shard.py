@@ -70,16 +70,109 @@ def _flip_bytes_in_dataset(path, name):
         fh.seek(off + 8)
         b = fh.read(4)
         fh.seek(off + 8)
-        fh.write(bytes(x ^ 0xFF for x in b))
+        fh.write(bytes(x ^ 0x5A for x in b))  # not 0xFF: fletcher32 cannot tell 0x0000 from 0xFFFF
 
 
-def test_corrupted_chunk_is_detected(tmp_path):
+@pytest.mark.parametrize("dataset", ["samples", "prompt_tokens", "response"])
+def test_corrupted_chunk_is_detected(tmp_path, dataset):
     data, attrs, _, _ = make_data()
     p = write_shard(str(tmp_path / "s.h5"), data, attrs)
-    _flip_bytes_in_dataset(p, "gen_logprobs")
-    with pytest.raises(ShardError, match="damaged"):
+    _flip_bytes_in_dataset(p, dataset)
+    with pytest.raises(ShardError, match=f"damaged: dataset {dataset} unreadable") as e:
         read_shard(p)
+    assert e.value.status == "damaged"
     assert not reusable(p, {})
+
+
+def test_version_2_layout_is_three_datasets_and_json_metadata(tmp_path):
+    """What an analyst opening a shard with plain h5py (or pandas) finds."""
+    import json
+
+    import h5py
+    import pandas as pd
+
+    data, attrs, prompts, resps = make_data()
+    p = write_shard(str(tmp_path / "s.h5"), data, attrs)
+    with h5py.File(p, "r") as f:
+        assert sorted(f) == ["prompt_tokens", "response", "samples"]
+        assert sorted(f.attrs) == ["meta", "schema_version"] and f.attrs["schema_version"] == 2
+        meta = json.loads(f.attrs["meta"])
+        samples = pd.DataFrame(f["samples"][()])
+        response = f["response"][()]
+        assert all(f[name].fletcher32 for name in f)
+    assert {k: meta[k] for k in attrs} == attrs and meta["created_unix"] > 0
+    assert list(samples.columns) == [
+        "prompt_index",
+        "sample_index",
+        "policy_version",
+        "step",
+        "seed",
+        "prompt_len",
+        "response_len",
+        "eos",
+        "reward",
+    ]
+    assert samples["response_len"].tolist() == [len(r) for r in resps]
+    assert np.allclose(samples["reward"], data["reward"])
+    assert response.dtype.names == ("response_tokens", "gen_logprobs", "ref_logprobs")
+    assert response["response_tokens"].tolist() == np.concatenate(resps).tolist()
+
+
+def test_generated_shard_has_only_generated_fields(tmp_path):
+    data, attrs, _, _ = make_data()
+    gen = {k: v for k, v in data.items() if k not in ("ref_logprobs", "reward")}
+    p = write_shard(str(tmp_path / "g.h5"), gen, {**attrs, "kind": "generated"})
+    got, a = read_shard(p)
+    assert a["kind"] == "generated" and set(got) == set(gen)
+    with pytest.raises(ShardError, match="generated shard misses field.s. ref_logprobs") as e:
+        read_shard(p, ["response_tokens", "ref_logprobs"])
+    assert e.value.status == "partial"
+
+
+def test_field_subsets_read_only_what_is_asked(tmp_path):
+    data, attrs, _, resps = make_data()
+    p = write_shard(str(tmp_path / "s.h5"), data, attrs)
+    got, _ = read_shard(p, ["response_offsets", "reward"])
+    assert set(got) == {"response_offsets", "reward"}
+    assert np.array_equal(got["response_offsets"], data["response_offsets"])
+    got, _ = read_shard(p, ["prompt_tokens"])
+    assert set(got) == {"prompt_tokens"} and np.array_equal(got["prompt_tokens"], data["prompt_tokens"])
+
+
+def test_version_1_shards_still_read(tmp_path):
+    """Archives of hpc-rlhf 0.1.0 (one dataset per field): same fields and metadata as version 2."""
+    from shard_v1 import write_shard_v1
+
+    data, attrs, _, _ = make_data()
+    old, _ = read_shard(write_shard_v1(str(tmp_path / "v1.h5"), data, attrs))
+    new, _ = read_shard(write_shard(str(tmp_path / "v2.h5"), data, attrs))
+    got, a = read_shard(str(tmp_path / "v1.h5"))
+    assert a["schema_version"] == 1 and {k: a[k] for k in attrs} == attrs
+    assert set(old) == set(new) and all(np.array_equal(old[k], new[k]) for k in new)
+    assert all(old[k].dtype == new[k].dtype for k in new)
+    assert reusable(str(tmp_path / "v1.h5"), {"step": 4})
+
+
+def test_inconsistent_lengths_and_foreign_versions_are_refused(tmp_path):
+    import h5py
+
+    data, attrs, _, _ = make_data()
+    p = write_shard(str(tmp_path / "s.h5"), data, attrs)
+    with h5py.File(p, "r+") as f:
+        t = f["samples"][()]
+        t["response_len"][0] += 1
+        f["samples"][...] = t
+    with pytest.raises(ShardError, match="response_len sums to") as e:
+        read_shard(p)
+    assert e.value.status == "partial"
+    with h5py.File(p, "r+") as f:
+        f.attrs["schema_version"] = 7
+    with pytest.raises(ShardError, match="schema version 7") as e:
+        read_shard(p)
+    assert e.value.status == "foreign"
+    bad = dict(data, response_offsets=data["response_offsets"] + 1)
+    with pytest.raises(ValueError, match="response_offsets are not the running sum of response_len"):
+        write_shard(str(tmp_path / "w.h5"), bad, attrs)
 
 
 def test_truncated_and_foreign_files(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
+from hpc_rlhf.rollout.shard import read_attrs, read_shard
 from tests.conftest import TINY, cli
 
 pytestmark = pytest.mark.mpi
@@ -28,8 +29,7 @@ def layout_args(layout):
 def rollouts(run_dir):
     out = {}
     for p in sorted(glob.glob(f"{run_dir}/rollouts/*/scored_*.h5")):
-        with h5py.File(p, "r") as f:
-            out[os.path.relpath(p, run_dir)] = f["response_tokens"][()]
+        out[os.path.relpath(p, run_dir)] = read_shard(p, ["response_tokens"])[0]["response_tokens"]
     return out
 
 
@@ -97,15 +97,13 @@ def test_a_damaged_shard_is_never_trained_on(tmp_path, tiny_rm, mpiexec, layout_
     victim.parent.mkdir(parents=True, exist_ok=True)
     victim.write_bytes(open(layout_runs / "1+1+1" / "rollouts" / "step_000002" / "scored_0001.h5", "rb").read())
     with h5py.File(victim, "r") as f:
-        off = f["reward"].id.get_chunk_info(0).byte_offset
+        off = f["samples"].id.get_chunk_info(0).byte_offset  # the table holding reward
     with open(victim, "r+b") as f:
         f.seek(off)
         f.write(b"\x5a\x5a\x5a\x5a")
     cli(*args, "total_steps=4")
     wa, wb = weights(layout_runs / "1+1+1"), weights(run)
     assert all(bool((wa[k] == wb[k]).all()) for k in wa)
-    from hpc_rlhf.rollout.shard import read_shard
-
     read_shard(str(victim))  # rebuilt intact
 
 
@@ -131,7 +129,6 @@ def test_policy_lag_is_deterministic_whatever_the_timing(tmp_path, tiny_rm, mpie
     assert ref.keys() == got.keys() and all(np.array_equal(ref[k], got[k]) for k in ref)
     wa, wb = weights(tmp_path / "single"), weights(tmp_path / "multi")
     assert all(bool((wa[k] == wb[k]).all()) for k in wa)
-    with h5py.File(tmp_path / "multi" / "rollouts" / "step_000003" / "scored_0000.h5", "r") as f:
-        assert f.attrs["policy_version"] == 2 and set(f["policy_version"][()]) == {2}
-    with h5py.File(tmp_path / "multi" / "rollouts" / "step_000001" / "scored_0000.h5", "r") as f:
-        assert f.attrs["policy_version"] == 0
+    data, attrs = read_shard(str(tmp_path / "multi" / "rollouts" / "step_000003" / "scored_0000.h5"))
+    assert attrs["policy_version"] == 2 and set(data["policy_version"]) == {2}
+    assert read_attrs(str(tmp_path / "multi" / "rollouts" / "step_000001" / "scored_0000.h5"))["policy_version"] == 0
