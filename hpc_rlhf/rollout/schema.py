@@ -48,7 +48,7 @@ FIELDS: tuple[Field, ...] = (
 )
 
 ATTRS: dict[str, str] = {  # schema_version: an HDF5 attribute; the others: keys of the JSON attribute `meta`
-    "schema_version": "int: SCHEMA_VERSION of the writer (an HDF5 attribute of its own)",
+    "schema_version": "int: SCHEMA_VERSION of the writer (an HDF5 attribute of its own, repeated in meta)",
     "kind": "'generated' or 'scored'",
     "run_id": "str: id of the run (its config fingerprint + seed)",
     "producer_role": "'generate' or 'score'",

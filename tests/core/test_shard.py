@@ -100,7 +100,7 @@ def test_version_2_layout_is_three_datasets_and_json_metadata(tmp_path):
         samples = pd.DataFrame(f["samples"][()])
         response = f["response"][()]
         assert all(f[name].fletcher32 for name in f)
-    assert {k: meta[k] for k in attrs} == attrs and meta["created_unix"] > 0
+    assert {k: meta[k] for k in attrs} == attrs and meta["created_unix"] > 0 and meta["schema_version"] == 2
     assert list(samples.columns) == [
         "prompt_index",
         "sample_index",
@@ -154,6 +154,8 @@ def test_version_1_shards_still_read(tmp_path):
 
 
 def test_inconsistent_lengths_and_foreign_versions_are_refused(tmp_path):
+    import json
+
     import h5py
 
     data, attrs, _, _ = make_data()
@@ -165,8 +167,9 @@ def test_inconsistent_lengths_and_foreign_versions_are_refused(tmp_path):
     with pytest.raises(ShardError, match="response_len sums to") as e:
         read_shard(p)
     assert e.value.status == "partial"
-    with h5py.File(p, "r+") as f:
+    with h5py.File(p, "r+") as f:  # a future writer
         f.attrs["schema_version"] = 7
+        f.attrs["meta"] = np.bytes_(json.dumps({**json.loads(f.attrs["meta"]), "schema_version": 7}))
     with pytest.raises(ShardError, match="schema version 7") as e:
         read_shard(p)
     assert e.value.status == "foreign"
