@@ -229,20 +229,23 @@ def _created(path: str) -> float:
 
 def list_checkpoints(run_dir: str, check: bool = True) -> list[CheckpointInfo]:
     """Every checkpoint folder, oldest first, with its validity (check=False: only the marker's presence)."""
-    infos = []
-    for step, path in _steps(run_dir):
-        if check:
-            problem = validate(path)
-        else:
-            problem = None if os.path.isfile(os.path.join(path, MARKER)) else "no COMMITTED marker"
-        size = sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
-        infos.append(CheckpointInfo(step, path, _created(path), size, problem is None, problem or ""))
-    return infos
+    return [_info(step, path, check) for step, path in _steps(run_dir)]
+
+
+def _info(step: int, path: str, check: bool = True) -> CheckpointInfo:
+    if check:
+        problem = validate(path)
+    else:
+        problem = None if os.path.isfile(os.path.join(path, MARKER)) else "no COMMITTED marker"
+    size = sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
+    return CheckpointInfo(step, path, _created(path), size, problem is None, problem or "")
 
 
 def find_latest(run_dir: str, quiet: bool = False) -> Optional[CheckpointInfo]:
-    """The newest valid checkpoint; damaged or uncommitted newer ones are skipped with a warning."""
-    for info in reversed(list_checkpoints(run_dir)):
+    """The newest valid checkpoint; damaged or uncommitted newer ones are skipped with a warning.
+    Validates newest first and stops at the first valid one: older checkpoints are not hashed."""
+    for step, path in reversed(_steps(run_dir)):
+        info = _info(step, path)
         if info.valid:
             return info
         if not quiet:

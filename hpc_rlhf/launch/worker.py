@@ -96,18 +96,20 @@ def main(argv: list[str] | None = None) -> int:
         else:
             train_comm = comm.Split(1 if topo.is_trainer(rank) else 0, rank)
             ctl = Control(comm, topo, cfg.runtime.wait_timeout_s, stop)
+            start = _agree_start(comm, topo, run_dir)
+            start_step = start.step if start else 0
             if role == "generate":
                 from hpc_rlhf.roles.generator import run_generator
 
-                verdict = run_generator(cfg, run_dir, topo, ctl, device, _start_step(run_dir))
+                verdict = run_generator(cfg, run_dir, topo, ctl, device, start_step)
             elif role == "score":
                 from hpc_rlhf.roles.scorer import run_scorer
 
-                verdict = run_scorer(cfg, run_dir, topo, ctl, device, _start_step(run_dir))
+                verdict = run_scorer(cfg, run_dir, topo, ctl, device, start_step)
             else:
                 from hpc_rlhf.roles.trainer_loop import run_trainer
 
-                verdict = run_trainer(cfg, run_dir, topo, ctl, device, train_comm, stop)
+                verdict = run_trainer(cfg, run_dir, topo, ctl, device, train_comm, stop, start)
             ctl.finish(cfg.generate.shards_per_step)  # no message left in flight for MPI_Finalize
     except BaseException as e:  # noqa: BLE001 - any failure must take the whole world down
         if isinstance(e, SystemExit) and e.code in (0, None):
@@ -125,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _start_step(run_dir: str) -> int:
-    """Where generators and scorers start: the step of the latest valid checkpoint (0 if none)."""
-    from hpc_rlhf.checkpoint.store import find_latest
+def _agree_start(comm, topo, run_dir: str):
+    """The checkpoint every rank starts from (None: a fresh start). The train lead finds and verifies
+    it (sha256 of every file, warning about newer damaged ones) and tells the others: one verification
+    per attempt instead of one per rank, and no rank can pick a different step."""
+    info = None
+    if comm.Get_rank() == topo.trainer0:
+        from hpc_rlhf.checkpoint.store import find_latest
 
-    info = find_latest(run_dir, quiet=True)  # the train lead warns about a checkpoint it skips
-    return info.step if info else 0
+        info = find_latest(run_dir)
+    return comm.bcast(info, root=topo.trainer0)
 
 
 if __name__ == "__main__":

@@ -105,8 +105,20 @@ def _truncate_jsonl(path: str, before_step: int) -> None:
         write_atomic(path, b"".join(keep))
 
 
+FIND = object()  # TrainSession(start=FIND): look for the latest valid checkpoint itself
+
+
 class TrainSession:
-    def __init__(self, cfg: Config, run_dir: str, device, dp: DataParallel, lead: bool, publish_files: bool = True):
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str,
+        device,
+        dp: DataParallel,
+        lead: bool,
+        publish_files: bool = True,
+        start: object = FIND,
+    ):
         self.cfg, self.run_dir, self.lead = cfg, run_dir, lead
         self.publish_files = publish_files  # False: the generator is in this process (takes self.recent)
         # what every checkpoint writes of the config, rendered once (OmegaConf takes ~15 ms per render)
@@ -115,7 +127,7 @@ class TrainSession:
         self.recent: OrderedDict[int, dict] = OrderedDict()  # behaviour versions a checkpoint must keep
         if lead:  # no rank of this attempt writes before the lead publishes weights: safe to sweep
             clean_temporaries(run_dir)
-        self.start_step = self._resume()
+        self.start_step = self._resume(start)
         self.synced_upto = self.start_step  # shards of earlier steps were synced by their checkpoint
         self.last_ckpt_time = time.monotonic()
         self.last_ckpt_step = self.start_step
@@ -125,8 +137,11 @@ class TrainSession:
             self.log = MetricsLog(cfg, run_dir, self.start_step)
 
     # -- resume -----------------------------------------------------------------------------------
-    def _resume(self) -> int:
-        info = find_latest(self.run_dir)
+    def _resume(self, info: object = FIND) -> int:
+        """Load checkpoint `info` (None: a fresh start; FIND: the latest valid one). Returns the step
+        to continue from."""
+        if info is FIND:
+            info = find_latest(self.run_dir)
         if info is None:
             self.recent[0] = cpu_state(self.tr.policy)
             return 0
@@ -304,13 +319,16 @@ def ledger_entry(sd, version: int, paths: list[str]) -> dict:
     }
 
 
-def run_trainer(cfg: Config, run_dir: str, topo: Topology, ctl: Control, device, train_comm, stop_flag) -> str:
-    """A train rank's loop. Returns 'done' or 'stop'."""
+def run_trainer(
+    cfg: Config, run_dir: str, topo: Topology, ctl: Control, device, train_comm, stop_flag, start: object = FIND
+) -> str:
+    """A train rank's loop, resuming from checkpoint `start` (None: fresh; FIND: look it up). Returns
+    'done' or 'stop'."""
     from hpc_rlhf.rollout.plan import behaviour_version
 
     dp = DataParallel.from_mpi(train_comm, device, cfg.runtime.wait_timeout_s)
     lead = ctl.rank == topo.trainer0
-    sess = TrainSession(cfg, run_dir, device, dp, lead)
+    sess = TrainSession(cfg, run_dir, device, dp, lead, start=start)
     others = [r for r in range(topo.world_size) if r not in topo.train]
     for v, path in sess.publish_initial():
         if lead:

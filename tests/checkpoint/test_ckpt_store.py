@@ -97,6 +97,22 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     assert [c.step for c in bad] == [4] and words in bad[0].problem
 
 
+def test_find_latest_hashes_only_what_it_needs(tmp_path, monkeypatch):
+    """Every rank looks for the latest checkpoint at start: older ones are not read once a newer one
+    is valid (a run keeps several multi-GB checkpoints)."""
+    from hpc_rlhf.checkpoint import store
+
+    for s in (2, 4, 6):
+        save(tmp_path, s, keep=3)
+    seen = []
+    real = store.validate
+    monkeypatch.setattr(store, "validate", lambda path: seen.append(os.path.basename(path)) or real(path))
+    assert find_latest(str(tmp_path)).step == 6 and seen == ["step_000006"]
+    seen.clear()
+    _flip(tmp_path / "checkpoints" / "step_000006" / "weights.bin")
+    assert find_latest(str(tmp_path), quiet=True).step == 4 and seen == ["step_000006", "step_000004"]
+
+
 def test_nothing_valid_means_no_checkpoint(tmp_path):
     save(tmp_path, 2)
     _flip(tmp_path / "checkpoints" / "step_000002" / "weights.bin")
