@@ -75,6 +75,28 @@ def test_a_damaged_latest_checkpoint_falls_back_and_the_run_ends_bit_identical(b
     assert [json.loads(x)["step"] for x in open(run / "ledger.jsonl")] == [0, 1, 2, 3]
 
 
+def test_a_run_resumed_across_the_shard_format_upgrade_reuses_its_version_1_shards(base_run, tmp_path):
+    """Shards of steps after the checkpoint, left in schema version 1 by hpc-rlhf 0.1.0, are reused
+    as they are (not regenerated) and the run still ends bit-identical."""
+    import glob
+
+    from shard_v1 import write_shard_v1
+
+    from hpc_rlhf.rollout.shard import read_attrs, read_shard
+
+    run = copy_run(base_run, tmp_path)
+    for gone in ("checkpoints/step_000003", "checkpoints/step_000004", "final"):
+        shutil.rmtree(run / gone)
+    old = sorted(glob.glob(f"{run}/rollouts/step_00000[23]/*.h5"))
+    assert len(old) == 16
+    for path in old:
+        write_shard_v1(path, *read_shard(path))
+    cli("resume", str(run))
+    assert sha(run) == sha(base_run)
+    assert sorted(glob.glob(f"{run}/rollouts/step_00000[23]/*.h5")) == old
+    assert all(read_attrs(p)["schema_version"] == 1 for p in old)
+
+
 def test_a_changed_config_is_refused_with_a_diff_and_safe_keys_may_change(base_run, tmp_path, tiny_rm):
     run = copy_run(base_run, tmp_path)
     proc = cli("train", TINY, f"run_dir={run}", *tiny_rm["overrides"], *SINGLE, "ppo.lr=0.5", "seed=3", check=False)
