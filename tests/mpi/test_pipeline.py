@@ -17,6 +17,7 @@ from tests.conftest import TINY, cli
 pytestmark = pytest.mark.mpi
 
 LAYOUTS = {"single": None, "1+1+1": (1, 1, 1), "2+1+1": (2, 1, 1), "1+1+2": (1, 1, 2)}
+THREADS = {"single-2-threads": ["runtime.launcher=none", "runtime.torch_threads=2"]}
 
 
 def layout_args(layout):
@@ -42,10 +43,12 @@ def layout_runs(tmp_path_factory, tiny_rm, mpiexec):
     base = tmp_path_factory.mktemp("layouts")
     for name, layout in LAYOUTS.items():
         cli("train", TINY, f"run_dir={base}/{name}", *tiny_rm["overrides"], *layout_args(layout))
+    for name, over in THREADS.items():  # two threads: the side-by-side pieces (run_pair) take one each
+        cli("train", TINY, f"run_dir={base}/{name}", *tiny_rm["overrides"], *over)
     return base
 
 
-@pytest.mark.parametrize("name", ["1+1+1", "2+1+1", "1+1+2"])
+@pytest.mark.parametrize("name", ["1+1+1", "2+1+1", "1+1+2", "single-2-threads"])
 def test_layouts_sample_identical_tokens_and_end_with_the_same_weights(layout_runs, name):
     ref, got = rollouts(layout_runs / "single"), rollouts(layout_runs / name)
     assert len(ref) == 16 and ref.keys() == got.keys()
