@@ -25,3 +25,9 @@ class CheckpointError(UserError):
 
 class RankTimeout(RuntimeError):
     """A blocking wait between ranks ran past its timeout."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from hpc_rlhf.archive.store import Archive
-from hpc_rlhf.errors import ShardError
+from hpc_rlhf.errors import ShardError, first_line
 from hpc_rlhf.rollout.schema import BY_NAME, DATASETS
 from hpc_rlhf.rollout.shard import read_shard
 
@@ -55,14 +55,9 @@ def check_file(path: str) -> tuple[str, str]:
                 try:
                     f[name][()]
                 except (OSError, ValueError, RuntimeError) as e:
-                    return "damaged", f"dataset {name} unreadable ({_first_line(e)})"
+                    return "damaged", f"dataset {name} unreadable ({first_line(e)})"
     bad = _consistency(data, int(attrs["num_samples"]))
     return ("partial", bad) if bad else ("ok", "")
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
 
 
 def _consistency(data: dict[str, np.ndarray], n: int) -> str:

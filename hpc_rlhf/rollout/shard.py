@@ -24,7 +24,7 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from hpc_rlhf.errors import ShardError
+from hpc_rlhf.errors import ShardError, first_line
 from hpc_rlhf.rollout.schema import BY_NAME, DATASETS, READABLE_VERSIONS, SCHEMA_VERSION, dataset_of, fields_for
 
 # Measured with tools/bench/io_bench.py (docs/performance.md): gzip costs far more time than the
@@ -205,13 +205,8 @@ def _read_raw(f: h5py.File, name: str, dtype=None) -> np.ndarray:
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
         if name not in f:
             raise _bad(f.filename, "partial", f"dataset {name} missing") from None
-        raise _bad(f.filename, "damaged", f"dataset {name} unreadable ({_first_line(e)})") from None
+        raise _bad(f.filename, "damaged", f"dataset {name} unreadable ({first_line(e)})") from None
     return arr
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
 
 
 NOT_A_SHARD = "no schema_version attribute: not a rollout shard"
@@ -245,7 +240,7 @@ def _meta(f: h5py.File, path: str) -> dict:
     except ShardError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as e:
-        raise _bad(path, "damaged", f"attributes unreadable ({_first_line(e)})") from None
+        raise _bad(path, "damaged", f"attributes unreadable ({first_line(e)})") from None
     if str(attrs.get("kind")) not in ("generated", "scored"):
         raise _bad(path, "partial", f"attribute kind={attrs.get('kind')!r}, expected 'generated' or 'scored'")
     if "num_samples" not in attrs:
@@ -259,7 +254,7 @@ def _open(path: str) -> h5py.File:
     except (OSError, ValueError) as e:
         if not os.path.exists(path):
             raise ShardError(f"shard '{path}' does not exist", "damaged", "does not exist") from None
-        raise _bad(path, "damaged", f"not a readable HDF5 file ({_first_line(e)})") from None
+        raise _bad(path, "damaged", f"not a readable HDF5 file ({first_line(e)})") from None
 
 
 def read_attrs(path: str) -> dict:
@@ -343,9 +338,7 @@ def _check_shapes(path: str, data: dict[str, np.ndarray], attrs: dict) -> None:
 
 def pack_ragged(seqs: list[np.ndarray], dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """Ragged list -> (flat array, int64 offsets of length len(seqs)+1)."""
-    lens = np.array([len(s) for s in seqs], dtype=np.int64)
-    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
+    offsets = _lengths_to_offsets(np.array([len(s) for s in seqs], dtype=np.int64))
     flat = np.concatenate([np.asarray(s, dtype=dtype) for s in seqs]) if seqs else np.zeros(0, dtype=dtype)
     return flat, offsets
 
