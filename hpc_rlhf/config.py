@@ -458,3 +458,17 @@ def resume_diff(saved: Config, new: Config) -> list[str]:
         for k in sorted(set(a) | set(b))
         if a.get(k) != b.get(k) and not _is_safe(k) and k != "run_dir"
     ]
+
+
+def check_resumable(saved: Config, new: Config, where: str) -> None:
+    """Raise ConfigError (one line) when `new` differs from the config `saved` with checkpoint `where`
+    in keys that are not safe to change on resume. The one resume check of the package: the launcher
+    runs it before any rank starts, the train lead again on the checkpoint it loads."""
+    diff = resume_diff(saved, new)
+    if diff:
+        raise ConfigError(
+            f"config differs from checkpoint '{where}' in keys not safe to change on resume: "
+            + "; ".join(diff)
+            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts and slurm.* may change;"
+            " start a new run_dir, or undo the change)"
+        )

@@ -33,8 +33,8 @@ import threading
 import time
 
 from hpc_rlhf.checkpoint.store import find_latest, load_json
-from hpc_rlhf.config import Config, from_dict, resume_diff, to_yaml
-from hpc_rlhf.errors import ConfigError, UserError
+from hpc_rlhf.config import Config, check_resumable, from_dict, to_yaml
+from hpc_rlhf.errors import UserError
 
 
 def prepare_run(cfg: Config) -> str:
@@ -44,14 +44,7 @@ def prepare_run(cfg: Config) -> str:
     os.makedirs(run_dir, exist_ok=True)
     info = find_latest(run_dir)
     if info is not None:
-        saved = from_dict(load_json(info.path, "state.json")["config"])
-        diff = resume_diff(saved, cfg)
-        if diff:
-            raise ConfigError(
-                f"run_dir '{run_dir}' holds checkpoint {os.path.basename(info.path)} of a different config: "
-                + "; ".join(diff)
-                + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts and slurm.* may change; use a new run_dir)"
-            )
+        check_resumable(from_dict(load_json(info.path, "state.json")["config"]), cfg, info.path)
     if cfg.task.name == "demo" and not (cfg.model.tokenizer_path or cfg.model.policy_path):
         tok_dir = os.path.join(run_dir, "tokenizer")
         if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):

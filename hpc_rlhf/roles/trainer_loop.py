@@ -36,12 +36,12 @@ from hpc_rlhf.checkpoint.store import (
     write_atomic,
 )
 from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
-from hpc_rlhf.config import Config, fingerprint, from_dict, resume_diff, to_dict, to_yaml
+from hpc_rlhf.config import Config, check_resumable, fingerprint, from_dict, to_dict, to_yaml
 from hpc_rlhf.dist.control import CTRL, SCORED, Control
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.dist.weights import cpu_state, load_into, prune, publish, weights_path
-from hpc_rlhf.errors import CheckpointError, ConfigError
+from hpc_rlhf.errors import CheckpointError
 from hpc_rlhf.roles.trainer import Trainer
 from hpc_rlhf.rollout.plan import step_dir
 from hpc_rlhf.rollout.shard import fsync_dir, sync_paths
@@ -146,14 +146,7 @@ class TrainSession:
             self.recent[0] = cpu_state(self.tr.policy)
             return 0
         st = load_json(info.path, "state.json")
-        saved = from_dict(st["config"])
-        diff = resume_diff(saved, self.cfg)
-        if diff:
-            raise ConfigError(
-                f"config differs from checkpoint '{info.path}' in keys not safe to change on resume: "
-                + "; ".join(diff)
-                + " (start a new run_dir, or undo the change)"
-            )
+        check_resumable(from_dict(st["config"]), self.cfg, info.path)
         try:
             load_into(self.tr.policy, os.path.join(info.path, "policy.safetensors"))
             self.tr.value.load_state_dict(load_file(os.path.join(info.path, "value.safetensors")), strict=False)
