@@ -13,7 +13,6 @@ A shard that cannot be read is skipped with a one-line warning (stderr) and reme
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,11 +23,9 @@ import numpy as np
 from hpc_rlhf.archive import derived as D
 from hpc_rlhf.errors import ShardError, UserError
 from hpc_rlhf.rollout.schema import BY_NAME, PER_SAMPLE, fields_for
-from hpc_rlhf.rollout.shard import NOT_A_SHARD, TMP_MARK, read_attrs, read_shard
+from hpc_rlhf.rollout.shard import NOT_A_SHARD, read_attrs, read_shard
+from hpc_rlhf.rundir import RunDir, is_temporary, parse_shard_name, parse_step_name
 
-_NAME = re.compile(r"^(gen|scored)_(\d+)\.h5$")
-_STEP_DIR = re.compile(r"^step_(\d+)$")
-KIND_OF_PREFIX = {"gen": "generated", "scored": "scored"}
 SCORE_FIELDS = tuple(f.name for f in fields_for("scored") if f.role == "score")  # ref_logprobs, reward
 RAGGED = ("prompt_tokens", "response_tokens", "gen_logprobs", "ref_logprobs")
 LOCATION = ("shard_id", "row")  # pseudo-fields: index into Archive.shards, row within that shard
@@ -180,7 +177,7 @@ def _scan(root: str) -> tuple[list[str], list[str]]:
         dirs.sort()
         for f in sorted(files):
             p = os.path.join(d, f)
-            if f.startswith(".") and TMP_MARK in f:
+            if is_temporary(f):
                 tmp.append(p)
             elif f.endswith(".h5"):
                 h5.append(p)
@@ -190,18 +187,16 @@ def _scan(root: str) -> tuple[list[str], list[str]]:
 def _identify(path: str) -> tuple[tuple, str, int, int]:
     """(pairing key, kind, step, shard) of a shard file, from its name when it follows the contract."""
     folder, name = os.path.split(path)
-    m = _NAME.match(name)
-    if m:
-        shard = int(m.group(2))
-        sm = _STEP_DIR.match(os.path.basename(folder))
-        if sm:
-            step = int(sm.group(1))
-        else:
+    named = parse_shard_name(name)
+    if named:
+        kind, shard = named
+        step = parse_step_name(os.path.basename(folder))
+        if step is None:
             try:
                 step = int(read_attrs(path).get("step", -1))
             except ShardError:
                 step = -1
-        return (folder, step, shard), KIND_OF_PREFIX[m.group(1)], step, shard
+        return (folder, step, shard), kind, step, shard
     try:
         a = read_attrs(path)
     except ShardError as e:  # some other HDF5 file: not a shard (verify lists it as foreign)
@@ -220,8 +215,9 @@ def discover(path: str) -> tuple[list[ShardRef], list[str], list[str], str]:
         return refs, [path], [], os.path.dirname(path)
     if not os.path.isdir(path):
         raise UserError(f"archive '{path}' does not exist; give a run directory or a folder of *.h5 shards")
-    is_run = os.path.isdir(os.path.join(path, "rollouts")) or os.path.isfile(os.path.join(path, "config.yaml"))
-    root = os.path.join(path, "rollouts") if is_run else path
+    rd = RunDir(path)
+    is_run = os.path.isdir(rd.rollouts) or os.path.isfile(rd.config)
+    root = rd.rollouts if is_run else path
     files, tmp = _scan(root) if os.path.isdir(root) else ([], [])
     groups: dict[tuple, dict[str, tuple[str, int, int]]] = {}
     for p in files:
@@ -276,18 +272,18 @@ class Archive:
     # --- run-directory extras ---------------------------------------------------------------------
     @property
     def run_dir(self) -> Optional[str]:
-        return self.path if os.path.isdir(os.path.join(self.path, "rollouts")) else None
+        return self.path if os.path.isdir(RunDir(self.path).rollouts) else None
 
     def tokenizer_path(self) -> Optional[str]:
         """RUN_DIR/tokenizer (or PATH/tokenizer for a bare folder) when it exists."""
         for base in (self.path, os.path.dirname(self.path)):
-            p = os.path.join(base, "tokenizer")
+            p = RunDir(base).tokenizer
             if os.path.isdir(p):
                 return p
         return None
 
     def config_text(self) -> Optional[str]:
-        p = os.path.join(self.path, "config.yaml")
+        p = RunDir(self.path).config
         if os.path.isfile(p):
             with open(p) as f:
                 return f.read()

@@ -9,12 +9,12 @@ often, and drift further from the reference (KL grows). Not used by the tests, w
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
 
 from hpc_rlhf.rollout.shard import write_shard
+from hpc_rlhf.rundir import RunDir
 
 EOS_ID = 2
 
@@ -92,7 +92,7 @@ def make_archive(
     total = 0
     for step in range(steps):
         version = max(step - lag, 0)
-        folder = os.path.join(run_dir, "rollouts", f"step_{step:06d}")
+        rd = RunDir(run_dir)
         for shard in range(shards_per_step):
             d = shard_data(rng, samples_per_shard, version, step, shard, steps, vocab, response_len=response_len)
             attrs = {
@@ -105,12 +105,12 @@ def make_archive(
             }
             if generated:
                 write_shard(
-                    os.path.join(folder, f"gen_{shard:04d}.h5"),
+                    rd.shard(step, shard, "generated"),
                     d,
                     {**attrs, "kind": "generated", "producer_role": "generate", "producer_rank": 0},
                 )
             write_shard(
-                os.path.join(folder, f"scored_{shard:04d}.h5"),
+                rd.shard(step, shard, "scored"),
                 d,
                 {**attrs, "kind": "scored", "producer_role": "score", "producer_rank": 1},
             )

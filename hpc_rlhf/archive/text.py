@@ -8,6 +8,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from hpc_rlhf.errors import first_line
+from hpc_rlhf.rundir import TOKENIZER_FILE
+
 
 def load_tokenizer(path: Optional[str], warn: Optional[Callable[[str], None]] = None) -> Any:
     """A Hugging Face tokenizer from a saved folder, or None (absent or unloadable: callers show ids)."""
@@ -22,7 +25,7 @@ def load_tokenizer(path: Optional[str], warn: Optional[Callable[[str], None]] = 
 
         return AutoTokenizer.from_pretrained(path)
     except Exception as e:  # any failure means: fall back to ids
-        tj = os.path.join(path, "tokenizer.json")
+        tj = os.path.join(path, TOKENIZER_FILE)
         if os.path.isfile(tj):
             try:
                 from transformers import PreTrainedTokenizerFast
@@ -31,7 +34,7 @@ def load_tokenizer(path: Optional[str], warn: Optional[Callable[[str], None]] = 
             except Exception:
                 pass
         if warn:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            msg = first_line(e)
             warn(f"tokenizer at '{path}' could not be loaded ({msg}); showing token ids")
         return None
 

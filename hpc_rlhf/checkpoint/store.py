@@ -16,24 +16,34 @@ kill in the middle of a deletion never leaves a half-deleted `step_*` folder beh
 
 from __future__ import annotations
 
-import atexit
 import errno
 import hashlib
 import json
 import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
-from hpc_rlhf.errors import CheckpointError
-from hpc_rlhf.rollout.shard import TMP_MARK, fsync_dir, sync_paths
-
-MARKER = "COMMITTED"
-LATEST = "latest"
+from hpc_rlhf.errors import CheckpointError, first_line
+from hpc_rlhf.rundir import (
+    COMMITTED as MARKER,
+)
+from hpc_rlhf.rundir import (
+    LATEST,
+    TMP_MARK,
+    RunDir,
+    clean_temporaries,  # noqa: F401  (re-exported until its importers take it from rundir)
+    fsync_dir,
+    parse_step_name,
+    remove_path,
+    remove_tree,
+    step_name,
+    sync_paths,
+    write_atomic,
+)
 
 
 @dataclass
@@ -47,7 +57,7 @@ class CheckpointInfo:
 
 
 def ckpt_root(run_dir: str) -> str:
-    return os.path.join(run_dir, "checkpoints")
+    return RunDir(run_dir).checkpoints
 
 
 def _sha256(path: str) -> str:
@@ -56,51 +66,6 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace `path` with `data` atomically (tmp + fsync + rename + fsync dir)."""
-    d = os.path.dirname(path) or "."
-    tmp = os.path.join(d, f".{os.path.basename(path)}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(d)
-
-
-_reapers: list[threading.Thread] = []
-
-
-def remove_tree(path: str, background: bool = False) -> None:
-    """Delete a folder so that a kill half-way never leaves it half-deleted under its own name:
-    rename it to a `.tmp-` name first (cleaned up later if the kill comes before rmtree ends).
-    background: the rmtree of the renamed folder runs on a thread (waited for at exit; freeing a
-    checkpoint's blocks costs as much as writing a third of it, and nothing waits for it)."""
-    if not os.path.exists(path):
-        return
-    parent, name = os.path.split(path)
-    doomed = os.path.join(parent, f".tmp-del-{name}-{time.monotonic_ns()}-{os.getpid()}")
-    os.rename(path, doomed)
-    fsync_dir(parent)
-    if not background:
-        shutil.rmtree(doomed, ignore_errors=True)
-        return
-    t = threading.Thread(target=shutil.rmtree, args=(doomed,), kwargs={"ignore_errors": True}, daemon=True)
-    t.start()
-    _reapers[:] = [r for r in _reapers if r.is_alive()] + [t]
-
-
-@atexit.register
-def wait_for_removals() -> None:
-    for t in list(_reapers):
-        t.join()
 
 
 def describe_failure(e: BaseException, where: str) -> Optional[str]:
@@ -113,7 +78,7 @@ def describe_failure(e: BaseException, where: str) -> Optional[str]:
         if isinstance(cur, OSError) and cur.errno is not None:
             return f"{cur.strerror or os.strerror(cur.errno)} (errno {errno.errorcode.get(cur.errno, cur.errno)})"
         cur = cur.__cause__ or cur.__context__
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = first_line(e)
     if "No space left" in msg:
         return f"No space left on device ({type(e).__name__}: {msg})"
     try:
@@ -136,9 +101,9 @@ def save_checkpoint(
     Raises CheckpointError (naming the cause, e.g. no space left) after removing the partial folder."""
     root = ckpt_root(run_dir)
     os.makedirs(root, exist_ok=True)
-    name = f"step_{step:06d}"
-    final = os.path.join(root, name)
-    tmp = os.path.join(root, f".tmp-{name}-{os.getpid()}")
+    name = step_name(step)
+    final = RunDir(run_dir).checkpoint(step)
+    tmp = os.path.join(root, f"{TMP_MARK}{name}-{os.getpid()}")
     committed, failure = False, None
     try:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -160,7 +125,7 @@ def save_checkpoint(
         os.replace(tmp, final)
         fsync_dir(root)
         committed = True
-        write_atomic(os.path.join(root, LATEST), f"{name}\n".encode())
+        write_atomic(RunDir(run_dir).latest, f"{name}\n".encode())
     except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)
         cause = describe_failure(e, root)
@@ -214,8 +179,9 @@ def _steps(run_dir: str) -> list[tuple[int, str]]:
         return []
     out = []
     for name in os.listdir(root):
-        if name.startswith("step_") and name[5:].isdigit() and os.path.isdir(os.path.join(root, name)):
-            out.append((int(name[5:]), os.path.join(root, name)))
+        step = parse_step_name(name)
+        if step is not None and os.path.isdir(os.path.join(root, name)):
+            out.append((step, os.path.join(root, name)))
     return sorted(out)
 
 
@@ -269,41 +235,8 @@ def prune(run_dir: str, keep_last: int) -> None:
             remove_tree(path)
     own = f"-{os.getpid()}"
     for name in os.listdir(root):
-        if name.startswith(".tmp-") and not name.endswith(own):
-            _remove(os.path.join(root, name))
-
-
-def _remove(path: str) -> None:
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.unlink(path)
-    except OSError:
-        pass
-
-
-def clean_temporaries(run_dir: str) -> list[str]:
-    """Remove what writers killed before their rename left behind (`.NAME.tmp-PID` files and `.tmp-*`
-    folders) in the run dir, rollouts/, weights/, checkpoints/ and final/. Call it only while no other
-    process of the run writes (the train lead at start-up, before it publishes the first weights).
-    Returns the removed paths."""
-    removed = []
-    tops = [run_dir] + [os.path.join(run_dir, d) for d in ("weights", "checkpoints", "final")]
-    for d in tops:
-        if not os.path.isdir(d):
-            continue
-        for e in os.scandir(d):
-            if e.name.startswith(".") and (TMP_MARK in e.name or e.name.startswith(".tmp-")):
-                _remove(e.path)
-                removed.append(e.path)
-    rollouts = os.path.join(run_dir, "rollouts")
-    for d, _dirs, files in os.walk(rollouts):
-        for f in files:
-            if f.startswith(".") and TMP_MARK in f:
-                _remove(os.path.join(d, f))
-                removed.append(os.path.join(d, f))
-    return removed
+        if name.startswith(TMP_MARK) and not name.endswith(own):
+            remove_path(os.path.join(root, name))
 
 
 def load_json(path: str, name: str) -> dict:

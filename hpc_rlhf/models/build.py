@@ -27,7 +27,8 @@ from transformers import (
 )
 
 from hpc_rlhf.config import ArchConfig, Config
-from hpc_rlhf.errors import UserError
+from hpc_rlhf.errors import UserError, first_line
+from hpc_rlhf.rundir import RunDir
 
 _DROPOUT_KEYS = (
     "attention_dropout",
@@ -93,8 +94,8 @@ def _seeded(seed: int, fn):
 def load_tokenizer(cfg: Config, run_dir: str | None = None) -> PreTrainedTokenizerBase:
     """Tokenizer from model.tokenizer_path, else the policy folder, else RUN_DIR/tokenizer."""
     path = cfg.model.tokenizer_path or cfg.model.policy_path
-    if path is None and run_dir is not None and os.path.isdir(os.path.join(run_dir, "tokenizer")):
-        path = os.path.join(run_dir, "tokenizer")
+    if path is None and run_dir is not None and os.path.isdir(RunDir(run_dir).tokenizer):
+        path = RunDir(run_dir).tokenizer
     if path is None:
         raise UserError(
             "no tokenizer: set model.tokenizer_path or model.policy_path (or run the demo, which builds one)"
@@ -102,7 +103,7 @@ def load_tokenizer(cfg: Config, run_dir: str | None = None) -> PreTrainedTokeniz
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as e:
-        raise UserError(f"tokenizer folder '{path}' could not be loaded ({str(e).splitlines()[0]})") from None
+        raise UserError(f"tokenizer folder '{path}' could not be loaded ({first_line(e)})") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if tok.eos_token_id is None:

@@ -13,12 +13,12 @@ and any resume produce the same rollouts:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from hpc_rlhf.config import Config
+from hpc_rlhf.rundir import RunDir
 
 
 def behaviour_version(step: int, lag: int) -> int:
@@ -69,10 +69,9 @@ def shard_plan(cfg: Config, n_prompts: int, step: int, shard: int) -> ShardPlan:
 
 
 def step_dir(run_dir: str, step: int) -> str:
-    return os.path.join(run_dir, "rollouts", f"step_{step:06d}")
+    return RunDir(run_dir).step_dir(step)
 
 
 def shard_path(run_dir: str, step: int, shard: int, kind: str) -> str:
     """kind: 'generated' -> gen_XXXX.h5, 'scored' -> scored_XXXX.h5."""
-    prefix = "gen" if kind == "generated" else "scored"
-    return os.path.join(step_dir(run_dir, step), f"{prefix}_{shard:04d}.h5")
+    return RunDir(run_dir).shard(step, shard, kind)

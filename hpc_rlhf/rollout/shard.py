@@ -26,38 +26,12 @@ import numpy as np
 
 from hpc_rlhf.errors import ShardError, first_line
 from hpc_rlhf.rollout.schema import BY_NAME, DATASETS, READABLE_VERSIONS, SCHEMA_VERSION, dataset_of, fields_for
+from hpc_rlhf.rundir import TMP_MARK, fsync_dir, fsync_file, sync_paths, tmp_path  # noqa: F401  (re-exported until importers move)
 
 # Measured with tools/bench/io_bench.py (docs/performance.md): gzip costs far more time than the
 # bytes it saves on token/log-prob data, and lzf saves little on random-looking int32/float32.
 COMPRESSION: Optional[str] = None
 CHUNK_BYTES = 1 << 18  # 256 KiB chunks: a whole field of a usual shard is one chunk
-TMP_MARK = ".tmp-"
-
-
-def fsync_file(path: str) -> None:
-    """fsync a file or a folder (a folder's fsync makes the renames in it durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-fsync_dir = fsync_file
-
-
-def sync_paths(paths: list[str]) -> None:
-    """fsync every file of `paths`, then every folder holding one. The fsyncs run side by side
-    (threads; fsync releases the GIL), so the filesystem can commit them together: on ext4 eight
-    files take about the time of one."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not paths:
-        return
-    dirs = sorted({os.path.dirname(p) or "." for p in paths})
-    with ThreadPoolExecutor(min(16, len(paths))) as pool:
-        list(pool.map(fsync_file, paths))
-        list(pool.map(fsync_dir, dirs))
 
 
 def normalize(data: dict[str, np.ndarray], kind: str, where: str = "shard") -> dict[str, np.ndarray]:
@@ -84,7 +58,7 @@ def write_shard(
     meta = {**{k: _plain(v) for k, v in attrs.items()}, "schema_version": SCHEMA_VERSION, "created_unix": time.time()}
     d = os.path.dirname(path) or "."
     os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{os.path.basename(path)}{TMP_MARK}{os.getpid()}")
+    tmp = tmp_path(path)
     with h5py.File(h5py.h5f.create(tmp.encode(), h5py.h5f.ACC_TRUNC, fapl=_fapl())) as f:
         for name, names in _layout(kind):
             _create(f, name, arrays[name] if names is None else _table(arrays, names), compression)
