@@ -16,125 +16,25 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
 from hpc_rlhf.archive import derived as D
+from hpc_rlhf.archive.discover import ShardRef, discover
+from hpc_rlhf.archive.filters import Filters, PromptSel, RangeSel, VersionSel
 from hpc_rlhf.errors import ShardError, UserError
 from hpc_rlhf.rollout.schema import BY_NAME, PER_SAMPLE, fields_for
-from hpc_rlhf.rollout.shard import NOT_A_SHARD, read_attrs, read_shard
-from hpc_rlhf.rundir import RunDir, is_temporary, parse_shard_name, parse_step_name
+from hpc_rlhf.rollout.shard import read_attrs, read_shard
+from hpc_rlhf.rundir import RunDir
 
-SCORE_FIELDS = tuple(f.name for f in fields_for("scored") if f.role == "score")  # ref_logprobs, reward
 RAGGED = ("prompt_tokens", "response_tokens", "gen_logprobs", "ref_logprobs")
 LOCATION = ("shard_id", "row")  # pseudo-fields: index into Archive.shards, row within that shard
-
-VersionSel = Union[None, int, tuple[Optional[int], Optional[int]]]
-PromptSel = Union[None, int, Iterable[int]]
-RangeSel = Optional[tuple[Optional[float], Optional[float]]]
 
 
 def _stderr_warning(msg: str) -> None:
     sys.stderr.write(f"warning: {msg}\n")
     sys.stderr.flush()
-
-
-@dataclass(frozen=True)
-class ShardRef:
-    """One (step, shard) of the archive: its preferred file plus the generated twin, when there is one."""
-
-    step: int
-    shard: int
-    path: str  # the scored shard when there is one, else the generated one
-    kind: str  # kind of `path`: 'scored' or 'generated'
-    generated_path: Optional[str] = None  # the generated twin of a scored shard (fallback when it is damaged)
-    folder: str = ""
-
-    @property
-    def scored(self) -> bool:
-        return self.kind == "scored"
-
-
-@dataclass
-class Filters:
-    """Sample filters. Ranges are inclusive; None leaves a side open."""
-
-    versions: VersionSel = None
-    prompts: PromptSel = None
-    rewards: RangeSel = None
-    steps: VersionSel = None
-
-    def __post_init__(self) -> None:
-        self.versions = _as_range(self.versions, "versions")
-        self.steps = _as_range(self.steps, "steps")
-        if self.prompts is not None:
-            p = np.atleast_1d(np.asarray(list(self.prompts) if not np.isscalar(self.prompts) else self.prompts))
-            self.prompts = np.unique(p.astype(np.int64))
-        if self.rewards is not None:
-            lo, hi = self.rewards
-            self.rewards = (lo, hi)
-
-    @property
-    def active(self) -> bool:
-        return any(x is not None for x in (self.versions, self.prompts, self.rewards, self.steps))
-
-    def needed_fields(self) -> list[str]:
-        out = []
-        if self.versions is not None:
-            out.append("policy_version")
-        if self.steps is not None:
-            out.append("step")
-        if self.prompts is not None:
-            out.append("prompt_index")
-        if self.rewards is not None:
-            out.append("reward")
-        return out
-
-    def shard_may_match(self, attrs: dict) -> bool:
-        """Prune a whole shard from its attributes (every sample of a shard shares version and step)."""
-        for sel, key in ((self.versions, "policy_version"), (self.steps, "step")):
-            if sel is not None and key in attrs:
-                lo, hi = sel
-                v = int(attrs[key])
-                if (lo is not None and v < lo) or (hi is not None and v > hi):
-                    return False
-        return True
-
-    def mask(self, cols: dict[str, np.ndarray], n: int) -> Optional[np.ndarray]:
-        if not self.active:
-            return None
-        m = np.ones(n, dtype=bool)
-        for sel, key in ((self.versions, "policy_version"), (self.steps, "step")):
-            if sel is not None:
-                lo, hi = sel
-                if lo is not None:
-                    m &= cols[key] >= lo
-                if hi is not None:
-                    m &= cols[key] <= hi
-        if self.prompts is not None:
-            m &= np.isin(cols["prompt_index"], self.prompts)
-        if self.rewards is not None:
-            lo, hi = self.rewards
-            r = cols["reward"]
-            m &= ~np.isnan(r)
-            if lo is not None:
-                m &= r >= lo
-            if hi is not None:
-                m &= r <= hi
-        return m
-
-
-def _as_range(sel: VersionSel, what: str) -> Optional[tuple[Optional[int], Optional[int]]]:
-    if sel is None:
-        return None
-    if isinstance(sel, (int, np.integer)):
-        return (int(sel), int(sel))
-    try:
-        lo, hi = sel
-    except (TypeError, ValueError):
-        raise UserError(f"{what} filter must be an int or a (low, high) pair, got {sel!r}") from None
-    return (None if lo is None else int(lo), None if hi is None else int(hi))
 
 
 @dataclass
@@ -168,78 +68,6 @@ class Batch:
             for name in self.ragged:
                 s[name] = self.row(i, name)
             yield s
-
-
-def _scan(root: str) -> tuple[list[str], list[str]]:
-    """All *.h5 files and left-over temporary files under root (sorted)."""
-    h5, tmp = [], []
-    for d, dirs, files in os.walk(root):
-        dirs.sort()
-        for f in sorted(files):
-            p = os.path.join(d, f)
-            if is_temporary(f):
-                tmp.append(p)
-            elif f.endswith(".h5"):
-                h5.append(p)
-    return h5, tmp
-
-
-def _identify(path: str) -> tuple[tuple, str, int, int]:
-    """(pairing key, kind, step, shard) of a shard file, from its name when it follows the contract."""
-    folder, name = os.path.split(path)
-    named = parse_shard_name(name)
-    if named:
-        kind, shard = named
-        step = parse_step_name(os.path.basename(folder))
-        if step is None:
-            try:
-                step = int(read_attrs(path).get("step", -1))
-            except ShardError:
-                step = -1
-        return (folder, step, shard), kind, step, shard
-    try:
-        a = read_attrs(path)
-    except ShardError as e:  # some other HDF5 file: not a shard (verify lists it as foreign)
-        return (path,), "foreign" if e.reason == NOT_A_SHARD else "unknown", -1, -1
-    kind = str(a.get("kind", "unknown"))
-    step, shard = int(a.get("step", -1)), int(a.get("shard_index", -1))
-    return (folder, step, shard), kind, step, shard
-
-
-def discover(path: str) -> tuple[list[ShardRef], list[str], list[str], str]:
-    """(shards, all .h5 files, left-over temporary files, root searched) for a run dir, folder or one file."""
-    path = os.path.abspath(os.path.expanduser(path))
-    if os.path.isfile(path):
-        key, kind, step, shard = _identify(path)
-        refs = [ShardRef(step, shard, path, kind if kind != "unknown" else "scored", None, os.path.dirname(path))]
-        return refs, [path], [], os.path.dirname(path)
-    if not os.path.isdir(path):
-        raise UserError(f"archive '{path}' does not exist; give a run directory or a folder of *.h5 shards")
-    rd = RunDir(path)
-    is_run = os.path.isdir(rd.rollouts) or os.path.isfile(rd.config)
-    root = rd.rollouts if is_run else path
-    files, tmp = _scan(root) if os.path.isdir(root) else ([], [])
-    groups: dict[tuple, dict[str, tuple[str, int, int]]] = {}
-    for p in files:
-        key, kind, step, shard = _identify(p)
-        groups.setdefault(key, {})[kind] = (p, step, shard)
-    refs = []
-    for key, by_kind in groups.items():
-        folder = key[0] if len(key) == 3 else os.path.dirname(key[0])
-        if "scored" in by_kind:
-            p, step, shard = by_kind["scored"]
-            gen = by_kind.get("generated", (None,))[0]
-            refs.append(ShardRef(step, shard, p, "scored", gen, folder))
-        elif "generated" in by_kind:
-            p, step, shard = by_kind["generated"]
-            refs.append(ShardRef(step, shard, p, "generated", None, folder))
-        elif "foreign" in by_kind:
-            continue
-        else:  # unreadable and unnamed: kept so that reading it reports it
-            p, step, shard = next(iter(by_kind.values()))
-            refs.append(ShardRef(step, shard, p, "scored", None, folder))
-    refs.sort(key=lambda r: (r.step, r.folder, r.shard, r.path))
-    return refs, files, tmp, root
 
 
 class Archive:
