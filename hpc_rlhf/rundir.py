@@ -52,6 +52,7 @@ SLURM = "slurm"
 JOBS = "jobs.jsonl"
 CODE = "code"
 RANKS = ".ranks"
+OWNER = "owner.json"
 
 # names inside a checkpoint folder (checkpoints/step_SSSSSS/)
 CKPT_POLICY = "policy.safetensors"
@@ -123,6 +124,9 @@ class Entry:
 
 ENTRIES: tuple[Entry, ...] = (
     Entry(CONFIG, "launcher", "the resolved config of the run; every rank reads it"),
+    Entry(
+        OWNER, "launcher / Slurm rank 0", "the lease: who runs on this run dir (host, pid, job), renewed while it lives"
+    ),
     Entry(f"{TOKENIZER}/", "launcher", "the tokenizer (the archive decodes with it)"),
     Entry(f"{ROLLOUTS}/step_S/gen_J.h5", "generation rank", "generated shard J of step S (docs/rollout_format.md)"),
     Entry(f"{ROLLOUTS}/step_S/scored_J.h5", "scoring rank", "the same samples with reference log-probs and reward"),
@@ -251,6 +255,10 @@ class RunDir:
     @property
     def code(self) -> str:
         return self._p(CODE)
+
+    @property
+    def owner(self) -> str:
+        return self._p(OWNER)
 
     @property
     def ranks(self) -> str:

@@ -1,0 +1,268 @@
+"""One owner per run directory: a lease file (RUN_DIR/owner.json) that works on a shared filesystem.
+
+    lease = acquire(run_dir, "train", ttl_s=60)   # UserError naming the owner when the run dir is owned
+    lease.start_renewing(on_lost)                 # a thread rewrites it every ttl/4 s; on_lost(msg) if taken
+    lease.release()                               # at the end of the run (only when it is still ours)
+    owner(run_dir)                                # what `status` and `checkpoints` show, or None
+
+Creation is `link(2)` of a fully written private file onto the lease name: atomic and exclusive on local
+filesystems and on NFS (the classic NFS-safe lock: no flock, no O_EXCL reliance); the link count of the
+private file tells a retransmitted NFS link that succeeded from one that failed. Renewals replace the
+file with a rename, after checking that the token in it is still ours.
+
+A lease is taken over only when it is provably stale:
+- its owner ran on this host and that process is gone (pid not alive, or alive with another start
+  time: a reused pid), and no rank process of the run listed in RUN_DIR/.ranks is alive on this host; or
+- it expired (no renewal for `ttl_s` by this host's clock: clusters keep clocks in sync with NTP), and,
+  when the owner is a Slurm job and `squeue` answers here, that job is no longer active;
+- a Slurm job that finds its own job id in the lease (a requeued job) takes it over at once.
+The takeover renames the stale file to a private name first (one contender wins the rename) and checks
+that what it renamed is what it judged stale, so two resumes cannot both take over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hpc_rlhf.errors import UserError
+from hpc_rlhf.rundir import RunDir, tmp_path, write_atomic
+
+ACTIVE_SLURM = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "STOPPED"}
+
+
+def _proc_start(pid: int) -> Optional[str]:
+    """The start time of process `pid` (field 22 of /proc/PID/stat), or None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()[19]
+
+
+def _alive(pid: int, start: Optional[str]) -> bool:
+    now = _proc_start(pid)
+    if now is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return start is None  # no /proc: alive as far as we can tell
+    return start is None or now == start
+
+
+def _slurm_job_active(job_id: str) -> Optional[bool]:
+    """True/False from squeue, None when it cannot be asked here."""
+    try:
+        r = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0:
+        return False if "Invalid job id" in r.stderr else None
+    states = {s.strip() for s in r.stdout.split()}
+    return bool(states & ACTIVE_SLURM)
+
+
+def owner(run_dir: str) -> Optional[dict]:
+    """The lease's content (plus `age_s`, seconds since its last renewal), or None when unowned."""
+    try:
+        with open(RunDir(run_dir).owner) as f:
+            info = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"unreadable": True, "age_s": float("inf")}
+    info["age_s"] = time.time() - float(info.get("renewed_unix", 0))
+    return info
+
+
+def describe(info: dict) -> str:
+    """'pid 123 on node7 (hpc-rlhf train, Slurm job 45), renewed 3 s ago' for messages and `status`."""
+    if info.get("unreadable"):
+        return "an unreadable lease file"
+    job = f", Slurm job {info['slurm_job_id']}" if info.get("slurm_job_id") else ""
+    return (
+        f"pid {info.get('pid')} on {info.get('host')} (hpc-rlhf {info.get('command')}{job}), "
+        f"renewed {info['age_s']:.0f} s ago, expires after {info.get('ttl_s', 0):.0f} s without renewal"
+    )
+
+
+def _ranks_alive_here(run_dir: str) -> list[int]:
+    """Pids of this attempt's rank processes (RUN_DIR/.ranks) that still run on this host."""
+    rd, host, out = RunDir(run_dir), socket.gethostname(), []
+    if not os.path.isdir(rd.ranks):
+        return out
+    for name in os.listdir(rd.ranks):
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        try:
+            with open(os.path.join(rd.ranks, name)) as f:
+                r = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if r.get("host") == host and _alive(int(r["pid"]), r.get("pid_start")):
+            out.append(int(r["pid"]))
+    return out
+
+
+def stale_reason(run_dir: str, info: dict, my_job: Optional[str]) -> Optional[str]:
+    """Why the lease `info` may be taken over, or None while its owner may be alive."""
+    if info.get("unreadable"):
+        return "the lease file is unreadable"
+    if my_job and info.get("slurm_job_id") == my_job:
+        return f"it belongs to this Slurm job ({my_job}), requeued"
+    if info.get("host") == socket.gethostname():
+        if not _alive(int(info["pid"]), info.get("pid_start")):
+            ranks = _ranks_alive_here(run_dir)
+            if not ranks:
+                return f"its owner (pid {info['pid']}) is gone"
+            if info["age_s"] <= info.get("ttl_s", 60):
+                return None
+    if info["age_s"] <= float(info.get("ttl_s", 60)):
+        return None
+    job = info.get("slurm_job_id")
+    if job and _slurm_job_active(str(job)):
+        return None
+    return f"it expired ({info['age_s']:.0f} s since its last renewal, ttl {info.get('ttl_s')} s)"
+
+
+@dataclass
+class Lease:
+    run_dir: str
+    token: str
+    body: dict
+    ttl_s: float
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: Optional[threading.Thread] = None
+
+    @property
+    def path(self) -> str:
+        return RunDir(self.run_dir).owner
+
+    def still_ours(self) -> bool:
+        info = owner(self.run_dir)
+        return bool(info) and info.get("token") == self.token
+
+    def renew(self) -> bool:
+        """Rewrite the lease with a new renewal time; False (nothing written) when it is no longer ours."""
+        if not self.still_ours():
+            return False
+        self.body["renewed_unix"] = time.time()
+        self.body["beat"] = int(self.body.get("beat", 0)) + 1
+        write_atomic(self.path, json.dumps(self.body).encode())
+        return True
+
+    def start_renewing(self, on_lost: Callable[[str], None]) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.ttl_s / 4):
+                try:
+                    ok = self.renew()
+                except OSError as e:  # a filesystem hiccup: try again at the next beat
+                    ok, err = True, e
+                    print(f"warning: could not renew the lease of {self.run_dir}: {err}", file=sys.stderr, flush=True)
+                if not ok:
+                    info = owner(self.run_dir)
+                    who = describe(info) if info else "nobody"
+                    on_lost(f"lost the ownership of run dir {self.run_dir} (now held by {who})")
+                    return
+
+        self._thread = threading.Thread(target=loop, name="hpc_rlhf-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.still_ours():
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def _try_create(path: str, body: dict) -> bool:
+    """Exclusive creation of `path` holding `body`: link a private, complete file onto it."""
+    private = tmp_path(path) + f"-{body['token'][:8]}"
+    with open(private, "w") as f:
+        json.dump(body, f)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(private, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # NFS: the reply of a link that succeeded can be lost; the link count tells
+        return os.stat(private).st_nlink == 2
+    finally:
+        os.unlink(private)
+
+
+def _take_over(path: str, seen: dict) -> bool:
+    """Move the stale lease `seen` out of the way; False when somebody else moved or renewed it."""
+    aside = tmp_path(path) + f"-stale-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    try:
+        with open(aside) as f:
+            moved = json.load(f)
+    except (OSError, ValueError):
+        moved = {}
+    if seen.get("unreadable") or (moved.get("token"), moved.get("beat")) == (seen.get("token"), seen.get("beat")):
+        os.unlink(aside)
+        return True
+    try:  # it was renewed between our read and the rename: put it back unless another lease is there
+        os.link(aside, path)
+    except OSError:
+        pass
+    os.unlink(aside)
+    return False
+
+
+def acquire(run_dir: str, command: str, ttl_s: float = 60.0, slurm_job_id: Optional[str] = None) -> Lease:
+    """Take the lease of `run_dir` for this process, or raise UserError naming its live owner."""
+    rd = RunDir(run_dir)
+    os.makedirs(rd.root, exist_ok=True)
+    token = uuid.uuid4().hex
+    now = time.time()
+    body = {
+        "token": token,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_start": _proc_start(os.getpid()),
+        "slurm_job_id": slurm_job_id,
+        "command": command,
+        "acquired_unix": now,
+        "renewed_unix": now,
+        "ttl_s": ttl_s,
+        "beat": 0,
+    }
+    for _ in range(20):
+        if _try_create(rd.owner, body):
+            return Lease(rd.root, token, body, ttl_s)
+        info = owner(rd.root)
+        if info is None:
+            continue  # released between our try and our read
+        why = stale_reason(rd.root, info, slurm_job_id)
+        if why is None:
+            raise UserError(
+                f"run dir {rd.root} is in use by {describe(info)}; wait for that run to end or stop it "
+                f"(Ctrl-C / kill -USR2 {info.get('pid')}, or hpc-rlhf cancel for a Slurm job), or use another run_dir"
+            )
+        if _take_over(rd.owner, info):
+            print(f"hpc_rlhf: taking over the lease of {rd.root}: {why}", file=sys.stderr, flush=True)
+    raise UserError(f"run dir {rd.root}: could not take its lease ({rd.owner} keeps changing); try again")
