@@ -17,7 +17,7 @@ import pytest
 
 from hpc_rlhf.config import load_config
 from hpc_rlhf.errors import ConfigError
-from hpc_rlhf.launch import slurm, slurm_cmds
+from hpc_rlhf.launch import slurm_cmds, slurm_submit
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -61,7 +61,7 @@ def test_dry_run_script_matches_golden(case, tmp_path):
     run_dir = tmp_path / "runs" / "exp"
     cfg = load_config(None, [f"run_dir={run_dir}", *CASES[case]])
     out = io.StringIO()
-    info = slurm.submit(cfg, None, dry_run=True, out=out)
+    info = slurm_submit.submit(cfg, None, dry_run=True, out=out)
     assert info.job_id is None and info.dry_run
     assert not run_dir.exists(), "a dry run must not create the run dir"
     got = _normalise(out.getvalue(), run_dir)
@@ -74,7 +74,7 @@ def test_dry_run_script_matches_golden(case, tmp_path):
 def test_dry_run_script_has_the_contract():
     """What the requeue design relies on, independent of the golden file's details."""
     cfg = load_config(None, ["run_dir=/x/run"])
-    script = slurm.render_sbatch(cfg, Path("/x/run"))
+    script = slurm_submit.render_sbatch(cfg, Path("/x/run"))
     assert "#SBATCH --signal=USR2@90" in script  # no B: -> every task gets it
     assert "#SBATCH --requeue" in script
     assert "#SBATCH --open-mode=append" in script
@@ -105,7 +105,7 @@ def test_bad_task_count_refused_before_anything(overrides, numbers, tmp_path, mo
     cfg = load_config(None, [f"run_dir={run_dir}", *overrides])
     for dry in (True, False):
         with pytest.raises(ConfigError) as e:
-            slurm.submit(cfg, None, dry_run=dry, out=io.StringIO())
+            slurm_submit.submit(cfg, None, dry_run=dry, out=io.StringIO())
         msg = str(e.value)
         assert "\n" not in msg
         for n in numbers:
@@ -125,7 +125,7 @@ def test_bad_task_count_refused_before_anything(overrides, numbers, tmp_path, mo
 def test_bad_slurm_values_refused(overrides, key):
     cfg = load_config(None, overrides)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        slurm.submit(cfg, None, dry_run=True, out=io.StringIO())
+        slurm_submit.submit(cfg, None, dry_run=True, out=io.StringIO())
 
 
 def test_cli_submit_dry_run(tmp_path, capsys):
