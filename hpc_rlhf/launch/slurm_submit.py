@@ -204,6 +204,12 @@ def render_sbatch(cfg: Config, run_dir: Path) -> str:
         def affinity(cls) -> int:  # no srun needed to render
             return 2
 
+    # Private submitit API (_convert_parameters, _submitit_command_str, _make_submission_file_text): submitit
+    # has no public "render without submitting". Chosen over a public-only imitation of the script because
+    # the dry run must print exactly what `submit` writes; so pyproject.toml pins the tested range
+    # (submitit>=1.5.4,<1.6: 1.5.4 added the slurm_teardown this script ends with), and
+    # tests/launch/test_dry_run.py (golden files) plus the dev-cluster test_submit_status_logs (dry-run
+    # script == submitted script) fail when a submitit upgrade changes either.
     ex = _RenderOnly(run_dir / "slurm", max_num_timeout=cfg.slurm.max_requeues)
     auto = executor_parameters(cfg, run_dir)
     generic = {k: v for k, v in auto.items() if not k.startswith("slurm_")}
