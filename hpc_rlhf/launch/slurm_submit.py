@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from hpc_rlhf.config import Config
-from hpc_rlhf.errors import ConfigError, UserError
+from hpc_rlhf.errors import UserError
 from hpc_rlhf.launch.slurm_events import job_ids, record_event
 from hpc_rlhf.launch.slurm_job import DEFAULT_WORKER, SlurmTask
 
@@ -78,63 +78,27 @@ class SubmitInfo:
     dry_run: bool = False
 
 
-# ----------------------------------------------------------------------------------------------- checks
+# ------------------------------------------------------------------------------------------------ shape
 
 
 def slurm_shape(cfg: Config) -> tuple[int, int]:
-    """(nodes, tasks_per_node) of the job; ConfigError unless nodes * tasks_per_node == the layout's world."""
-    s, world = cfg.slurm, cfg.layout.world_size
-    if s.nodes < 1:
-        raise ConfigError(f"config key 'slurm.nodes': must be >= 1 (got {s.nodes})")
-    if s.tasks_per_node < 0:
-        raise ConfigError(
-            f"config key 'slurm.tasks_per_node': must be >= 0 (0 = world / nodes), got {s.tasks_per_node}"
-        )
-    tpn = s.tasks_per_node
-    if tpn == 0:
-        if world % s.nodes:
-            raise ConfigError(
-                f"config key 'slurm.nodes': layout world size {world} does not divide over slurm.nodes={s.nodes}; "
-                "set slurm.tasks_per_node or change the layout"
-            )
-        tpn = world // s.nodes
-    if s.nodes * tpn != world:
-        raise ConfigError(
-            f"config key 'slurm.tasks_per_node': Slurm tasks slurm.nodes*slurm.tasks_per_node = {s.nodes}*{tpn} = "
-            f"{s.nodes * tpn} != layout world size {world} (layout.generate+score+train = "
-            f"{cfg.layout.generate}+{cfg.layout.score}+{cfg.layout.train}); one MPI rank per Slurm task"
-        )
-    for key, value, low in (
-        ("cpus_per_task", s.cpus_per_task, 1),
-        ("timeout_min", s.timeout_min, 1),
-        ("gpus_per_node", s.gpus_per_node, 0),
-        ("mem_gb", s.mem_gb, 0),
-        ("max_requeues", s.max_requeues, 0),
-        ("signal_delay_s", s.signal_delay_s, 0),
-    ):
-        if value < low:
-            raise ConfigError(f"config key 'slurm.{key}': must be >= {low} (got {value})")
-    if s.signal_delay_s >= s.timeout_min * 60:
-        raise ConfigError(
-            f"config key 'slurm.signal_delay_s': {s.signal_delay_s} s must be shorter than slurm.timeout_min="
-            f"{s.timeout_min} min"
-        )
-    if not s.mpi_plugin or any(c.isspace() for c in s.mpi_plugin):
-        raise ConfigError(f"config key 'slurm.mpi_plugin': '{s.mpi_plugin}' is not an srun --mpi plugin (e.g. pmi2)")
-    return s.nodes, tpn
+    """(nodes, tasks_per_node) of the job of a validated config (tasks_per_node=0 means world / nodes).
+
+    config.validate (run by load_config) has checked that nodes * tasks_per_node == the layout's world size
+    and every other `slurm:` value, with one-line ConfigErrors; nothing here raises.
+    """
+    s = cfg.slurm
+    return s.nodes, s.tasks_per_node or cfg.layout.world_size // s.nodes
 
 
 def _parse_extra_sbatch(options: list[str]) -> dict[str, Any]:
+    """`slurm.extra_sbatch` ("--key=value", "--flag", "#SBATCH --key=value"; syntax checked by
+    config.validate) as submitit's additional parameters {key: value or True}."""
     out: dict[str, Any] = {}
     for opt in options:
         s = opt.strip()
         if s.startswith("#SBATCH"):
             s = s[len("#SBATCH") :].strip()
-        if not s.startswith("--") or len(s) < 3 or " " in s.split("=", 1)[0]:
-            raise ConfigError(
-                f"config key 'slurm.extra_sbatch': '{opt}' is not a long sbatch option such as --exclusive or "
-                "--reservation=NAME"
-            )
         key, sep, value = s[2:].partition("=")
         out[key] = value if sep else True
     return out
