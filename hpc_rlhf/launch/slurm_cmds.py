@@ -9,8 +9,9 @@ from RUN_DIR: the last line of metrics.jsonl ({"step": N, ...}) and the newest c
 (RUN_DIR/checkpoints/step_XXXXXX holding a COMMITTED file).
 
 `python -m hpc_rlhf.launch.slurm_cmds prepare RUN_DIR [CONFIG [key=value...]]` and
-`python -m hpc_rlhf.launch.slurm_cmds requeue RUN_DIR` are the helpers of the plain sbatch template
-jobs/ppo.sbatch (write/check the run's config; the counted self-requeue).
+`python -m hpc_rlhf.launch.slurm_cmds requeue RUN_DIR` and `... end RUN_DIR STATUS` are the helpers of the
+plain sbatch template jobs/ppo.sbatch (write/check the run's config; the counted self-requeue; the `end`
+event that `status` reports from once Slurm has forgotten the job).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -28,7 +28,7 @@ from typing import Any, Optional, TextIO
 from hpc_rlhf.config import load_config
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.launch import slurm_submit
-from hpc_rlhf.launch.slurm_events import job_ids, jobs_file, read_events, record_event
+from hpc_rlhf.launch.slurm_events import JOBS_FILE, job_end, job_ids, jobs_file, read_events, record_event
 from hpc_rlhf.launch.slurm_job import requeue_self
 
 
@@ -83,18 +83,6 @@ def slurm_state(job_id: str) -> dict[str, Any]:
     return info
 
 
-def _submitit_outcome(run_dir: Path, job_id: str) -> Optional[str]:
-    """'success' / 'error' from submitit's rank-0 result pickle, when the job wrote one."""
-    p = run_dir / "slurm" / f"{job_id}_0_result.pkl"
-    if not p.exists():
-        return None
-    try:
-        with open(p, "rb") as f:
-            return str(pickle.load(f)[0])
-    except Exception:
-        return None
-
-
 def progress(run_dir: str | Path) -> dict[str, Any]:
     """Last metrics step and newest committed checkpoint of a run dir."""
     run_dir = Path(run_dir)
@@ -129,10 +117,13 @@ def status(run_dir: str | Path, out: Optional[TextIO] = None) -> dict[str, Any]:
     mine = [e for e in events if str(e.get("job_id")) == job_id]
     info["self_requeues"] = sum(1 for e in mine if e.get("event") == "requeue")
     info["cancelled"] = any(e.get("event") == "cancel" for e in mine)
-    if info["state"] is None:
-        outcome = _submitit_outcome(run_dir, job_id)
-        info["state"] = {"success": "COMPLETED", "error": "FAILED"}.get(outcome or "", "UNKNOWN")
-        info["source"] = "submitit result" if outcome else "none (not in squeue; accounting off?)"
+    if info["state"] is None:  # Slurm forgot the job (no accounting): what the job itself recorded
+        end = job_end(events, job_id)
+        if end is None:
+            info.update(state="UNKNOWN", source="none (not in squeue; accounting off?)")
+        else:
+            ended = "COMPLETED" if end.get("status") == 0 else "FAILED"
+            info.update(state=ended, exit_code=end.get("status"), source=f"{JOBS_FILE} end event")
     prog = progress(run_dir)
     try:
         total = load_config(str(run_dir / "config.yaml")).total_steps
@@ -310,6 +301,9 @@ def _main(argv: Optional[list[str]] = None) -> int:
     p = sub.add_parser("requeue", help="scontrol requeue $SLURM_JOB_ID, counted against slurm.max_requeues")
     p.add_argument("run_dir")
     p.add_argument("--if-exit", type=int, default=None, help="only if this is runtime.requeue_exit_code")
+    p = sub.add_parser("end", help="record the job's end in jobs.jsonl, unless STATUS asks for a requeue")
+    p.add_argument("run_dir")
+    p.add_argument("status", type=int, help="the ranks' exit status (srun's)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "prepare":
@@ -318,6 +312,11 @@ def _main(argv: Optional[list[str]] = None) -> int:
         if not job_id:
             raise UserError("SLURM_JOB_ID is not set: run this inside the job")
         cfg = load_config(str(Path(args.run_dir) / "config.yaml"))
+        if args.cmd == "end":
+            if args.status != cfg.runtime.requeue_exit_code:  # the same rule as SlurmTask's `end` events
+                restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+                record_event(args.run_dir, "end", job_id=job_id, status=args.status, restarts=restarts, via="sbatch")
+            return 0
         if args.if_exit is not None and args.if_exit != cfg.runtime.requeue_exit_code:
             return 0
         return 0 if requeue_self(args.run_dir, cfg, job_id) else 1

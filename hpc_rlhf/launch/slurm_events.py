@@ -10,6 +10,10 @@ kill is skipped when read). The kinds:
 - `requeue`: rank 0 requeued the job after the worker checkpointed on a stop signal (`n` counts them per
   job id against slurm.max_requeues); `requeue_refused` (budget used up), `requeue_skipped` (the job is not
   RUNNING: scancel), `requeue_failed` (scontrol refused, e.g. Slurm is already requeueing it).
+- `end`: the job's tasks left for good with exit `status` (0 = the run finished, anything else but the
+  requeue status = failed; `rank`, `restarts`, and `error`, the first line of an exception). Written in the
+  job (hpc_rlhf.launch.slurm_job; jobs/ppo.sbatch through `slurm_cmds end`); `hpc-rlhf status` reports from
+  it once Slurm has forgotten the job. A job that stops to be requeued writes none (the run is not over).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 JOBS_FILE = "jobs.jsonl"
 
@@ -55,3 +59,9 @@ def read_events(run_dir: str | Path) -> list[dict]:
 def job_ids(run_dir: str | Path) -> list[str]:
     """Slurm job ids of the run, oldest first (one per submit/resume)."""
     return [str(e["job_id"]) for e in read_events(run_dir) if e.get("event") in ("submit", "resume")]
+
+
+def job_end(events: list[dict], job_id: str) -> Optional[dict]:
+    """The last `end` event of job `job_id` among `events` (from read_events), or None."""
+    ends = [e for e in events if e.get("event") == "end" and str(e.get("job_id")) == str(job_id)]
+    return ends[-1] if ends else None

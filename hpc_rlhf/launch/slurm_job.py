@@ -18,7 +18,11 @@ module never imports the submitting side. What SlurmTask.__call__ does, in order
   and takes its exit status: 0 = run finished; `runtime.requeue_exit_code` (75) = checkpointed after a stop
   signal, requeue me; anything else = failure.
 - On 0 the task returns (mpi4py finalises MPI at exit, as under mpiexec; submitit writes its result). On a
-  failure with MPI still live the MPI job is aborted, so no rank hangs waiting for a dead peer. On 75 MPI is
+  failure with MPI still live the MPI job is aborted, so no rank hangs waiting for a dead peer. The job's end
+  is recorded first as an `end` event in RUN_DIR/slurm/jobs.jsonl (exit status; by rank 0 when the run
+  finished or failed before the worker started, by each failing task otherwise): `hpc-rlhf status` reads
+  it, never submitit's result pickle. (A worker that aborts MPI itself, as the real one does on an error,
+  leaves no `end`: Slurm's own state says FAILED while it remembers the job.) On 75 MPI is
   not finalised (MPI_Finalize is collective: one rank failing in it, e.g. on a message left in flight by the
   stop, hangs all the others until Slurm kills them, and rank 0 would never requeue).
 - On 75 the global-rank-0 task runs `scontrol requeue $SLURM_JOB_ID` itself, unless this job was cancelled
@@ -59,7 +63,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hpc_rlhf.config import Config, load_config
-from hpc_rlhf.errors import ConfigError
+from hpc_rlhf.errors import ConfigError, first_line
 from hpc_rlhf.launch.slurm_events import read_events, record_event
 
 DEFAULT_WORKER = "hpc_rlhf.launch.worker"
@@ -155,10 +159,7 @@ def _run_worker(worker: str, run_dir: str) -> int:
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
-        mpi = _live_mpi()
-        if mpi is not None:  # peers may be blocked on this rank: end the whole step
-            mpi.COMM_WORLD.Abort(1)
-        raise
+        raise  # the caller records the end and aborts the MPI job
     finally:
         sys.argv = saved
     return 0
@@ -192,7 +193,7 @@ def requeue_self(run_dir: str | Path, cfg: Config, job_id: str) -> bool:
         r = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
         ok, err = r.returncode == 0, (r.stderr or r.stdout).strip()
     except (OSError, subprocess.TimeoutExpired) as e:
-        ok, err = False, str(e)
+        ok, err = False, first_line(e)
     if not ok:  # e.g. Slurm is already requeueing it (preemption with PreemptMode=REQUEUE)
         record_event(run_dir, "requeue_failed", job_id=job_id, error=err, restarts=restarts)
         print(f"hpc_rlhf.slurm: scontrol requeue {job_id} failed: {err}", file=sys.stderr, flush=True)
@@ -231,8 +232,47 @@ class SlurmTask:
     def __call__(self) -> int:
         early = _EarlySignals().install()
         rank = int(os.environ.get("SLURM_PROCID", "0"))
-        ntasks = int(os.environ.get("SLURM_NTASKS", "1"))
         job_id = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "")
+        try:
+            cfg = self._start(rank, job_id)
+        except Exception as e:
+            if rank == 0:  # the same on every task (config, task count, MPI wiring): one record
+                self._end(job_id, rank, 1, first_line(e))
+            raise
+        try:
+            code = _run_worker(self.worker, self.run_dir)
+        except BaseException as e:
+            self._end(job_id, rank, 1, first_line(e))
+            mpi = _live_mpi()
+            if mpi is not None:  # peers may be blocked on this rank: end the whole step
+                mpi.COMM_WORLD.Abort(1)
+            raise
+        early.stop()  # late signals (e.g. the SIGTERM of our own requeue) are only noted
+        rq = cfg.runtime.requeue_exit_code
+        if code == 0:
+            if rank == 0:
+                self._end(job_id, rank, 0)
+            return 0  # MPI is finalised at interpreter exit (mpi4py), as under mpiexec
+        if code == rq:
+            # The checkpoint is committed (the ranks agreed before the worker returned), so rank 0 can requeue
+            # now. No MPI_Finalize: it is a collective that hangs every rank when one of them fails in it
+            # (seen: "communicator being freed has unmatched messages" after a stop), and the requeue kills
+            # the step anyway; the MPICH shared memory this leaves is removed by the next start's setup.
+            if rank == 0:
+                requeue_self(self.run_dir, cfg, job_id)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(rq)  # no submitit result and no `end` event: the run is not over
+        self._end(job_id, rank, code)
+        mpi = _live_mpi()
+        if mpi is not None:
+            print(f"hpc_rlhf.slurm: worker exited {code}; aborting the MPI job", file=sys.stderr, flush=True)
+            mpi.COMM_WORLD.Abort(code if 0 < code < 256 else 1)
+        raise WorkerFailed(f"worker {self.worker} exited with status {code} (rank {rank}, job {job_id})")
+
+    def _start(self, rank: int, job_id: str) -> Config:
+        """The run's config, once SLURM_NTASKS and the MPI world both equal the layout's world size."""
+        ntasks = int(os.environ.get("SLURM_NTASKS", "1"))
         cfg = load_config(str(Path(self.run_dir) / "config.yaml"))
         world = cfg.layout.world_size
         if ntasks != world:
@@ -250,23 +290,16 @@ class SlurmTask:
                 f"worker {self.worker}, code {Path(__file__).resolve().parents[1]}",
                 flush=True,
             )
-        code = _run_worker(self.worker, self.run_dir)
-        early.stop()  # late signals (e.g. the SIGTERM of our own requeue) are only noted
-        rq = cfg.runtime.requeue_exit_code
-        mpi = _live_mpi()
-        if mpi is not None and code not in (0, rq):
-            print(f"hpc_rlhf.slurm: worker exited {code}; aborting the MPI job", file=sys.stderr, flush=True)
-            mpi.COMM_WORLD.Abort(code if 0 < code < 256 else 1)
-        if code == 0:
-            return 0  # MPI is finalised at interpreter exit (mpi4py), as under mpiexec
-        if code == rq:
-            # The checkpoint is committed (the ranks agreed before the worker returned), so rank 0 can requeue
-            # now. No MPI_Finalize: it is a collective that hangs every rank when one of them fails in it
-            # (seen: "communicator being freed has unmatched messages" after a stop), and the requeue kills
-            # the step anyway; the MPICH shared memory this leaves is removed by the next start's setup.
-            if rank == 0:
-                requeue_self(self.run_dir, cfg, job_id)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(rq)  # no submitit result: the run is not over
-        raise WorkerFailed(f"worker {self.worker} exited with status {code} (rank {rank}, job {job_id})")
+        return cfg
+
+    def _end(self, job_id: str, rank: int, status: int, error: str = "") -> None:
+        """The `end` event of the job (jobs.jsonl): what `hpc-rlhf status` reports once Slurm forgot the job.
+        Best effort: a run dir that cannot be written must not hide the task's own outcome."""
+        fields: dict[str, Any] = {"status": status, "rank": rank}
+        fields["restarts"] = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        if error:
+            fields["error"] = error
+        try:
+            record_event(self.run_dir, "end", job_id=job_id, **fields)
+        except OSError as e:
+            print(f"hpc_rlhf.slurm: could not record the end of job {job_id}: {first_line(e)}", file=sys.stderr)

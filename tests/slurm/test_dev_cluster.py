@@ -207,6 +207,7 @@ def test_sbatch_template_runs_to_completion(tmp_path, jobs):
     assert (run_dir / "slurm" / f"{job}_2_log.out").exists()
     assert [e["job_id"] for e in events(run_dir, "submit")] == [job]  # status/logs/cancel know the job
     assert "ranks exited with status 0" in batch_log
+    assert [(e["job_id"], e["status"]) for e in events(run_dir, "end")] == [(job, 0)]
 
 
 def test_sbatch_template_requeues_on_usr2_and_resumes(tmp_path, jobs):
@@ -248,6 +249,7 @@ def test_submit_status_logs(tmp_path, jobs, standin_env):
     out = io.StringIO()
     st = slurm_cmds.status(run_dir, out=out)
     assert st["state"] == "COMPLETED" and st["step"] == 25 and st["checkpoint"] == "step_000025", out.getvalue()
+    assert [(e["job_id"], e["status"], e["rank"]) for e in events(run_dir, "end")] == [(info.job_id, 0, 0)]
     out = io.StringIO()
     slurm_cmds.logs(run_dir, rank=1, out=out)
     assert "global_rank=1(3)" in out.getvalue() and f"{info.job_id}_1_log.err" in out.getvalue()
@@ -296,6 +298,7 @@ def test_time_limit_signal_reaches_every_task(tmp_path, jobs, standin_env):
     assert done["JobState"] == "FAILED" and done["ExitCode"] == "75:0", run_logs(run_dir)
     assert slurm_cmds.progress(run_dir)["checkpoint"] is not None
     assert [e["max_requeues"] for e in events(run_dir, "requeue_refused")] == [0]
+    assert not events(run_dir, "end"), "a job stopped for a requeue records no end"
 
 
 def test_preemption_requeues_and_resumes(tmp_path, jobs, standin_env):
@@ -363,6 +366,8 @@ def test_wrong_mpi_plugin_fails_with_a_clear_error(tmp_path, jobs, standin_env):
     assert "MPI world size 1 != SLURM_NTASKS 3" in err, err
     st = slurm_cmds.status(run_dir, out=io.StringIO())
     assert st["state"] == "FAILED"
+    (end,) = events(run_dir, "end")  # rank 0 only: the same failure on every task
+    assert end["status"] == 1 and end["error"].startswith("MPI world size 1 != SLURM_NTASKS 3"), end
 
 
 def test_signal_before_the_worker_handlers_is_not_lost(tmp_path, jobs, standin_env):
