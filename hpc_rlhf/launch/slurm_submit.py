@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from hpc_rlhf.config import Config
-from hpc_rlhf.errors import UserError
+from hpc_rlhf.errors import UserError, first_line
 from hpc_rlhf.launch.slurm_events import job_ids, record_event
 from hpc_rlhf.launch.slurm_job import DEFAULT_WORKER, SlurmTask
 
@@ -301,12 +301,7 @@ def submit(
     try:
         job = ex.submit(SlurmTask(str(run_dir), worker))
     except Exception as e:  # sbatch refused (bad partition, account, ...): say what sbatch said
-        msg = getattr(e, "stderr", None) or str(e)
-        if isinstance(msg, bytes):
-            msg = msg.decode(errors="replace")
-        lines = [ln for ln in str(msg).splitlines() if ln.strip()]
-        err = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else type(e).__name__)
-        raise UserError(f"sbatch refused the job: {err.strip()}") from None
+        raise UserError(f"sbatch refused the job: {_sbatch_error(e)}") from None
     job_id = str(job.job_id)
     record_event(run_dir, event, job_id=job_id, config=config_path, num_tasks=num_tasks, worker=worker)
     script = Path(job.paths.submission_file).read_text()
@@ -321,3 +316,12 @@ def submit(
     )
     out.flush()
     return SubmitInfo(str(run_dir), job_id, script, num_tasks, logs)
+
+
+def _sbatch_error(e: Exception) -> str:
+    """The line of sbatch's output that says why it refused (submitit raises with sbatch's stderr)."""
+    msg = getattr(e, "stderr", None) or str(e)
+    if isinstance(msg, bytes):
+        msg = msg.decode(errors="replace")
+    lines = [ln.strip() for ln in str(msg).splitlines() if ln.strip()]
+    return next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else first_line(e))

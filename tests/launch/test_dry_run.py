@@ -167,3 +167,13 @@ def test_cli_submit_dry_run(tmp_path, capsys):
         args = ap.parse_args(argv)
         assert callable(args.func) and args.run_dir == "R"
     assert ap.parse_args(["logs", "R", "--rank", "2"]).rank == 2
+
+
+def test_sbatch_refusal_is_one_line_naming_sbatchs_error():
+    import subprocess
+
+    err = b"sbatch: warning: something\nsbatch: error: invalid partition specified: nope\n"
+    e = subprocess.CalledProcessError(1, ["sbatch"], stderr=err)
+    assert slurm_submit._sbatch_error(e) == "sbatch: error: invalid partition specified: nope"
+    assert slurm_submit._sbatch_error(RuntimeError("line one\nline two")) == "line two"
+    assert slurm_submit._sbatch_error(RuntimeError()) == "RuntimeError"
