@@ -4,13 +4,14 @@ The lead's CLI calls `add_subparsers(subparsers)`; each handler takes the parsed
 code, and lets `UserError` (one line) propagate for the CLI to print. `resume(run_dir)` is registered by
 the CLI itself.
 
-A run's Slurm job ids are in RUN_DIR/slurm/jobs.jsonl (see hpc_rlhf.launch.slurm); its progress is read
+A run's Slurm job ids are in RUN_DIR/slurm/jobs.jsonl (see hpc_rlhf.launch.slurm_events); its progress is read
 from RUN_DIR: the last line of metrics.jsonl ({"step": N, ...}) and the newest committed checkpoint
 (RUN_DIR/checkpoints/step_XXXXXX holding a COMMITTED file).
 
 `python -m hpc_rlhf.launch.slurm_cmds prepare RUN_DIR [CONFIG [key=value...]]` and
-`python -m hpc_rlhf.launch.slurm_cmds requeue RUN_DIR` are the helpers of the plain sbatch template
-jobs/ppo.sbatch (write/check the run's config; the counted self-requeue).
+`python -m hpc_rlhf.launch.slurm_cmds requeue RUN_DIR` and `... end RUN_DIR STATUS` are the helpers of the
+plain sbatch template jobs/ppo.sbatch (write/check the run's config; the counted self-requeue; the `end`
+event that `status` reports from once Slurm has forgotten the job).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -27,7 +27,9 @@ from typing import Any, Optional, TextIO
 
 from hpc_rlhf.config import load_config
 from hpc_rlhf.errors import UserError
-from hpc_rlhf.launch import slurm
+from hpc_rlhf.launch import slurm_submit
+from hpc_rlhf.launch.slurm_events import JOBS_FILE, job_end, job_ids, jobs_file, read_events, record_event
+from hpc_rlhf.launch.slurm_job import requeue_self
 
 
 def _run_dir(run_dir: str | Path) -> Path:
@@ -38,10 +40,10 @@ def _run_dir(run_dir: str | Path) -> Path:
 
 
 def _require_jobs(run_dir: Path) -> list[str]:
-    ids = slurm.job_ids(run_dir)
+    ids = job_ids(run_dir)
     if not ids:
         raise UserError(
-            f"no Slurm job recorded for {run_dir} (no {slurm.jobs_file(run_dir)}); submit it with hpc-rlhf submit"
+            f"no Slurm job recorded for {run_dir} (no {jobs_file(run_dir)}); submit it with hpc-rlhf submit"
         )
     return ids
 
@@ -81,18 +83,6 @@ def slurm_state(job_id: str) -> dict[str, Any]:
     return info
 
 
-def _submitit_outcome(run_dir: Path, job_id: str) -> Optional[str]:
-    """'success' / 'error' from submitit's rank-0 result pickle, when the job wrote one."""
-    p = run_dir / "slurm" / f"{job_id}_0_result.pkl"
-    if not p.exists():
-        return None
-    try:
-        with open(p, "rb") as f:
-            return str(pickle.load(f)[0])
-    except Exception:
-        return None
-
-
 def progress(run_dir: str | Path) -> dict[str, Any]:
     """Last metrics step and newest committed checkpoint of a run dir."""
     run_dir = Path(run_dir)
@@ -123,14 +113,17 @@ def status(run_dir: str | Path, out: Optional[TextIO] = None) -> dict[str, Any]:
     ids = _require_jobs(run_dir)
     job_id = ids[-1]
     info = slurm_state(job_id)
-    events = slurm.read_events(run_dir)
+    events = read_events(run_dir)
     mine = [e for e in events if str(e.get("job_id")) == job_id]
     info["self_requeues"] = sum(1 for e in mine if e.get("event") == "requeue")
     info["cancelled"] = any(e.get("event") == "cancel" for e in mine)
-    if info["state"] is None:
-        outcome = _submitit_outcome(run_dir, job_id)
-        info["state"] = {"success": "COMPLETED", "error": "FAILED"}.get(outcome or "", "UNKNOWN")
-        info["source"] = "submitit result" if outcome else "none (not in squeue; accounting off?)"
+    if info["state"] is None:  # Slurm forgot the job (no accounting): what the job itself recorded
+        end = job_end(events, job_id)
+        if end is None:
+            info.update(state="UNKNOWN", source="none (not in squeue; accounting off?)")
+        else:
+            ended = "COMPLETED" if end.get("status") == 0 else "FAILED"
+            info.update(state=ended, exit_code=end.get("status"), source=f"{JOBS_FILE} end event")
     prog = progress(run_dir)
     try:
         total = load_config(str(run_dir / "config.yaml")).total_steps
@@ -173,10 +166,10 @@ def cancel(run_dir: str | Path, out: Optional[TextIO] = None) -> list[str]:
         raise UserError("scancel not found: run this on a Slurm login node")
     cancelled = []
     for job_id in ids:
-        state = slurm.squeue_state(job_id)
-        if state is None or state not in slurm.ACTIVE_STATES:
+        state = slurm_submit.squeue_state(job_id)
+        if state is None or state not in slurm_submit.ACTIVE_STATES:
             continue
-        slurm.record_event(run_dir, "cancel", job_id=job_id)  # first: rank 0 checks it before requeueing
+        record_event(run_dir, "cancel", job_id=job_id)  # first: rank 0 checks it before requeueing
         r = subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise UserError(f"scancel {job_id} failed: {(r.stderr or r.stdout).strip()}")
@@ -220,14 +213,16 @@ def logs(run_dir: str | Path, rank: Optional[int] = None, out: Optional[TextIO] 
     return 0
 
 
-def resume(run_dir: str | Path, dry_run: bool = False, out: Optional[TextIO] = None, **kw: Any) -> slurm.SubmitInfo:
+def resume(
+    run_dir: str | Path, dry_run: bool = False, out: Optional[TextIO] = None, **kw: Any
+) -> slurm_submit.SubmitInfo:
     """Submit the run again from RUN_DIR/config.yaml; the worker resumes from its latest checkpoint."""
     run_dir = _run_dir(run_dir)
     path = run_dir / "config.yaml"
     if not path.exists():
         raise UserError(f"{path} does not exist: not a run dir")
     cfg = load_config(str(path), [f"run_dir={run_dir}"])
-    return slurm.submit(cfg, str(path), dry_run, event="resume", out=out, **kw)
+    return slurm_submit.submit(cfg, str(path), dry_run, event="resume", out=out, **kw)
 
 
 # --------------------------------------------------------------------------------------------- argparse
@@ -235,7 +230,7 @@ def resume(run_dir: str | Path, dry_run: bool = False, out: Optional[TextIO] = N
 
 def _h_submit(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    slurm.submit(cfg, args.config, args.dry_run)
+    slurm_submit.submit(cfg, args.config, args.dry_run)
     return 0
 
 
@@ -279,7 +274,7 @@ def prepare(run_dir: str, config: Optional[str] = None, overrides: tuple[str, ..
     """Write RUN_DIR/config.yaml from CONFIG (if given), check it, and check SLURM_NTASKS against the layout."""
     if config is not None:
         cfg = load_config(config, [*overrides, f"run_dir={Path(run_dir).absolute()}"])
-        slurm.prepare_run_dir(cfg)
+        slurm_submit.prepare_run_dir(cfg)
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise UserError(f"{path} does not exist: pass a CONFIG to create the run")
@@ -291,8 +286,8 @@ def prepare(run_dir: str, config: Optional[str] = None, overrides: tuple[str, ..
             f"sbatch --ntasks={cfg.layout.world_size}"
         )
     job_id = os.environ.get("SLURM_JOB_ID")
-    if job_id and job_id not in slurm.job_ids(run_dir):  # so that status/logs/cancel know the job
-        slurm.record_event(run_dir, "submit", job_id=job_id, config=config, num_tasks=int(ntasks or 0), via="sbatch")
+    if job_id and job_id not in job_ids(run_dir):  # so that status/logs/cancel know the job
+        record_event(run_dir, "submit", job_id=job_id, config=config, num_tasks=int(ntasks or 0), via="sbatch")
     return 0
 
 
@@ -306,6 +301,9 @@ def _main(argv: Optional[list[str]] = None) -> int:
     p = sub.add_parser("requeue", help="scontrol requeue $SLURM_JOB_ID, counted against slurm.max_requeues")
     p.add_argument("run_dir")
     p.add_argument("--if-exit", type=int, default=None, help="only if this is runtime.requeue_exit_code")
+    p = sub.add_parser("end", help="record the job's end in jobs.jsonl, unless STATUS asks for a requeue")
+    p.add_argument("run_dir")
+    p.add_argument("status", type=int, help="the ranks' exit status (srun's)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "prepare":
@@ -314,9 +312,14 @@ def _main(argv: Optional[list[str]] = None) -> int:
         if not job_id:
             raise UserError("SLURM_JOB_ID is not set: run this inside the job")
         cfg = load_config(str(Path(args.run_dir) / "config.yaml"))
+        if args.cmd == "end":
+            if args.status != cfg.runtime.requeue_exit_code:  # the same rule as SlurmTask's `end` events
+                restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+                record_event(args.run_dir, "end", job_id=job_id, status=args.status, restarts=restarts, via="sbatch")
+            return 0
         if args.if_exit is not None and args.if_exit != cfg.runtime.requeue_exit_code:
             return 0
-        return 0 if slurm.requeue_self(args.run_dir, cfg, job_id) else 1
+        return 0 if requeue_self(args.run_dir, cfg, job_id) else 1
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

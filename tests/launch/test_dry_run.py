@@ -17,7 +17,7 @@ import pytest
 
 from hpc_rlhf.config import load_config
 from hpc_rlhf.errors import ConfigError
-from hpc_rlhf.launch import slurm, slurm_cmds
+from hpc_rlhf.launch import slurm_cmds, slurm_submit
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -61,7 +61,7 @@ def test_dry_run_script_matches_golden(case, tmp_path):
     run_dir = tmp_path / "runs" / "exp"
     cfg = load_config(None, [f"run_dir={run_dir}", *CASES[case]])
     out = io.StringIO()
-    info = slurm.submit(cfg, None, dry_run=True, out=out)
+    info = slurm_submit.submit(cfg, None, dry_run=True, out=out)
     assert info.job_id is None and info.dry_run
     assert not run_dir.exists(), "a dry run must not create the run dir"
     got = _normalise(out.getvalue(), run_dir)
@@ -74,7 +74,7 @@ def test_dry_run_script_matches_golden(case, tmp_path):
 def test_dry_run_script_has_the_contract():
     """What the requeue design relies on, independent of the golden file's details."""
     cfg = load_config(None, ["run_dir=/x/run"])
-    script = slurm.render_sbatch(cfg, Path("/x/run"))
+    script = slurm_submit.render_sbatch(cfg, Path("/x/run"))
     assert "#SBATCH --signal=USR2@90" in script  # no B: -> every task gets it
     assert "#SBATCH --requeue" in script
     assert "#SBATCH --open-mode=append" in script
@@ -94,38 +94,63 @@ def test_dry_run_script_has_the_contract():
         (["layout.train=2", "ppo.minibatch_size=16", "slurm.tasks_per_node=3"], ("3", "4")),
     ],
 )
-def test_bad_task_count_refused_before_anything(overrides, numbers, tmp_path, monkeypatch):
-    import submitit
-
-    def boom(*a, **k):
-        raise AssertionError("submitit must not be reached")
-
-    monkeypatch.setattr(submitit, "AutoExecutor", boom)
+def test_bad_task_count_refused_at_load(overrides, numbers, tmp_path):
+    """A Slurm shape that does not match the layout fails when the config is loaded (one line, with the
+    numbers), so neither a submission nor a local run starts from it."""
     run_dir = tmp_path / "run"
-    cfg = load_config(None, [f"run_dir={run_dir}", *overrides])
-    for dry in (True, False):
-        with pytest.raises(ConfigError) as e:
-            slurm.submit(cfg, None, dry_run=dry, out=io.StringIO())
-        msg = str(e.value)
-        assert "\n" not in msg
-        for n in numbers:
-            assert n in msg, msg
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"run_dir={run_dir}", *overrides])
+    msg = str(e.value)
+    assert "\n" not in msg
+    for n in numbers:
+        assert n in msg, msg
     assert not run_dir.exists()
 
 
 @pytest.mark.parametrize(
     "overrides, key",
     [
+        (["slurm.nodes=0"], "slurm.nodes"),
+        (["slurm.tasks_per_node=-1"], "slurm.tasks_per_node"),
         (["slurm.extra_sbatch=[-C,gpu]"], "slurm.extra_sbatch"),
+        (["slurm.extra_sbatch=['--reservation big']"], "slurm.extra_sbatch"),
         (["slurm.signal_delay_s=600", "slurm.timeout_min=5"], "slurm.signal_delay_s"),
         (["slurm.mpi_plugin=''"], "slurm.mpi_plugin"),
+        (["slurm.mpi_plugin='pmi 2'"], "slurm.mpi_plugin"),
         (["slurm.cpus_per_task=0"], "slurm.cpus_per_task"),
+        (["slurm.timeout_min=0"], "slurm.timeout_min"),
+        (["slurm.max_requeues=-1"], "slurm.max_requeues"),
     ],
 )
-def test_bad_slurm_values_refused(overrides, key):
-    cfg = load_config(None, overrides)
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        slurm.submit(cfg, None, dry_run=True, out=io.StringIO())
+def test_bad_slurm_values_refused_at_load(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert str(e.value).startswith(f"config key '{key}': ") and "\n" not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, shape",
+    [
+        ([], (1, 3)),
+        (["slurm.tasks_per_node=3"], (1, 3)),
+        (
+            ["layout.generate=2", "layout.score=2", "layout.train=2", "generate.shards_per_step=2", "slurm.nodes=2"],
+            (2, 3),
+        ),
+        (
+            ["layout.generate=3", "layout.score=2", "layout.train=1", "slurm.nodes=3", "generate.shards_per_step=3"],
+            (3, 2),
+        ),
+    ],
+)
+def test_slurm_shape_of_a_valid_config(overrides, shape):
+    assert slurm_submit.slurm_shape(load_config(None, overrides)) == shape
+
+
+def test_extra_sbatch_options_reach_the_script():
+    cfg = load_config(None, ["slurm.extra_sbatch=[--exclusive,'#SBATCH --reservation=big', ' --comment=a b ']"])
+    extra = slurm_submit.executor_parameters(cfg, Path("/x/run"))["slurm_additional_parameters"]
+    assert extra == {"requeue": True, "exclusive": True, "reservation": "big", "comment": "a b"}
 
 
 def test_cli_submit_dry_run(tmp_path, capsys):
@@ -142,3 +167,13 @@ def test_cli_submit_dry_run(tmp_path, capsys):
         args = ap.parse_args(argv)
         assert callable(args.func) and args.run_dir == "R"
     assert ap.parse_args(["logs", "R", "--rank", "2"]).rank == 2
+
+
+def test_sbatch_refusal_is_one_line_naming_sbatchs_error():
+    import subprocess
+
+    err = b"sbatch: warning: something\nsbatch: error: invalid partition specified: nope\n"
+    e = subprocess.CalledProcessError(1, ["sbatch"], stderr=err)
+    assert slurm_submit._sbatch_error(e) == "sbatch: error: invalid partition specified: nope"
+    assert slurm_submit._sbatch_error(RuntimeError("line one\nline two")) == "line two"
+    assert slurm_submit._sbatch_error(RuntimeError()) == "RuntimeError"

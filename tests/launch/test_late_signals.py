@@ -8,7 +8,7 @@ import sys
 
 EXIT_HOOKS = r"""
 import atexit, os, signal
-from hpc_rlhf.launch.slurm import _EarlySignals
+from hpc_rlhf.launch.slurm_job import _EarlySignals
 _EarlySignals().install().stop()  # the worker returned
 atexit._run_exitfuncs()  # what the interpreter runs first when it exits
 assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
@@ -20,7 +20,7 @@ print("alive")
 # USR2 and TERM every few ms from outside, until this process is gone: some land while it exits
 SIGNALLED_EXIT = r"""
 import os, subprocess, sys, time
-from hpc_rlhf.launch.slurm import _EarlySignals
+from hpc_rlhf.launch.slurm_job import _EarlySignals
 _EarlySignals().install().stop()
 loop = f"while kill -USR2 {os.getpid()} 2>/dev/null && kill -TERM {os.getpid()} 2>/dev/null; do sleep 0.002; done"
 subprocess.Popen(["sh", "-c", loop], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,6 +1,6 @@
 """A stand-in for `python -m hpc_rlhf.launch.worker RUN_DIR`, used by the Slurm tests until the real worker exists.
 
-It keeps the worker's contract (see hpc_rlhf/launch/slurm.py) and nothing else:
+It keeps the worker's contract (see hpc_rlhf/launch/slurm_job.py) and nothing else:
 - reads RUN_DIR/config.yaml; the MPI world size must equal the layout's (exit 3 otherwise);
 - installs SIGUSR2/SIGTERM handlers that only set a flag; the ranks agree on it at each step boundary;
 - resumes from the latest committed checkpoint RUN_DIR/checkpoints/step_XXXXXX (a COMMITTED file in it);

@@ -20,7 +20,7 @@ import pytest
 
 from hpc_rlhf.config import load_config
 from hpc_rlhf.errors import UserError
-from hpc_rlhf.launch import slurm, slurm_cmds
+from hpc_rlhf.launch import slurm_cmds, slurm_events, slurm_submit
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -100,7 +100,7 @@ def starts(run_dir: Path) -> list[dict]:
 
 
 def events(run_dir: Path, kind: str) -> list[dict]:
-    return [e for e in slurm.read_events(run_dir) if e["event"] == kind]
+    return [e for e in slurm_events.read_events(run_dir) if e["event"] == kind]
 
 
 def run_logs(run_dir: Path) -> str:
@@ -126,7 +126,7 @@ def standin_env(monkeypatch):
 def submit_standin(tmp_path: Path, jobs: list, *overrides: str, name: str = "run"):
     run_dir = tmp_path / name
     cfg = load_config(None, [f"run_dir={run_dir}", "checkpoint.every_steps=100", "slurm.timeout_min=5", *overrides])
-    info = slurm.submit(cfg, None, False, worker=STANDIN, out=io.StringIO())
+    info = slurm_submit.submit(cfg, None, False, worker=STANDIN, out=io.StringIO())
     jobs.append(info.job_id)
     return run_dir, info
 
@@ -137,7 +137,7 @@ def submit_standin(tmp_path: Path, jobs: list, *overrides: str, name: str = "run
 def test_srun_pmi2_gives_one_world_of_3(tmp_path):
     run_dir = tmp_path / "run"
     cfg = load_config(None, [f"run_dir={run_dir}", "total_steps=3", "slurm.snapshot_code=false"])
-    slurm.prepare_run_dir(cfg)
+    slurm_submit.prepare_run_dir(cfg)
     env = {**os.environ, "STANDIN_STEP_S": "0.05"}
     r = subprocess.run(
         ["srun", "-n", "3", "--mpi=pmi2", "-t", "2", sys.executable, STANDIN, str(run_dir)],
@@ -207,6 +207,7 @@ def test_sbatch_template_runs_to_completion(tmp_path, jobs):
     assert (run_dir / "slurm" / f"{job}_2_log.out").exists()
     assert [e["job_id"] for e in events(run_dir, "submit")] == [job]  # status/logs/cancel know the job
     assert "ranks exited with status 0" in batch_log
+    assert [(e["job_id"], e["status"]) for e in events(run_dir, "end")] == [(job, 0)]
 
 
 def test_sbatch_template_requeues_on_usr2_and_resumes(tmp_path, jobs):
@@ -235,19 +236,20 @@ def test_submit_status_logs(tmp_path, jobs, standin_env):
     run_dir, info = submit_standin(tmp_path, jobs, "total_steps=25")
     # The script submitit wrote is exactly the one --dry-run prints.
     cfg = load_config(str(run_dir / "config.yaml"))
-    assert info.script == slurm.render_sbatch(cfg, run_dir)
-    assert (run_dir / "code" / "hpc_rlhf" / "launch" / "slurm.py").exists()
+    assert info.script == slurm_submit.render_sbatch(cfg, run_dir)
+    assert (run_dir / "code" / "hpc_rlhf" / "launch" / "slurm_job.py").exists()
     wait_for(lambda: metrics_step(run_dir) >= 2, "2 steps", timeout=60)
     out = io.StringIO()
     st = slurm_cmds.status(run_dir, out=out)
     assert st["state"] == "RUNNING" and st["step"] >= 2, out.getvalue()
     assert f"job:        {info.job_id} RUNNING" in out.getvalue()
     with pytest.raises(UserError, match=f"already has Slurm job {info.job_id}"):
-        slurm.submit(cfg, None, False, worker=STANDIN, out=io.StringIO())
+        slurm_submit.submit(cfg, None, False, worker=STANDIN, out=io.StringIO())
     wait_state(info.job_id, DONE, timeout=60)
     out = io.StringIO()
     st = slurm_cmds.status(run_dir, out=out)
     assert st["state"] == "COMPLETED" and st["step"] == 25 and st["checkpoint"] == "step_000025", out.getvalue()
+    assert [(e["job_id"], e["status"], e["rank"]) for e in events(run_dir, "end")] == [(info.job_id, 0, 0)]
     out = io.StringIO()
     slurm_cmds.logs(run_dir, rank=1, out=out)
     assert "global_rank=1(3)" in out.getvalue() and f"{info.job_id}_1_log.err" in out.getvalue()
@@ -280,7 +282,7 @@ def test_submit_requeues_itself_on_usr2_within_budget_then_resume(tmp_path, jobs
         pytest.skip(f"the stand-in ran past step 12 before the second stop ({stopped_at})")
     info2 = slurm_cmds.resume(run_dir, out=io.StringIO(), worker=STANDIN)
     jobs.append(info2.job_id)
-    assert info2.job_id != job and slurm.job_ids(run_dir) == [job, info2.job_id]
+    assert info2.job_id != job and slurm_events.job_ids(run_dir) == [job, info2.job_id]
     assert wait_state(info2.job_id, DONE, timeout=60)["JobState"] == "COMPLETED", run_logs(run_dir)
     assert starts(run_dir)[-1]["start_step"] == int(stopped_at.split("_")[1])
     assert metrics_step(run_dir) == 12
@@ -296,6 +298,7 @@ def test_time_limit_signal_reaches_every_task(tmp_path, jobs, standin_env):
     assert done["JobState"] == "FAILED" and done["ExitCode"] == "75:0", run_logs(run_dir)
     assert slurm_cmds.progress(run_dir)["checkpoint"] is not None
     assert [e["max_requeues"] for e in events(run_dir, "requeue_refused")] == [0]
+    assert not events(run_dir, "end"), "a job stopped for a requeue records no end"
 
 
 def test_preemption_requeues_and_resumes(tmp_path, jobs, standin_env):
@@ -363,6 +366,8 @@ def test_wrong_mpi_plugin_fails_with_a_clear_error(tmp_path, jobs, standin_env):
     assert "MPI world size 1 != SLURM_NTASKS 3" in err, err
     st = slurm_cmds.status(run_dir, out=io.StringIO())
     assert st["state"] == "FAILED"
+    (end,) = events(run_dir, "end")  # rank 0 only: the same failure on every task
+    assert end["status"] == 1 and end["error"].startswith("MPI world size 1 != SLURM_NTASKS 3"), end
 
 
 def test_signal_before_the_worker_handlers_is_not_lost(tmp_path, jobs, standin_env):
@@ -398,7 +403,7 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
             *tiny_rm["overrides"],
         ],
     )
-    info = slurm.submit(cfg, None, False, out=io.StringIO())
+    info = slurm_submit.submit(cfg, None, False, out=io.StringIO())
     jobs.append(info.job_id)
     wait_for(lambda: metrics_step(run_dir) >= 1, "the first PPO step", timeout=120)
     r = subprocess.run(

@@ -1,0 +1,67 @@
+"""RUN_DIR/slurm/jobs.jsonl: the event log of a run's Slurm jobs, shared by the submitting and the in-job side.
+
+    record_event(run_dir, "submit", job_id="123", num_tasks=3)
+    job_ids(run_dir)                                  # ["123"]: one per submit/resume, oldest first
+
+One JSON object per line, {"event": KIND, "time": ISO time, "job_id": ..., ...}, appended (a line cut by a
+kill is skipped when read). The kinds:
+- `submit`, `resume`: a job was submitted for the run (by `hpc-rlhf submit|resume`, or by jobs/ppo.sbatch).
+- `cancel`: `hpc-rlhf cancel` asked Slurm to cancel the job; written first, so rank 0 does not requeue it.
+- `requeue`: rank 0 requeued the job after the worker checkpointed on a stop signal (`n` counts them per
+  job id against slurm.max_requeues); `requeue_refused` (budget used up), `requeue_skipped` (the job is not
+  RUNNING: scancel), `requeue_failed` (scontrol refused, e.g. Slurm is already requeueing it).
+- `end`: the job's tasks left for good with exit `status` (0 = the run finished, anything else but the
+  requeue status = failed; `rank`, `restarts`, and `error`, the first line of an exception). Written in the
+  job (hpc_rlhf.launch.slurm_job; jobs/ppo.sbatch through `slurm_cmds end`); `hpc-rlhf status` reports from
+  it once Slurm has forgotten the job. A job that stops to be requeued writes none (the run is not over).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+JOBS_FILE = "jobs.jsonl"
+
+
+def jobs_file(run_dir: str | Path) -> Path:
+    """RUN_DIR/slurm/jobs.jsonl."""
+    return Path(run_dir) / "slurm" / JOBS_FILE
+
+
+def record_event(run_dir: str | Path, event: str, **fields: Any) -> None:
+    """Append one event (see the module docstring for the kinds) to RUN_DIR/slurm/jobs.jsonl."""
+    path = jobs_file(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rec = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def read_events(run_dir: str | Path) -> list[dict]:
+    """Every event of the run, oldest first ([] when there is no jobs.jsonl)."""
+    path = jobs_file(run_dir)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: skip it
+    return out
+
+
+def job_ids(run_dir: str | Path) -> list[str]:
+    """Slurm job ids of the run, oldest first (one per submit/resume)."""
+    return [str(e["job_id"]) for e in read_events(run_dir) if e.get("event") in ("submit", "resume")]
+
+
+def job_end(events: list[dict], job_id: str) -> Optional[dict]:
+    """The last `end` event of job `job_id` among `events` (from read_events), or None."""
+    ends = [e for e in events if e.get("event") == "end" and str(e.get("job_id")) == str(job_id)]
+    return ends[-1] if ends else None
