@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny reward model trained once per session, and a CLI runner.
 
-Components the default run needs (mpiexec, the Slurm dev cluster) must be present: with CI set,
+Components the default run needs (mpiexec, the Slurm dev cluster) must be present: in CI (`in_ci()`),
 a missing one fails the test instead of skipping it.
 """
 
@@ -17,11 +17,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "tiny.yaml")
 
 
+def in_ci() -> bool:
+    """True when the tests run in CI: the CI variable is set to anything but "", "0", "false" or "no".
+
+    The one place that decides it; every "fail in CI, skip locally" check asks here."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def need(ok: bool, what: str) -> None:
     """Skip locally, fail in CI, when a component is missing."""
     if ok:
         return
-    if os.environ.get("CI"):
+    if in_ci():
         pytest.fail(f"{what} is missing in CI (.ci/run must install it)")
     pytest.skip(f"{what} is missing")
 
