@@ -9,7 +9,6 @@ import pytest
 
 from tests.conftest import FAULT_STEPS, kr
 
-
 pytestmark = pytest.mark.mpi
 
 
