@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tests.faults.conftest import STEPS, kr
+from tests.conftest import FAULT_STEPS, kr
 
 pytestmark = pytest.mark.mpi
 
@@ -19,4 +19,4 @@ def test_sigkill_at_random_instants_then_resume_is_bit_identical(tmp_path, train
     assert len(killed) == 3, events  # three SIGKILLs while training was going on
     assert all(e["after_steps"] >= 1 for e in killed), events
     assert events[-1] == {"attempt": 3, "killed": False, "exit": 0}
-    assert kr.check_run(run, STEPS, reference) == []
+    assert kr.check_run(run, FAULT_STEPS, reference) == []

@@ -12,13 +12,13 @@ import time
 import pytest
 
 from hpc_rlhf.launch import local
+from tests.conftest import need
 
 
 @pytest.fixture
 def job(tmp_path, monkeypatch):
     """A stand-in mpiexec and three stand-in ranks (sleep processes) registered in RUN_DIR/.ranks."""
-    if not hasattr(os, "pidfd_open"):
-        pytest.skip("no pidfd_open on this platform")
+    need(hasattr(os, "pidfd_open"), "os.pidfd_open (Linux >= 5.3), which the launcher's watch uses")
     mpiexec = subprocess.Popen(["sleep", "60"])
     ranks = [subprocess.Popen(["sleep", "60"]) for _ in range(3)]
     d = tmp_path / ".ranks"

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
+from hpc_rlhf.config import load_config
+from hpc_rlhf.demo.task import SPECIALS, words
 from hpc_rlhf.rollout.shard import read_attrs, read_shard
 from tests.conftest import TINY, cli
 
@@ -111,15 +113,25 @@ def test_a_damaged_shard_is_never_trained_on(tmp_path, tiny_rm, mpiexec, layout_
 
 
 def test_final_policy_reloads_and_generates(layout_runs):
+    """RUN_DIR/final/policy loads with plain transformers, and its tokenizer is the run's: a prompt of the
+    run's shards decodes to the demo's words for those ids and encodes back to them; so do new tokens."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = layout_runs / "1+1+1" / "final" / "policy"
+    run = layout_runs / "1+1+1"
+    path = run / "final" / "policy"
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    ids = tok("kibu seda", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    vocab = SPECIALS + words(load_config(str(run / "config.yaml")).task.vocab_words)  # id -> word of the run
+    data, _ = read_shard(str(run / "rollouts" / "step_000000" / "scored_0000.h5"), ["prompt_tokens", "prompt_offsets"])
+    prompt = data["prompt_tokens"][data["prompt_offsets"][0] : data["prompt_offsets"][1]].tolist()
+    text = tok.decode(prompt)
+    assert text == " ".join(vocab[i] for i in prompt)
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    assert ids[0].tolist() == prompt
     out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
-    assert out.shape[1] > ids.shape[1]
-    assert isinstance(tok.decode(out[0]), str)
+    new = out[0, ids.shape[1] :].tolist()
+    assert len(new) > 0
+    assert tok.decode(new).split() == [vocab[i] for i in new]
 
 
 def test_policy_lag_is_deterministic_whatever_the_timing(tmp_path, tiny_rm, mpiexec):

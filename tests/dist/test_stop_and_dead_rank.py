@@ -12,8 +12,7 @@ import time
 import pytest
 
 from hpc_rlhf.checkpoint.store import find_latest
-from tests.conftest import REPO
-from tests.faults.conftest import STEPS, kr
+from tests.conftest import FAULT_STEPS, REPO, kr
 
 pytestmark = pytest.mark.mpi
 
@@ -55,7 +54,7 @@ def test_sigusr2_checkpoints_and_exits_with_the_requeue_status(tmp_path, train_a
     assert code == 75, err
     assert "stopped after a checkpoint; continue with: hpc-rlhf resume" in err
     done = steps_logged(run)
-    assert done == list(range(len(done))) and 3 <= len(done) < STEPS
+    assert done == list(range(len(done))) and 3 <= len(done) < FAULT_STEPS
     assert find_latest(run).step == len(done)  # no periodic checkpoint: the stop wrote this one
     assert took < 30, f"{took:.0f} s from the signal to the exit"
     assert "did not leave" not in err  # no rank hung in MPI_Finalize (Control.finish)
@@ -68,7 +67,7 @@ def test_sigusr2_checkpoints_and_exits_with_the_requeue_status(tmp_path, train_a
     proc = start("resume", run)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert kr.check_run(run, STEPS, reference) == []
+    assert kr.check_run(run, FAULT_STEPS, reference) == []
 
 
 def test_a_killed_rank_ends_the_job_naming_it_and_the_run_resumes(tmp_path, train_args, reference):
@@ -81,4 +80,4 @@ def test_a_killed_rank_ends_the_job_naming_it_and_the_run_resumes(tmp_path, trai
     proc = start("resume", run)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert kr.check_run(run, STEPS, reference) == []
+    assert kr.check_run(run, FAULT_STEPS, reference) == []
