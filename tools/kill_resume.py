@@ -11,7 +11,7 @@ equals the reference's, the ledger lists every step once and every prompt once p
 archive verifies clean (no damaged shard, no left-over temporary), and every checkpoint is valid.
 Prints one line per cycle and `M/N cycles ended bit-identical`; exits 0 only when M == N.
 
-The functions are also used by tests/faults/test_kill_resume.py. The code under test is the one next to
+The functions are also used by tests/checkpoint/test_ckpt_kill_resume.py. The code under test is the one next to
 this script (its runs start in the repository root, which comes first on sys.path): to measure while
 the working tree changes, copy hpc_rlhf/, configs/ and tools/ elsewhere and run the copy's script.
 """

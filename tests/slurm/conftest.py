@@ -6,15 +6,12 @@ must have started the cluster.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
 import pytest
 
-
-def _ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+from tests.conftest import in_ci
 
 
 def _sinfo_ok() -> tuple[bool, str]:
@@ -35,7 +32,7 @@ def slurm_cluster() -> str:
     ok, detail = _sinfo_ok()
     if not ok:
         msg = f"the dev Slurm cluster is not reachable ({detail}); start it: tools/slurm/dev_cluster.sh start"
-        if _ci():
+        if in_ci():
             pytest.fail(f"CI: {msg} (.ci/slurm_setup.sh should have)")
         pytest.skip(msg)
     return detail
