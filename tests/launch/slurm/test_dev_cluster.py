@@ -1,7 +1,7 @@
 """Slurm end to end on the dev cluster: srun --mpi=pmi2 worlds, the jobs/ template, submitit submission,
 status/logs/cancel/resume, and requeue after USR2 and after real preemption.
 
-Most tests run tests/slurm/standin_worker.py (the worker's contract, no models) so they take seconds;
+Most tests run tests/launch/slurm/standin_worker.py (the worker's contract, no models) so they take seconds;
 test_real_worker_preempted_resumes_and_finishes runs the real `hpc_rlhf.launch.worker`.
 """
 
