@@ -200,4 +200,4 @@ def test_missing_field_is_refused_at_write(tmp_path):
 
 def test_schema_doc_is_current():
     doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "rollout_format.md")).read()
-    assert markdown_table() in doc, "docs/rollout_format.md is stale: paste schema.markdown_table() into it"
+    assert markdown_table() in doc, "docs/rollout_format.md is stale: run python tools/render_docs.py"
