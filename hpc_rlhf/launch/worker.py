@@ -13,6 +13,7 @@ local launcher names a rank that vanished without an exit note as dead (SIGKILL,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -63,10 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.errors import UserError
+    from hpc_rlhf.errors import UserError, first_line
 
-    cfg = load_config(os.path.join(run_dir, "config.yaml"))
-    cfg.run_dir = run_dir
+    cfg = dataclasses.replace(load_config(os.path.join(run_dir, "config.yaml")), run_dir=run_dir)
     from mpi4py import MPI
 
     from hpc_rlhf.dist.control import Control
@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
         note_exit(run_dir, rank, "failed")
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"error: rank {rank} ({role}) failed: {type(e).__name__}: {msg}", file=sys.stderr, flush=True)
+        print(f"error: rank {rank} ({role}) failed: {type(e).__name__}: {first_line(e)}", file=sys.stderr, flush=True)
         if not isinstance(e, UserError):
             traceback.print_exc(file=sys.stderr)
         sys.stderr.flush()
