@@ -21,7 +21,7 @@ from typing import Any, Literal, Optional, get_type_hints
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hpc_rlhf.errors import ConfigError
+from hpc_rlhf.errors import ConfigError, first_line
 
 
 @dataclass(frozen=True)
@@ -414,7 +414,7 @@ def _valid_keys(node: Any) -> list[str]:
 
 def _explain(e: OmegaConfBaseException) -> str:
     key = getattr(e, "full_key", None) or ""
-    msg = str(e).splitlines()[0]
+    msg = first_line(e)
     if "not in" in msg or "Key '" in msg and "not" in msg:
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = Config()
@@ -437,7 +437,7 @@ def load_config(path: Optional[str] = None, overrides: tuple[str, ...] | list[st
             try:
                 layers.append(OmegaConf.load(path))
             except Exception as e:  # yaml syntax
-                raise ConfigError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+                raise ConfigError(f"config file '{path}' is not valid YAML: {first_line(e)}") from None
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override '{item}' is not key=value (e.g. seed=3)")
