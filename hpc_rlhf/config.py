@@ -345,6 +345,16 @@ def _check(cond: bool, key: str, msg: str) -> None:
         raise ConfigError(f"config key '{key}': {msg}")
 
 
+def _validate_rm(cfg: Config) -> None:
+    """The reward-model stage's values (`hpc-rlhf train-rm`, the demo's first stage)."""
+    r = cfg.rm
+    _check(r.batch_size >= 1, "rm.batch_size", "must be >= 1")
+    _check(r.epochs >= 0, "rm.epochs", "must be >= 0")
+    _check(0 <= r.heldout_frac < 1, "rm.heldout_frac", "must be in [0, 1) (the rest of the pairs trains)")
+    _check(0 <= r.label_noise <= 1, "rm.label_noise", "must be in [0, 1]")
+    _check(r.num_pairs >= 2, "rm.num_pairs", "must be >= 2 (one held out, one to train on)")
+
+
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express. Returns cfg."""
     for role in ("generate", "score", "train"):
@@ -386,6 +396,7 @@ def validate(cfg: Config) -> Config:
     _check(0 <= p.lam <= 1, "ppo.lam", "must be in [0, 1]")
     _check(p.clip_ratio > 0, "ppo.clip_ratio", "must be > 0")
     _check(cfg.checkpoint.keep_last >= 2, "checkpoint.keep_last", "must be >= 2")
+    _validate_rm(cfg)
     a = cfg.model.arch
     _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
     if cfg.task.name == "jsonl":
@@ -395,7 +406,7 @@ def validate(cfg: Config) -> Config:
         "task.prompt_len_max",
         "must be >= task.prompt_len_min >= 1",
     )
-    for key in ("model.policy_path", "model.reward_path", "model.tokenizer_path", "task.prompts_path"):
+    for key in ("model.policy_path", "model.reward_path", "model.tokenizer_path", "task.prompts_path", "rm.pairs_path"):
         path = _get(cfg, key)
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"config key '{key}': path '{path}' does not exist; give a local folder or file")
