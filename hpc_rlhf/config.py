@@ -1,9 +1,12 @@
-"""The run configuration: a typed schema (frozen-after-parse dataclasses) filled from YAML + overrides.
+"""The run configuration: a typed schema (frozen dataclasses) filled from YAML + overrides.
 
     cfg = load_config("configs/demo.yaml", ["seed=3", "layout.train=2"])
+    cfg = dataclasses.replace(cfg, run_dir=os.path.abspath(cfg.run_dir))  # derive, never assign
 
 Every field is documented where it is declared. `load_config` merges, type-checks and validates once;
 an unknown key or a bad value raises `ConfigError` with one line naming the key and the valid choices.
+A Config and every section of it are frozen: assigning to a field raises `FrozenInstanceError` naming
+the field; a changed config is derived with `dataclasses.replace` (nested: replace the section too).
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_type_hints
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hpc_rlhf.errors import ConfigError
+from hpc_rlhf.errors import ConfigError, first_line
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayoutConfig:
     generate: int = 1
     """Ranks sampling responses with the policy (the generation group)."""
@@ -35,7 +38,7 @@ class LayoutConfig:
         return self.generate + self.score + self.train
 
 
-@dataclass
+@dataclass(frozen=True)
 class ArchConfig:
     """A small decoder built with random init when `model.policy_path` is unset."""
 
@@ -55,7 +58,7 @@ class ArchConfig:
     """Tie input and output embeddings."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     policy_path: Optional[str] = None
     """Local Hugging Face folder of the initial policy (any causal LM); unset = build from `arch`."""
@@ -71,7 +74,7 @@ class ModelConfig:
     """Seed of the random init of models built from `arch` (independent of the run seed)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TaskConfig:
     name: Literal["demo", "jsonl"] = "demo"
     """`demo`: the synthetic gold-rule task; `jsonl`: prompts from `prompts_path`."""
@@ -89,7 +92,7 @@ class TaskConfig:
     """Demo: words in the synthetic vocabulary."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerateConfig:
     prompts_per_step: int = 32
     """Prompts drawn per PPO step (global, over all generators)."""
@@ -111,7 +114,7 @@ class GenerateConfig:
     """End a response at the EOS token; False always generates max_new_tokens."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class KLConfig:
     estimator: Literal["k1", "k3"] = "k1"
     """Per-token KL estimator in the reward (k1 = log p - log q; k3 = Schulman's unbiased, >= 0)."""
@@ -125,7 +128,7 @@ class KLConfig:
     """Adaptive controller: horizon in samples."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class PPOConfig:
     epochs: int = 2
     """PPO epochs over each step's batch."""
@@ -161,7 +164,7 @@ class PPOConfig:
     """KL penalty against the reference."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class RMConfig:
     pairs_path: Optional[str] = None
     """Preference pairs (JSONL: prompt/chosen/rejected, or HDF5); unset for the demo = synthesise."""
@@ -181,7 +184,7 @@ class RMConfig:
     """Where the trained reward model is saved (default RUN_DIR/reward_model)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckpointConfig:
     every_steps: int = 10
     """Checkpoint every N PPO steps (0 = off)."""
@@ -195,7 +198,7 @@ class CheckpointConfig:
     or not); `every_shard`: every writer fsyncs each shard and its rename (slower)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoggingConfig:
     progress: bool = True
     """A progress bar on the terminal (rank 0 of the train group)."""
@@ -203,7 +206,7 @@ class LoggingConfig:
     """Also write TensorBoard event files under RUN_DIR/tb."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where models run: `auto` takes the local GPU when there is one."""
@@ -221,7 +224,7 @@ class RuntimeConfig:
     """Exit status meaning "checkpointed on a stop signal, requeue me"."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SlurmConfig:
     nodes: int = 1
     """Nodes of the job."""
@@ -261,7 +264,7 @@ class SlurmConfig:
     """Run the job on a snapshot of the code taken at submission."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     run_dir: str = "runs/demo"
     """Everything of a run lives here: config, rollouts, checkpoints, metrics, final model."""
@@ -293,6 +296,35 @@ class Config:
     """Submission to Slurm (`hpc-rlhf submit`)."""
 
 
+def _sections(cls: type, path: str = "") -> dict[type, str]:
+    """`cls` and every dataclass nested in its fields -> its dotted path ('' for Config, 'ppo.kl', ...)."""
+    hints, out = get_type_hints(cls), {cls: path}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(_sections(hints[f.name], f"{path}{f.name}."))
+    return out
+
+
+_SECTION_PATH = _sections(Config)
+
+
+def _refuse_assignment(self: Any, name: str, *_: Any) -> None:
+    """Every config section's __setattr__/__delattr__: frozen=True already refuses, this names the fix."""
+    path = _SECTION_PATH.get(type(self), "")
+    parts, fix = path.split(".")[:-1], f"{name}=..."
+    for i in range(len(parts), 0, -1):
+        fix = f"{parts[i - 1]}=replace(cfg.{'.'.join(parts[:i])}, {fix})"
+    raise dataclasses.FrozenInstanceError(
+        f"cannot assign to config field '{path}{name}': the config is frozen after parsing; "
+        f"derive a changed one with dataclasses.replace(cfg, {fix})"
+    )
+
+
+for _cls in _SECTION_PATH:
+    _cls.__setattr__ = _refuse_assignment  # type: ignore[method-assign,assignment]
+    _cls.__delattr__ = _refuse_assignment  # type: ignore[method-assign,assignment]
+
+
 # Keys that may differ between a checkpoint's config and the config it is resumed with.
 RESUME_SAFE_KEYS = (
     "total_steps",
@@ -311,6 +343,16 @@ RESUME_SAFE_KEYS = (
 def _check(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"config key '{key}': {msg}")
+
+
+def _validate_rm(cfg: Config) -> None:
+    """The reward-model stage's values (`hpc-rlhf train-rm`, the demo's first stage)."""
+    r = cfg.rm
+    _check(r.batch_size >= 1, "rm.batch_size", "must be >= 1")
+    _check(r.epochs >= 0, "rm.epochs", "must be >= 0")
+    _check(0 <= r.heldout_frac < 1, "rm.heldout_frac", "must be in [0, 1) (the rest of the pairs trains)")
+    _check(0 <= r.label_noise <= 1, "rm.label_noise", "must be in [0, 1]")
+    _check(r.num_pairs >= 2, "rm.num_pairs", "must be >= 2 (one held out, one to train on)")
 
 
 def validate(cfg: Config) -> Config:
@@ -354,6 +396,7 @@ def validate(cfg: Config) -> Config:
     _check(0 <= p.lam <= 1, "ppo.lam", "must be in [0, 1]")
     _check(p.clip_ratio > 0, "ppo.clip_ratio", "must be > 0")
     _check(cfg.checkpoint.keep_last >= 2, "checkpoint.keep_last", "must be >= 2")
+    _validate_rm(cfg)
     a = cfg.model.arch
     _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
     if cfg.task.name == "jsonl":
@@ -363,7 +406,7 @@ def validate(cfg: Config) -> Config:
         "task.prompt_len_max",
         "must be >= task.prompt_len_min >= 1",
     )
-    for key in ("model.policy_path", "model.reward_path", "model.tokenizer_path", "task.prompts_path"):
+    for key in ("model.policy_path", "model.reward_path", "model.tokenizer_path", "task.prompts_path", "rm.pairs_path"):
         path = _get(cfg, key)
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"config key '{key}': path '{path}' does not exist; give a local folder or file")
@@ -450,7 +493,7 @@ def _valid_keys(node: Any) -> list[str]:
 
 def _explain(e: OmegaConfBaseException) -> str:
     key = getattr(e, "full_key", None) or ""
-    msg = str(e).splitlines()[0]
+    msg = first_line(e)
     if "not in" in msg or "Key '" in msg and "not" in msg:
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = Config()
@@ -473,7 +516,7 @@ def load_config(path: Optional[str] = None, overrides: tuple[str, ...] | list[st
             try:
                 layers.append(OmegaConf.load(path))
             except Exception as e:  # yaml syntax
-                raise ConfigError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+                raise ConfigError(f"config file '{path}' is not valid YAML: {first_line(e)}") from None
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override '{item}' is not key=value (e.g. seed=3)")

@@ -18,6 +18,8 @@ from tests.conftest import TINY, cli
         ("layout.train=0", ["layout.train"]),
         ("layout.score=5", ["generate.shards_per_step", "idles"]),  # more scorers than shards
         ("checkpoint.sync_rollouts=sometimes", ["checkpoint.sync_rollouts", "every_shard"]),
+        ("rm.pairs_path=/no/such/pairs.jsonl", ["rm.pairs_path", "/no/such/pairs.jsonl"]),  # checked at load
+        ("rm.heldout_frac=1.0", ["rm.heldout_frac", "[0, 1)"]),
     ],
 )
 def test_cli_bad_input_is_one_line(override, words, tmp_path):

@@ -14,6 +14,7 @@ Errors caused by input print one line, `error: ...`, and exit 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -23,39 +24,21 @@ from hpc_rlhf.errors import UserError
 
 def _cmd_train(args) -> int:
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.launch.local import prepare_run
+    from hpc_rlhf.launch.prepare import prepare_run, run_local
 
-    cfg = load_config(args.config, args.overrides)
-    run_dir = prepare_run(cfg)
-    return _run(cfg, run_dir)
-
-
-def _run(cfg, run_dir: str) -> int:
-    from hpc_rlhf.launch.local import launch_local
-
-    if cfg.runtime.launcher == "local":
-        code = launch_local(cfg, run_dir)
-    else:
-        from hpc_rlhf.launch.worker import main as worker_main
-
-        code = worker_main([run_dir])
-    if code == cfg.runtime.requeue_exit_code:
-        print(f"stopped after a checkpoint; continue with: hpc-rlhf resume {run_dir}", file=sys.stderr)
-    elif code != 0:
-        print(f"error: the run failed (exit {code}); see the rank errors above", file=sys.stderr)
-    return code
+    cfg, run_dir = prepare_run(load_config(args.config, args.overrides))
+    return run_local(cfg, run_dir)
 
 
 def _cmd_resume(args) -> int:
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.launch.local import prepare_run
+    from hpc_rlhf.launch.prepare import prepare_run, run_local
 
     path = os.path.join(args.run_dir, "config.yaml")
     if not os.path.exists(path):
         raise UserError(f"'{args.run_dir}' is not a run directory (no config.yaml)")
-    cfg = load_config(path, args.overrides)
-    cfg.run_dir = args.run_dir
-    return _run(cfg, prepare_run(cfg))
+    cfg = dataclasses.replace(load_config(path, args.overrides), run_dir=args.run_dir)
+    return run_local(*prepare_run(cfg))
 
 
 def _cmd_checkpoints(args) -> int:

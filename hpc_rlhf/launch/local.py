@@ -1,7 +1,7 @@
-"""Prepare a run directory and start its ranks locally: `mpiexec -n WORLD python -m hpc_rlhf.launch.worker`.
+"""Start a prepared run's ranks locally and watch them: `mpiexec -n WORLD python -m hpc_rlhf.launch.worker`.
 
-    prepare_run(cfg)          # validate paths, resume check, write RUN_DIR/config.yaml, tokenizer
-    code = launch_local(cfg)  # mpiexec in its own session; Ctrl-C/SIGTERM/SIGUSR2 -> USR2 to the ranks
+    cfg, run_dir = prepare_run(cfg)     # hpc_rlhf.launch.prepare: resume check, tokenizer, config.yaml
+    code = launch_local(cfg, run_dir)   # mpiexec in its own session; Ctrl-C/SIGTERM/SIGUSR2 -> USR2 to the ranks
 
 Stopping. A first Ctrl-C (or SIGTERM/SIGUSR2 to `hpc-rlhf`) asks the ranks to checkpoint at the next
 step boundary and exit 75; a second one kills them. The signal goes to the rank processes themselves,
@@ -32,40 +32,8 @@ import sys
 import threading
 import time
 
-from hpc_rlhf.checkpoint.store import find_latest, load_json
-from hpc_rlhf.config import Config, check_resumable, from_dict, to_yaml
+from hpc_rlhf.config import Config
 from hpc_rlhf.errors import UserError
-
-
-def prepare_run(cfg: Config) -> str:
-    """Create/check RUN_DIR before any rank starts. Returns the run dir (absolute)."""
-    run_dir = os.path.abspath(cfg.run_dir)
-    cfg.run_dir = run_dir
-    os.makedirs(run_dir, exist_ok=True)
-    info = find_latest(run_dir)
-    if info is not None:
-        check_resumable(from_dict(load_json(info.path, "state.json")["config"]), cfg, info.path)
-    if cfg.task.name == "demo" and not (cfg.model.tokenizer_path or cfg.model.policy_path):
-        tok_dir = os.path.join(run_dir, "tokenizer")
-        if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
-            from hpc_rlhf.demo.task import build_tokenizer
-
-            build_tokenizer(cfg.task.vocab_words, tok_dir)
-    else:
-        from hpc_rlhf.models.build import load_tokenizer
-
-        tok = load_tokenizer(cfg, run_dir)  # fails early with a one-line error
-        tok.save_pretrained(os.path.join(run_dir, "tokenizer"))  # the archive decodes with it
-    if cfg.model.reward_path is None:
-        print(
-            "warning: model.reward_path is unset: PPO runs against a randomly initialised reward model "
-            "(train one with `hpc-rlhf train-rm`)",
-            file=sys.stderr,
-        )
-    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-        f.write(to_yaml(cfg))
-    return run_dir
-
 
 RANKS_DIR = ".ranks"
 

@@ -209,11 +209,12 @@ def _check_no_active_job(run_dir: Path) -> None:
 
 
 def prepare_run_dir(cfg: Config) -> Path:
-    """The local launcher's preparation (checkpoint-compatibility check with a diff, tokenizer,
-    RUN_DIR/config.yaml), plus the Slurm folder and the code snapshot."""
-    from hpc_rlhf.launch.local import prepare_run
+    """The preparation of every run (launch/prepare.py: checkpoint-compatibility check with a diff,
+    tokenizer, RUN_DIR/config.yaml), plus the Slurm folder and the code snapshot."""
+    from hpc_rlhf.launch.prepare import prepare_run
 
-    run_dir = Path(prepare_run(cfg))
+    _, prepared = prepare_run(cfg)
+    run_dir = Path(prepared)
     (run_dir / "slurm").mkdir(parents=True, exist_ok=True)
     if cfg.slurm.snapshot_code:
         snapshot_code(run_dir)

@@ -13,6 +13,7 @@ local launcher names a rank that vanished without an exit note as dead (SIGKILL,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -63,13 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.errors import UserError
+    from hpc_rlhf.errors import UserError, first_line
 
-    cfg = load_config(os.path.join(run_dir, "config.yaml"))
-    cfg.run_dir = run_dir
+    cfg = dataclasses.replace(load_config(os.path.join(run_dir, "config.yaml")), run_dir=run_dir)
     from mpi4py import MPI
 
-    from hpc_rlhf.dist.control import Control
     from hpc_rlhf.dist.topology import Topology
     from hpc_rlhf.models.build import pick_device
 
@@ -94,29 +93,12 @@ def main(argv: list[str] | None = None) -> int:
 
             verdict = run_single(cfg, run_dir, device, stop)
         else:
-            train_comm = comm.Split(1 if topo.is_trainer(rank) else 0, rank)
-            ctl = Control(comm, topo, cfg.runtime.wait_timeout_s, stop)
-            start = _agree_start(comm, topo, run_dir)
-            start_step = start.step if start else 0
-            if role == "generate":
-                from hpc_rlhf.roles.generator import run_generator
-
-                verdict = run_generator(cfg, run_dir, topo, ctl, device, start_step)
-            elif role == "score":
-                from hpc_rlhf.roles.scorer import run_scorer
-
-                verdict = run_scorer(cfg, run_dir, topo, ctl, device, start_step)
-            else:
-                from hpc_rlhf.roles.trainer_loop import run_trainer
-
-                verdict = run_trainer(cfg, run_dir, topo, ctl, device, train_comm, stop, start)
-            ctl.finish(cfg.generate.shards_per_step)  # no message left in flight for MPI_Finalize
+            verdict = _run_role(cfg, run_dir, comm, topo, device, stop)
     except BaseException as e:  # noqa: BLE001 - any failure must take the whole world down
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
         note_exit(run_dir, rank, "failed")
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"error: rank {rank} ({role}) failed: {type(e).__name__}: {msg}", file=sys.stderr, flush=True)
+        print(f"error: rank {rank} ({role}) failed: {type(e).__name__}: {first_line(e)}", file=sys.stderr, flush=True)
         if not isinstance(e, UserError):
             traceback.print_exc(file=sys.stderr)
         sys.stderr.flush()
@@ -125,6 +107,32 @@ def main(argv: list[str] | None = None) -> int:
     code = 0 if verdict == "done" else cfg.runtime.requeue_exit_code
     note_exit(run_dir, rank, str(code))
     return code
+
+
+def _run_role(cfg, run_dir: str, comm, topo, device, stop) -> str:
+    """This rank's role loop in a world of several ranks; its verdict ('done' or 'stop')."""
+    from hpc_rlhf.dist.control import Control
+
+    rank = comm.Get_rank()
+    role = topo.role(rank)
+    train_comm = comm.Split(1 if topo.is_trainer(rank) else 0, rank)
+    ctl = Control(comm, topo, cfg.runtime.wait_timeout_s, stop)
+    start = _agree_start(comm, topo, run_dir)
+    start_step = start.step if start else 0
+    if role == "generate":
+        from hpc_rlhf.roles.generator import run_generator
+
+        verdict = run_generator(cfg, run_dir, topo, ctl, device, start_step)
+    elif role == "score":
+        from hpc_rlhf.roles.scorer import run_scorer
+
+        verdict = run_scorer(cfg, run_dir, topo, ctl, device, start_step)
+    else:
+        from hpc_rlhf.roles.trainer_loop import run_trainer
+
+        verdict = run_trainer(cfg, run_dir, topo, ctl, device, train_comm, stop, start)
+    ctl.finish(cfg.generate.shards_per_step)  # no message left in flight for MPI_Finalize
+    return verdict
 
 
 def _agree_start(comm, topo, run_dir: str):

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -65,8 +66,7 @@ def _plot(metrics: list[dict], path: str) -> None:
 def run_demo(config_path: str | None, overrides: list[str]) -> int:
     from transformers import AutoModelForCausalLM
 
-    from hpc_rlhf.launch.cli import _run
-    from hpc_rlhf.launch.local import prepare_run
+    from hpc_rlhf.launch.prepare import prepare_run, run_local
     from hpc_rlhf.models.build import build_policy, load_tokenizer
     from hpc_rlhf.stages.reward_model import train_reward_model
 
@@ -74,14 +74,14 @@ def run_demo(config_path: str | None, overrides: list[str]) -> int:
     cfg = load_config(config_path, overrides)
     if cfg.task.name != "demo":
         raise UserError("the demo needs task.name=demo")
-    cfg.run_dir = os.path.abspath(cfg.run_dir)
+    cfg = dataclasses.replace(cfg, run_dir=os.path.abspath(cfg.run_dir))
     rm_dir = os.path.join(cfg.run_dir, "reward_model")
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     if cfg.model.reward_path is None:
         if not os.path.exists(os.path.join(rm_dir, "rm_report.json")):
             print("[demo] training the reward model on gold-labelled preference pairs ...", flush=True)
             train_reward_model(cfg, cfg.run_dir)
-        cfg.model.reward_path = rm_dir
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, reward_path=rm_dir))
     with open(os.path.join(rm_dir, "rm_report.json")) as f:
         rm = json.load(f)
     print(f"[demo] reward model held-out pairwise accuracy {rm['rm_pairwise_accuracy']:.3f}", flush=True)
@@ -92,9 +92,9 @@ def run_demo(config_path: str | None, overrides: list[str]) -> int:
         f"{cfg.layout.generate}+{cfg.layout.score}+{cfg.layout.train} ...",
         flush=True,
     )
-    run_dir = prepare_run(cfg)
+    cfg, run_dir = prepare_run(cfg)
     t_ppo = time.time()
-    code = _run(cfg, run_dir)
+    code = run_local(cfg, run_dir)
     if code != 0:
         return code
     ppo_s = time.time() - t_ppo

@@ -37,8 +37,6 @@ def load_pairs(cfg: Config, tok) -> list[dict]:
         return task.preference_pairs(
             cfg.rm.num_pairs, cfg.generate.max_new_tokens, tok.eos_token_id, cfg.rm.label_noise
         )
-    if not os.path.exists(path):
-        raise UserError(f"rm.pairs_path '{path}' does not exist")
     if path.endswith((".h5", ".hdf5")):
         with h5py.File(path, "r", locking=False) as f:
             cols = {}

@@ -16,6 +16,7 @@ the measured peak.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import os
 import sys
@@ -44,8 +45,7 @@ def measure(size: str, repeats: int, workdir: str) -> dict:
 
     run_dir = os.path.join(workdir, f"flops_{size}")
     common.run_ours(common.our_overrides(size, run_dir, steps=2))
-    cfg = load_config(os.path.join(run_dir, "config.yaml"))
-    cfg.run_dir = run_dir
+    cfg = dataclasses.replace(load_config(os.path.join(run_dir, "config.yaml")), run_dir=run_dir)
     torch.set_num_threads(common.THREADS)
     tr = Trainer(cfg, run_dir, torch.device("cpu"), DataParallel(0, 1))
     paths = sorted(glob.glob(os.path.join(run_dir, "rollouts", "step_000001", "scored_*.h5")))

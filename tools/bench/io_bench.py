@@ -72,13 +72,13 @@ def checkpoint_bench(workdir: str, repeats: int) -> dict:
 
     from hpc_rlhf.config import load_config
     from hpc_rlhf.dist.dp import DataParallel
-    from hpc_rlhf.launch.local import prepare_run
+    from hpc_rlhf.launch.prepare import prepare_run
     from hpc_rlhf.roles.trainer_loop import TrainSession
 
     run_dir = os.path.join(workdir, "ckpt_run")
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = load_config(os.path.join(common.REPO, "configs", "demo.yaml"), common.our_overrides("large", run_dir))
-    run_dir = prepare_run(cfg)
+    cfg, run_dir = prepare_run(cfg)
     torch.set_num_threads(common.THREADS)
     sess = TrainSession(cfg, run_dir, torch.device("cpu"), DataParallel(0, 1), lead=True)
     tr = sess.tr

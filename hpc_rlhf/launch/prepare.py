@@ -1,0 +1,68 @@
+"""Get a run directory ready, then run the run here and report how it ended.
+
+    cfg, run_dir = prepare_run(load_config("configs/demo.yaml", overrides))
+    code = run_local(cfg, run_dir)  # mpiexec (runtime.launcher=local) or this process (none)
+
+`prepare_run` is what every way of starting a run does before any rank starts (`hpc-rlhf train`,
+`resume`, `demo`, and the Slurm submission): refuse a config that differs from the run's latest
+checkpoint in keys not safe to change on resume, save the tokenizer to RUN_DIR/tokenizer (the
+archive decodes with it) and write RUN_DIR/config.yaml, which every rank reads. The config is frozen:
+it returns a copy whose run_dir is absolute, and that copy is the one to launch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+from hpc_rlhf.checkpoint.store import find_latest, load_json
+from hpc_rlhf.config import Config, check_resumable, from_dict, to_yaml
+
+
+def prepare_run(cfg: Config) -> tuple[Config, str]:
+    """Create/check RUN_DIR before any rank starts. Returns (cfg with an absolute run_dir, that run_dir)."""
+    run_dir = os.path.abspath(cfg.run_dir)
+    cfg = dataclasses.replace(cfg, run_dir=run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    info = find_latest(run_dir)
+    if info is not None:
+        check_resumable(from_dict(load_json(info.path, "state.json")["config"]), cfg, info.path)
+    if cfg.task.name == "demo" and not (cfg.model.tokenizer_path or cfg.model.policy_path):
+        tok_dir = os.path.join(run_dir, "tokenizer")
+        if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
+            from hpc_rlhf.demo.task import build_tokenizer
+
+            build_tokenizer(cfg.task.vocab_words, tok_dir)
+    else:
+        from hpc_rlhf.models.build import load_tokenizer
+
+        tok = load_tokenizer(cfg, run_dir)  # fails early with a one-line error
+        tok.save_pretrained(os.path.join(run_dir, "tokenizer"))  # the archive decodes with it
+    if cfg.model.reward_path is None:
+        print(
+            "warning: model.reward_path is unset: PPO runs against a randomly initialised reward model "
+            "(train one with `hpc-rlhf train-rm`)",
+            file=sys.stderr,
+        )
+    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+        f.write(to_yaml(cfg))
+    return cfg, run_dir
+
+
+def run_local(cfg: Config, run_dir: str) -> int:
+    """Run the prepared run on this machine (mpiexec, or in this process for runtime.launcher=none);
+    say on stderr how to continue or where to look when it did not finish. Returns its exit status."""
+    if cfg.runtime.launcher == "local":
+        from hpc_rlhf.launch.local import launch_local
+
+        code = launch_local(cfg, run_dir)
+    else:
+        from hpc_rlhf.launch.worker import main as worker_main
+
+        code = worker_main([run_dir])
+    if code == cfg.runtime.requeue_exit_code:
+        print(f"stopped after a checkpoint; continue with: hpc-rlhf resume {run_dir}", file=sys.stderr)
+    elif code != 0:
+        print(f"error: the run failed (exit {code}); see the rank errors above", file=sys.stderr)
+    return code
