@@ -16,7 +16,8 @@ from hpc_rlhf.checkpoint.store import find_latest, list_checkpoints
 from hpc_rlhf.config import load_config
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.errors import CheckpointError
-from hpc_rlhf.roles.trainer_loop import TrainSession, _truncate_jsonl
+from hpc_rlhf.roles.trainer_loop import TrainSession
+from hpc_rlhf.rollout.ledger import truncate_jsonl
 from tests.conftest import TINY, cli, need
 
 SINGLE = ["runtime.launcher=none", "total_steps=4", "checkpoint.every_steps=1", "checkpoint.keep_last=3"]
@@ -148,10 +149,10 @@ def test_single_process_run_stops_on_sigterm_with_the_requeue_status(tmp_path, t
 def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"step": 0}\n{"step": 1}\n{"step": 2}\n{"st')
-    _truncate_jsonl(str(p), 2)
+    truncate_jsonl(str(p), 2)
     assert p.read_text() == '{"step": 0}\n{"step": 1}\n'
     p.write_text('{"step": 0}\n{"step": 1}')  # no trailing newline: completed
-    _truncate_jsonl(str(p), 5)
+    truncate_jsonl(str(p), 5)
     assert p.read_text() == '{"step": 0}\n{"step": 1}\n'
 
 
@@ -190,5 +191,5 @@ def test_disk_full_during_a_training_checkpoint(small_fs, tiny_rm):
     os.unlink(small_fs / "filler")
     again = TrainSession(cfg, str(run), torch.device("cpu"), DataParallel(0, 1), lead=True)
     assert again.start_step == 1
-    a, b = sess.recent[0], {k: v for k, v in again.tr.policy.state_dict().items() if k in sess.recent[0]}
+    a, b = sess.versions[0], {k: v for k, v in again.tr.policy.state_dict().items() if k in sess.versions[0]}
     assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed weights are step 1's, not the failed save's

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
 from hpc_rlhf.config import load_config
 from hpc_rlhf.dist.dp import DataParallel
-from hpc_rlhf.roles import trainer_loop
 from hpc_rlhf.roles.trainer_loop import TrainSession
+from hpc_rlhf.rollout import sync
 from hpc_rlhf.rollout.plan import shard_path
 
 TINY = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny.yaml")
@@ -94,8 +94,8 @@ def test_optimizer_state_split_into_a_file_and_back_continues_bit_identically(tm
 def test_a_checkpoint_syncs_the_shards_of_the_steps_it_covers(tmp_path, monkeypatch, tiny_rm):
     run = tmp_path / "run"
     synced: list[list[str]] = []
-    real = trainer_loop.sync_paths
-    monkeypatch.setattr(trainer_loop, "sync_paths", lambda paths: (synced.append(sorted(paths)), real(paths)))
+    real = sync.sync_paths
+    monkeypatch.setattr(sync, "sync_paths", lambda paths: (synced.append(sorted(paths)), real(paths)))
     for mode, expect in (("checkpoint", True), ("every_shard", False)):
         synced.clear()
         cfg = load_config(TINY, [f"run_dir={run}-{mode}", *tiny_rm["overrides"], f"checkpoint.sync_rollouts={mode}"])
