@@ -21,7 +21,6 @@ import math
 import time
 from typing import Optional
 
-import numpy as np
 import torch
 
 from hpc_rlhf.algo import make_kl_controller
@@ -32,7 +31,6 @@ from hpc_rlhf.models.build import build_policy, build_value, load_tokenizer, pla
 from hpc_rlhf.models.generate import banned_tokens
 from hpc_rlhf.roles.timing import PhaseTimer, Spans
 from hpc_rlhf.roles.trainer_step import StepData, advantages, close_step, minibatch_epochs, old_values
-from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.shard import read_shard
 
 
@@ -68,7 +66,6 @@ class Trainer:
         self.sched_value = torch.optim.lr_scheduler.LambdaLR(self.opt_value, sched)
         self.kl_ctl = make_kl_controller(p.kl.adaptive, p.kl.init_coef, p.kl.target, p.kl.horizon)
         self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
-        self.prompts = PromptSet(cfg, self.tok)
         self.timer = PhaseTimer(run_dir, "train", dp.rank)
         self.version = 0  # optimizer steps applied = PPO steps done
 
@@ -109,10 +106,6 @@ class Trainer:
         tm.add("compute/advantages", t_prep - t_layout - t_value)
         tm.add("compute/train_fwd_bwd", t_update - t_opt)
         tm.add("compute/optimizer", t_opt)
-        task = self.prompts.task
-        if task is not None:
-            eos = self.tok.eos_token_id
-            out["gen/gold_reward_mean"] = float(np.mean([task.gold_reward(r, eos) for r in sd.responses]))
         self.last_step_data = sd
         return out
 

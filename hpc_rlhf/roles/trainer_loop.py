@@ -36,10 +36,11 @@ from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.dist.versions import PolicyVersions
 from hpc_rlhf.dist.weights import cpu_state, load_state
 from hpc_rlhf.models.export import export_policy
-from hpc_rlhf.roles.metrics_log import MetricsLog
+from hpc_rlhf.roles.metrics_log import MetricsLog, StepMetricHooks
 from hpc_rlhf.roles.trainer import Trainer
 from hpc_rlhf.rollout.ledger import StepLedger, ledger_entry
 from hpc_rlhf.rollout.plan import behaviour_version
+from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.sync import ShardSync
 
 FIND = object()  # TrainSession(start=FIND): look for the latest valid checkpoint itself
@@ -61,7 +62,7 @@ class TrainSession:
         self.cfg, self.run_dir, self.lead = cfg, run_dir, lead
         self.text = ConfigText.of(cfg)
         self.tr = Trainer(cfg, run_dir, device, dp)
-        self.n_prompts = len(self.tr.prompts)
+        self.n_prompts = len(PromptSet(cfg, self.tr.tok))  # for the data cursor of checkpoints
         # publish_files=False: the generator is in this process (takes the versions' tensors)
         self.versions = PolicyVersions(run_dir, cfg.max_policy_lag, lead and publish_files)
         self.ledger = StepLedger(run_dir)
@@ -74,6 +75,7 @@ class TrainSession:
         if lead:
             self.ledger.truncate(self.start_step)
             self.log = MetricsLog(cfg, run_dir, self.start_step)
+            self.hooks = StepMetricHooks(cfg, self.tr.tok)
 
     def _resume(self, info: Any = FIND) -> int:
         """Load checkpoint `info` (None: a fresh start; FIND: the latest valid one). Returns the step
@@ -116,11 +118,14 @@ class TrainSession:
         """The end of a step, after its update: the step's time/* metrics (t0: its perf_counter start;
         wait_s: seconds the lead waited for scored shards, None when nothing was awaited), its ledger
         line, the new version published, metrics logged, maybe a checkpoint; the trainer's phase log
-        is flushed. Returns (version, weights path)."""
+        is flushed. The lead adds the metrics of the logging.step_metrics hooks first. Returns
+        (version, weights path)."""
+        sd = self.tr.last_step_data
+        if self.lead:
+            metrics.update(self.hooks(sd.responses))
         waited = 0.0 if wait_s is None else wait_s
         metrics.update({"time/train_wait_s": waited, "time/gen_s": gen_s, "time/score_s": score_s})
         metrics["time/step_s"] = time.perf_counter() - t0
-        sd = self.tr.last_step_data
         entry = ledger_entry(behaviour_version(step, self.cfg.max_policy_lag), paths, sd.prompt_index, sd.sample_index)
         timer = self.tr.timer  # tools/bench phase log (HPC_RLHF_TIMING=1)
         if wait_s is not None:

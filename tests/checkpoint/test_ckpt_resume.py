@@ -54,6 +54,8 @@ def test_a_checkpoint_holds_everything_a_resume_needs(base_run):
     shards = json.load(open(ck / "shards.json"))
     assert shards["2"] == {"generated": [0, 1, 2, 3], "scored": [0, 1, 2, 3], "consumed": [0, 1, 2, 3]}
     assert [json.loads(x)["step"] for x in open(ck / "ledger.jsonl")] == [0, 1, 2]
+    # configs/tiny.yaml lists the demo's gold reward in logging.step_metrics: every step logs it
+    assert all("gen/gold_reward_mean" in json.loads(x) for x in open(base_run / "metrics.jsonl"))
 
 
 DAMAGE = {
