@@ -2,34 +2,42 @@
 
     text = ConfigText.of(cfg)                                # the config as checkpoints write it, once
     save_train_state(run_dir, state, text, keep_last)       # TrainState -> a committed folder
+    check_start(path, cfg)                                   # before any rank starts (the launcher)
     state = load_train_state(path, cfg)                      # refuses a config that may not resume it
 
 The folder of step S is the state before step S (steps < S are done):
 
     policy.safetensors, value.safetensors   the policy (version S) and the value model
     behaviour_vN.safetensors                policy versions steps >= S still sample with (max_policy_lag > 0)
-    optim.safetensors + optim.pt            both AdamW states, both LR schedulers, the KL controller, the
-                                            lead's torch RNG state: the tensors, and the rest with
-                                            placeholders naming them (0.1.0: all in optim.pt)
+    optim.safetensors + optim.json          both AdamW states, both LR schedulers, the KL controller, the
+                                            lead's torch RNG state: every tensor in optim.safetensors, the
+                                            rest in optim.json (checkpoint/exact_json.py) with placeholders
+                                            naming the tensors
     state.json                              next step, policy version, data cursor, config + fingerprint
     ledger.jsonl                            what steps < S consumed (rollout/ledger.py)
     shards.json                             the shard ledger: which shards of which step were generated,
                                             scored and consumed when it was written
     config.yaml                             the config, readable
 
-Only the train lead writes; every train rank loads (all hold the same state).
+No file is a pickle. Checkpoints of earlier versions still load: their optim.pt (0.1.0: the whole
+state; later: the skeleton beside optim.safetensors) is read with torch.load(weights_only=True),
+which builds tensors and plain data only and refuses anything else (a file whose loading would run
+code) with a CheckpointError naming the file. Only the train lead writes; every train rank loads.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from safetensors.torch import load_file
 
+from hpc_rlhf.checkpoint import exact_json
 from hpc_rlhf.checkpoint.store import load_json, save_checkpoint
 from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
 from hpc_rlhf.config import Config, check_resumable, fingerprint, from_dict, to_dict, to_yaml
@@ -37,6 +45,8 @@ from hpc_rlhf.errors import CheckpointError, first_line
 from hpc_rlhf.rollout.plan import step_dir
 
 Tensors = dict[str, torch.Tensor]
+OPTIM_SKELETON, OPTIM_TENSORS = "optim.json", "optim.safetensors"
+LEGACY_OPTIM = "optim.pt"  # written up to this version: a torch.save pickle (0.1.0: the whole state)
 
 
 @dataclass
@@ -86,11 +96,12 @@ def save_train_state(run_dir: str, st: TrainState, text: ConfigText, keep_last: 
         tensor_files = {
             "policy.safetensors": st.policy,
             "value.safetensors": st.value,
-            "optim.safetensors": moments,
+            OPTIM_TENSORS: moments,
             **{f"behaviour_v{v:06d}.safetensors": t for v, t in st.behaviour.items()},
         }
         hashed = {name: write_tensors(os.path.join(folder, name), t) for name, t in tensor_files.items()}
-        torch.save(skeleton, os.path.join(folder, "optim.pt"))
+        with open(os.path.join(folder, OPTIM_SKELETON), "w") as f:
+            f.write(exact_json.dumps(skeleton))
         state = {
             "step": st.step,
             "version": st.version,
@@ -113,6 +124,17 @@ def save_train_state(run_dir: str, st: TrainState, text: ConfigText, keep_last: 
     return save_checkpoint(run_dir, st.step, write, keep_last)
 
 
+def check_start(path: str, cfg: Config) -> None:
+    """What the launcher checks of the start checkpoint `path` before any rank starts: `cfg` may
+    resume from it (else ConfigError) and its optimizer state is plain data (else CheckpointError)."""
+    st = load_json(path, "state.json")
+    check_resumable(from_dict(st["config"]), cfg, path)
+    try:
+        _optim_skeleton(path)
+    except (OSError, RuntimeError) as e:
+        raise unloadable(path, e) from None
+
+
 def load_train_state(path: str, cfg: Config) -> TrainState:
     """Read the checkpoint folder `path` (committed and validated by the caller). Raises ConfigError
     when `cfg` may not resume from it, CheckpointError (one line) when a file cannot be loaded."""
@@ -121,9 +143,7 @@ def load_train_state(path: str, cfg: Config) -> TrainState:
     try:
         policy = load_file(os.path.join(path, "policy.safetensors"))
         value = load_file(os.path.join(path, "value.safetensors"))
-        skeleton = torch.load(os.path.join(path, "optim.pt"), weights_only=False)
-        moments = os.path.join(path, "optim.safetensors")  # checkpoints of 0.1.0 hold all in optim.pt
-        optim = join_tensors(skeleton, load_file(moments) if os.path.exists(moments) else {})
+        optim = read_optim(path)
         behaviour = {
             v: load_file(os.path.join(path, f"behaviour_v{v:06d}.safetensors")) for v in st["behaviour_versions"]
         }
@@ -134,6 +154,44 @@ def load_train_state(path: str, cfg: Config) -> TrainState:
     return TrainState(
         int(st["step"]), st["version"], policy, value, optim, behaviour, ledger, st.get("data_cursor", {})
     )
+
+
+def read_optim(path: str) -> dict:
+    """The optimizer/scheduler/KL-controller/RNG state of checkpoint folder `path`: optim.json +
+    optim.safetensors, or the optim.pt of earlier versions (+ optim.safetensors when there is one)."""
+    skeleton = _optim_skeleton(path)
+    tensors = os.path.join(path, OPTIM_TENSORS)
+    return join_tensors(skeleton, load_file(tensors) if os.path.exists(tensors) else {})
+
+
+def _optim_skeleton(path: str):
+    """The skeleton of the optimizer state (with tensor placeholders; 0.1.0: the whole state)."""
+    js = os.path.join(path, OPTIM_SKELETON)
+    if os.path.exists(js):
+        try:
+            with open(js) as f:
+                return exact_json.loads(f.read())
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint file '{js}' is not an optimizer state: {first_line(e)}") from None
+    pt = os.path.join(path, LEGACY_OPTIM)
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(pt, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint file '{pt}' was refused: it holds more than tensors and plain data, and loading it "
+            f"could run code ({_refusal(e)}); use a checkpoint written by hpc-rlhf"
+        ) from None
+
+
+def _refusal(e: BaseException) -> str:
+    """The specific line of torch's weights-only refusal (its first lines are generic advice)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in reversed(lines[1:]):
+        if not ln.startswith(("Check the documentation", "Please file an issue")):
+            return ln.removeprefix("WeightsUnpickler error:").strip() or ln
+    return type(e).__name__
 
 
 def unloadable(path: str, e: BaseException) -> CheckpointError:
