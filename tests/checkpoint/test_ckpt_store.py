@@ -17,6 +17,7 @@ from hpc_rlhf.checkpoint.store import (
     list_checkpoints,
     remove_tree,
     save_checkpoint,
+    wait_for_removals,
 )
 from hpc_rlhf.errors import CheckpointError
 from tests.conftest import cli, need
@@ -49,6 +50,7 @@ def test_commit_latest_and_keep_last_k(tmp_path):
     assert set(manifest["files"]) == {"weights.bin", "state.json"}
     assert manifest["step"] == 8
     assert find_latest(str(tmp_path)).step == 8
+    wait_for_removals()  # pruned folders are removed on a thread, after their rename to .tmp-del-
     assert [n for n in os.listdir(tmp_path / "checkpoints") if n.startswith(".")] == []
     assert all(c.valid and c.size_bytes > 1000 for c in list_checkpoints(str(tmp_path)))
 
