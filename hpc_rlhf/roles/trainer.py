@@ -49,6 +49,8 @@ def _schedule(kind: str, warmup: int, total: int):
 
 
 class Trainer:
+    """A train rank's models, optimizers, LR schedulers and KL controller, and its timed PPO step."""
+
     def __init__(self, cfg: Config, run_dir: str, device, dp: DataParallel):
         self.cfg, self.run_dir, self.device, self.dp = cfg, run_dir, device, dp
         self.tok = load_tokenizer(cfg, run_dir)
@@ -68,6 +70,7 @@ class Trainer:
         self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
         self.timer = PhaseTimer(run_dir, "train", dp.rank)
         self.version = 0  # optimizer steps applied = PPO steps done
+        self.last_step_data: Optional[StepData] = None  # the rollouts of the last step (ledger, hooks)
 
     def train_step(self, step: int, paths: list[str], parts: Optional[list] = None) -> dict[str, float]:
         """One PPO step on the scored shards at `paths` (read here), or on `parts`, their fields as

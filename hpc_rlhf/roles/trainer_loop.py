@@ -121,6 +121,7 @@ class TrainSession:
         is flushed. The lead adds the metrics of the logging.step_metrics hooks first. Returns
         (version, weights path)."""
         sd = self.tr.last_step_data
+        assert sd is not None, "end_step follows train_step"
         if self.lead:
             metrics.update(self.hooks(sd.responses))
         waited = 0.0 if wait_s is None else wait_s
