@@ -204,6 +204,10 @@ class LoggingConfig:
     """A progress bar on the terminal (rank 0 of the train group)."""
     tensorboard: bool = False
     """Also write TensorBoard event files under RUN_DIR/tb."""
+    step_metrics: list[str] = field(default_factory=list)
+    """Extra metrics of every step, as `package.module:function` names: each is called by the train
+    lead with (the step's responses as token id arrays, the tokenizer, the config) and returns
+    {metric name: float} for metrics.jsonl (e.g. the demo's `hpc_rlhf.demo.task:gold_reward_metric`)."""
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,8 @@ def test_resume_refuses_changed_config(tmp_path, tiny_rm):
 
 def test_configs_demo_yaml_spells_out_the_embedded_default():
     from hpc_rlhf.config import flatten, to_dict
+    from hpc_rlhf.demo.task import with_gold_metric
 
-    a, b = flatten(to_dict(load_config(None))), flatten(to_dict(load_config("configs/demo.yaml")))
+    # `hpc-rlhf demo` runs on the schema defaults with its gold-reward step metric installed
+    a, b = flatten(to_dict(with_gold_metric(load_config(None)))), flatten(to_dict(load_config("configs/demo.yaml")))
     assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}

@@ -1,7 +1,7 @@
 """safetensors files written straight from the tensors' memory, hashed while they are written.
 
     sha256, size = write_tensors(path, {"name": tensor, ...})   # no fsync: the caller syncs
-    skeleton, tensors = split_tensors(obj)                       # nested state -> (picklable, tensors)
+    skeleton, tensors = split_tensors(obj)                       # nested state -> (plain data, tensors)
     obj = join_tensors(skeleton, tensors)
 
 `write_tensors` writes the safetensors format (8-byte header length, JSON header, raw little-endian
@@ -13,7 +13,8 @@ the reference writer does, so every tensor starts at an offset aligned to its el
 are read back with `safetensors.torch.load_file`.
 
 `split_tensors` turns an optimizer/scheduler state (dicts, lists, tuples holding tensors) into a
-small picklable skeleton with named placeholders plus a flat {name: tensor} dict for write_tensors.
+small plain-data skeleton with named placeholders (written as JSON by checkpoint/exact_json.py)
+plus a flat {name: tensor} dict for write_tensors.
 """
 
 from __future__ import annotations

@@ -7,11 +7,19 @@ scores about 0.5; a policy that learned the rule scores near 1. Nobody tells the
 only sees a reward model trained on pairs labelled by the rule with label noise.
 
 Everything here is deterministic in (seed, index) and needs no network or pretrained weights.
+
+Hooks the rest of the package finds by name (nothing outside the demo imports this module):
+`prompt_source` is the prompt source of `task.name=demo` (rollout/prompts.py), and
+`gold_reward_metric` (spec GOLD_METRIC) is the step metric `gen/gold_reward_mean` that the demo
+configs list in `logging.step_metrics` and `hpc-rlhf demo` installs (roles/metrics_log.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -95,3 +103,52 @@ class GoldTask:
                 chosen, rejected = rejected, chosen
             pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
         return pairs
+
+
+GOLD_METRIC = "hpc_rlhf.demo.task:gold_reward_metric"
+
+
+def with_gold_metric(cfg: Any) -> Any:
+    """`cfg` with GOLD_METRIC in logging.step_metrics (a new Config; `cfg` itself when it is there)."""
+    if GOLD_METRIC in cfg.logging.step_metrics:
+        return cfg
+    logging = dataclasses.replace(cfg.logging, step_metrics=[*cfg.logging.step_metrics, GOLD_METRIC])
+    return dataclasses.replace(cfg, logging=logging)
+
+
+@lru_cache(maxsize=4)
+def _task(seed: int, n_words: int, len_min: int, len_max: int) -> GoldTask:
+    return GoldTask(seed, n_words, len_min, len_max)
+
+
+def task_of(cfg: Any) -> GoldTask:
+    """The GoldTask of a run config (task.name=demo)."""
+    t = cfg.task
+    return _task(cfg.seed, t.vocab_words, t.prompt_len_min, t.prompt_len_max)
+
+
+class DemoPrompts:
+    """The `task.num_prompts` training prompts of the demo, as a sequence: [i] -> int32 token ids."""
+
+    def __init__(self, task: GoldTask, n: int):
+        self.task, self.n = task, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.task.prompt(int(i), "train")
+
+
+def prompt_source(cfg: Any, tok: Any) -> DemoPrompts:
+    """The prompt source of task.name=demo (the tokenizer is the demo's word-level one; unused)."""
+    return DemoPrompts(task_of(cfg), cfg.task.num_prompts)
+
+
+def gold_reward_metric(responses: list[np.ndarray], tok: Any, cfg: Any) -> dict[str, float]:
+    """The step metric `gen/gold_reward_mean`: the mean gold reward of the step's responses (token
+    ids). Nothing for a run of another task."""
+    if cfg.task.name != "demo":
+        return {}
+    task, eos = task_of(cfg), tok.eos_token_id
+    return {"gen/gold_reward_mean": float(np.mean([task.gold_reward(r, eos) for r in responses]))}

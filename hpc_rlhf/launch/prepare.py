@@ -16,8 +16,8 @@ import dataclasses
 import os
 import sys
 
-from hpc_rlhf.checkpoint.store import find_latest, load_json
-from hpc_rlhf.config import Config, check_resumable, from_dict, to_yaml
+from hpc_rlhf.checkpoint.store import find_latest
+from hpc_rlhf.config import Config, to_yaml
 
 
 def prepare_run(cfg: Config) -> tuple[Config, str]:
@@ -27,7 +27,9 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
     os.makedirs(run_dir, exist_ok=True)
     info = find_latest(run_dir)
     if info is not None:
-        check_resumable(from_dict(load_json(info.path, "state.json")["config"]), cfg, info.path)
+        from hpc_rlhf.checkpoint.train_state import check_start  # imports torch: only on a resume
+
+        check_start(info.path, cfg)  # the config may resume it; its optimizer state is plain data
     if cfg.task.name == "demo" and not (cfg.model.tokenizer_path or cfg.model.policy_path):
         tok_dir = os.path.join(run_dir, "tokenizer")
         if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):

@@ -15,11 +15,12 @@ from hpc_rlhf.config import Config
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.roles.generator import Generator
 from hpc_rlhf.roles.scorer import Scorer
-from hpc_rlhf.roles.trainer_loop import TrainSession, ledger_entry
+from hpc_rlhf.roles.trainer_loop import TrainSession
 from hpc_rlhf.rollout.plan import behaviour_version
 
 
 def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
+    """Run (or resume) the whole run in this process. Returns 'done' or 'stop'."""
     sess = TrainSession(cfg, run_dir, device, DataParallel(0, 1), lead=True, publish_files=False)
     gen = Generator(cfg, run_dir, device, 0)
     scorer = Scorer(cfg, run_dir, device, 0)
@@ -28,7 +29,7 @@ def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
         t0 = time.perf_counter()
         need = behaviour_version(step, cfg.max_policy_lag)
         if gen.version != need:
-            gen.load_state(need, sess.recent[need])
+            gen.load_state(need, sess.versions[need])
         paths, parts, gen_s, score_s = [], [], 0.0, 0.0
         for j in range(cfg.generate.shards_per_step):
             gpath, g_s, generated = gen.generate(step, j)
@@ -39,18 +40,11 @@ def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
         if any(p is None for p in parts):  # a resume reused shards from disk: read those
             parts = None
         metrics = sess.tr.train_step(step, paths, parts)
-        metrics.update({"time/train_wait_s": 0.0, "time/gen_s": gen_s, "time/score_s": score_s})
-        metrics["time/step_s"] = time.perf_counter() - t0
-        with sess.tr.timer.phase("io/publish"):
-            sess.after_step(step, metrics, ledger_entry(sess.tr.last_step_data, need, paths))
-        for timer in (gen.timer, scorer.timer, sess.tr.timer):  # tools/bench phase log (HPC_RLHF_TIMING=1)
+        sess.end_step(step, metrics, t0, paths, gen_s, score_s)
+        for timer in (gen.timer, scorer.timer):  # tools/bench phase log (HPC_RLHF_TIMING=1)
             timer.flush(step)
-        if stop_flag.is_set() and step + 1 < cfg.total_steps:
-            if sess.last_ckpt_step != step + 1:
-                sess.checkpoint(step + 1)
+        if sess.stop_at(step, stop_flag.is_set()):
             verdict = "stop"
             break
-    else:
-        sess.finish()
-    sess.log.close()
+    sess.close(verdict)
     return verdict

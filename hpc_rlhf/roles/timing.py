@@ -8,6 +8,10 @@
 Phase names are `compute/...`, `io/...` (shard, weights and checkpoint files) or `wait/...`
 (blocked on another rank), so tools/bench can split each role's wall time into the three. Off by
 default: a normal run writes nothing and pays one attribute test per phase.
+
+    spans = Spans(timer)                  # a probe for code that names its sections, not their time
+    with spans("optimizer/policy"): ...   # kept: spans.seconds["optimizer/policy"] == [s, ...]
+    with spans("wait/allreduce"): ...     # wait/* phases go straight to the timer
 """
 
 from __future__ import annotations
@@ -55,3 +59,32 @@ class PhaseTimer:
         with open(self.path, "a") as f:
             f.write(json.dumps(line) + "\n")
         self.phases, self.t0 = {}, None
+
+
+class Spans:
+    """Times the named sections of code that holds no clock (roles/trainer_step.py's `probe`):
+    `wait/...` sections are added to the phase timer as they end, the others are kept, one entry
+    per time the section ran, in `seconds[name]`. Sections may run on two threads at once."""
+
+    def __init__(self, timer: PhaseTimer):
+        self.timer = timer
+        self.seconds: dict[str, list[float]] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t
+            if name.startswith("wait/"):
+                self.timer.add(name, dt)
+            else:
+                self.seconds.setdefault(name, []).append(dt)
+
+    def paired_max(self, a: str, b: str) -> float:
+        """Sum over the i-th runs of sections a and b (run side by side) of the longer of the two."""
+        total = 0.0
+        for x, y in zip(self.seconds.get(a, []), self.seconds.get(b, [])):
+            total += max(x, y)
+        return total

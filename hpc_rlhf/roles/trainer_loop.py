@@ -1,114 +1,54 @@
-"""The train group's bookkeeping around Trainer.train_step: resume, publish, ledger, metrics, checkpoints.
+"""The train group's loop and its session: resume, publish, ledger, metrics, checkpoints, final export.
 
     sess = TrainSession(cfg, run_dir, device, dp, lead=True)   # resumes from the latest checkpoint
     for v, path in sess.publish_initial(): ...                 # versions generators need first
-    version, path = sess.after_step(step, metrics, paths)      # publish v+1, ledger, metrics, maybe ckpt
-    sess.finish()                                              # final checkpoint + RUN_DIR/final/policy
+    metrics = sess.tr.train_step(step, paths)                  # the PPO step (roles/trainer.py)
+    v, path = sess.end_step(step, metrics, t0, paths, ...)     # ledger, publish v, metrics, maybe ckpt
+    if sess.stop_at(step, stop): ...                           # an agreed stop: checkpoint, leave the loop
+    sess.close(verdict)                                        # 'done': final checkpoint + final/policy
 
-`run_trainer` is the multi-rank loop of a train rank. Only the lead (train rank 0) writes files;
-every train rank holds identical weights and optimizer state (gradients are all-reduced).
-
-A checkpoint (RUN_DIR/checkpoints/step_S, see docs/checkpointing.md) holds: policy.safetensors and
-value.safetensors; behaviour_vN.safetensors (the policy versions that steps >= S still sample with,
-max_policy_lag > 0); optim.safetensors + optim.pt (both AdamW states, both LR schedulers, the KL
-controller, the lead's torch RNG state: the tensors, and the rest with placeholders naming them);
-state.json (next step, policy version, data cursor, config and its fingerprint); ledger.jsonl (what
-steps < S consumed); shards.json (the shard ledger: which shards of which step were generated, scored
-and consumed when it was written); config.yaml.
+`run_trainer` is the multi-rank loop of a train rank; launch/single.py drives the same session in a
+world of one rank. Only the lead (train rank 0) writes files; every train rank holds identical
+weights and optimizer state (gradients are all-reduced). The session composes one piece per concern:
+checkpoint/train_state.py (what a checkpoint holds), dist/versions.py (the behaviour versions and
+weight publishing), rollout/ledger.py (the step ledger), rollout/sync.py (rollout fsync before a
+checkpoint), roles/metrics_log.py (metrics.jsonl, progress, TensorBoard), models/export.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from collections import OrderedDict
+from typing import Any, Optional
 
-import torch
-from safetensors.torch import load_file
-
-from hpc_rlhf.checkpoint.store import (
-    clean_temporaries,
-    find_latest,
-    load_json,
-    remove_tree,
-    save_checkpoint,
-    write_atomic,
+from hpc_rlhf.checkpoint.store import clean_temporaries, find_latest
+from hpc_rlhf.checkpoint.train_state import (
+    ConfigText,
+    TrainState,
+    data_cursor,
+    load_train_state,
+    save_train_state,
+    unloadable,
 )
-from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
-from hpc_rlhf.config import Config, check_resumable, fingerprint, from_dict, to_dict, to_yaml
+from hpc_rlhf.config import Config
 from hpc_rlhf.dist.control import CTRL, SCORED, Control
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.dist.topology import Topology
-from hpc_rlhf.dist.weights import cpu_state, load_into, prune, publish, weights_path
-from hpc_rlhf.errors import CheckpointError
+from hpc_rlhf.dist.versions import PolicyVersions
+from hpc_rlhf.dist.weights import cpu_state, load_state
+from hpc_rlhf.models.export import export_policy
+from hpc_rlhf.roles.metrics_log import MetricsLog, StepMetricHooks
 from hpc_rlhf.roles.trainer import Trainer
-from hpc_rlhf.rollout.plan import step_dir
-from hpc_rlhf.rollout.shard import fsync_dir, sync_paths
-
-
-class MetricsLog:
-    """RUN_DIR/metrics.jsonl (one line per step), a progress bar, optional TensorBoard."""
-
-    def __init__(self, cfg: Config, run_dir: str, start_step: int):
-        self.path = os.path.join(run_dir, "metrics.jsonl")
-        _truncate_jsonl(self.path, start_step)
-        self.bar = None
-        if cfg.logging.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=cfg.total_steps, initial=start_step, desc="ppo", unit="step", dynamic_ncols=True)
-        self.tb = None
-        if cfg.logging.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
-
-    def write(self, step: int, metrics: dict) -> None:
-        line = {"step": step, "time_unix": time.time(), **metrics}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(line) + "\n")
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(
-                reward=f"{metrics.get('score/reward_mean', 0):.3f}", kl=f"{metrics.get('score/kl_mean', 0):.3f}"
-            )
-        if self.tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _truncate_jsonl(path: str, before_step: int) -> None:
-    """Drop lines of steps >= before_step (left by an attempt that died after its last checkpoint),
-    and a torn last line (an attempt killed in the middle of an append)."""
-    if not os.path.exists(path):
-        return
-    with open(path, "rb") as f:
-        raw = f.read()
-    lines = [ln for ln in raw.split(b"\n") if ln.strip()]
-    keep = []
-    for ln in lines:
-        try:
-            step = json.loads(ln)["step"]
-        except (ValueError, KeyError, TypeError):
-            continue
-        if step < before_step:
-            keep.append(ln + b"\n")
-    if len(keep) != len(lines) or (raw and not raw.endswith(b"\n")):
-        write_atomic(path, b"".join(keep))
-
+from hpc_rlhf.rollout.ledger import StepLedger, ledger_entry
+from hpc_rlhf.rollout.plan import behaviour_version
+from hpc_rlhf.rollout.prompts import PromptSet
+from hpc_rlhf.rollout.sync import ShardSync
 
 FIND = object()  # TrainSession(start=FIND): look for the latest valid checkpoint itself
 
 
 class TrainSession:
+    """A train rank's state around its Trainer; the lead also writes the run's files."""
+
     def __init__(
         self,
         cfg: Config,
@@ -120,76 +60,88 @@ class TrainSession:
         start: object = FIND,
     ):
         self.cfg, self.run_dir, self.lead = cfg, run_dir, lead
-        self.publish_files = publish_files  # False: the generator is in this process (takes self.recent)
-        # what every checkpoint writes of the config, rendered once (OmegaConf takes ~15 ms per render)
-        self.cfg_text = {"fingerprint": fingerprint(cfg), "dict": to_dict(cfg), "yaml": to_yaml(cfg)}
+        self.text = ConfigText.of(cfg)
         self.tr = Trainer(cfg, run_dir, device, dp)
-        self.recent: OrderedDict[int, dict] = OrderedDict()  # behaviour versions a checkpoint must keep
+        self.n_prompts = len(PromptSet(cfg, self.tr.tok))  # for the data cursor of checkpoints
+        # publish_files=False: the generator is in this process (takes the versions' tensors)
+        self.versions = PolicyVersions(run_dir, cfg.max_policy_lag, lead and publish_files)
+        self.ledger = StepLedger(run_dir)
         if lead:  # no rank of this attempt writes before the lead publishes weights: safe to sweep
             clean_temporaries(run_dir)
         self.start_step = self._resume(start)
-        self.synced_upto = self.start_step  # shards of earlier steps were synced by their checkpoint
+        self.sync = ShardSync(run_dir, cfg.checkpoint.sync_rollouts, self.start_step)
         self.last_ckpt_time = time.monotonic()
         self.last_ckpt_step = self.start_step
-        self.ledger_path = os.path.join(run_dir, "ledger.jsonl")
         if lead:
-            _truncate_jsonl(self.ledger_path, self.start_step)
+            self.ledger.truncate(self.start_step)
             self.log = MetricsLog(cfg, run_dir, self.start_step)
+            self.hooks = StepMetricHooks(cfg, self.tr.tok)
 
-    # -- resume -----------------------------------------------------------------------------------
-    def _resume(self, info: object = FIND) -> int:
+    def _resume(self, info: Any = FIND) -> int:
         """Load checkpoint `info` (None: a fresh start; FIND: the latest valid one). Returns the step
         to continue from."""
         if info is FIND:
             info = find_latest(self.run_dir)
+        tr = self.tr
         if info is None:
-            self.recent[0] = cpu_state(self.tr.policy)
+            self.versions.keep(0, cpu_state(tr.policy))
             return 0
-        st = load_json(info.path, "state.json")
-        check_resumable(from_dict(st["config"]), self.cfg, info.path)
+        st = load_train_state(info.path, self.cfg)
         try:
-            load_into(self.tr.policy, os.path.join(info.path, "policy.safetensors"))
-            self.tr.value.load_state_dict(load_file(os.path.join(info.path, "value.safetensors")), strict=False)
-            skeleton = torch.load(os.path.join(info.path, "optim.pt"), weights_only=False)
-            moments = os.path.join(info.path, "optim.safetensors")  # checkpoints of 0.1.0 hold all in optim.pt
-            tensors = load_file(moments) if os.path.exists(moments) else {}
-            self.tr.load_optim_state(join_tensors(skeleton, tensors))
-        except (OSError, RuntimeError, KeyError) as e:
-            raise CheckpointError(f"checkpoint '{info.path}' could not be loaded: {str(e).splitlines()[0]}") from None
-        self.tr.version = st["version"]
-        for v in st["behaviour_versions"]:
-            self.recent[v] = load_file(os.path.join(info.path, f"behaviour_v{v:06d}.safetensors"))
-        self.recent[st["version"]] = cpu_state(self.tr.policy)
+            load_state(tr.policy, st.policy, f"weights '{info.path}/policy.safetensors'")
+            tr.value.load_state_dict(st.value, strict=False)
+            tr.load_optim_state(st.optim)
+        except (RuntimeError, KeyError) as e:
+            raise unloadable(info.path, e) from None
+        tr.version = st.version
+        for v, tensors in st.behaviour.items():
+            self.versions.keep(v, tensors)
+        self.versions.keep(st.version, cpu_state(tr.policy))
         if self.lead:
-            with open(os.path.join(info.path, "ledger.jsonl"), "rb") as f:
-                write_atomic(os.path.join(self.run_dir, "ledger.jsonl"), f.read())
-        return int(st["step"])
+            self.ledger.restore(st.ledger)
+        return st.step
 
-    # -- publishing ---------------------------------------------------------------------------------
     def publish_initial(self) -> list[tuple[int, str]]:
         """Versions max(0, start-k) .. start, which the generators need before the next update."""
-        k = self.cfg.max_policy_lag
-        out = []
-        for v in range(max(0, self.start_step - k), self.start_step + 1):
-            path = weights_path(self.run_dir, v)
-            if self.lead and self.publish_files:
-                publish(self.run_dir, v, self.recent[v])
-            out.append((v, path))
+        return self.versions.publish_initial(self.start_step)
+
+    def end_step(
+        self,
+        step: int,
+        metrics: dict,
+        t0: float,
+        paths: list[str],
+        gen_s: float,
+        score_s: float,
+        wait_s: Optional[float] = None,
+    ) -> tuple[int, str]:
+        """The end of a step, after its update: the step's time/* metrics (t0: its perf_counter start;
+        wait_s: seconds the lead waited for scored shards, None when nothing was awaited), its ledger
+        line, the new version published, metrics logged, maybe a checkpoint; the trainer's phase log
+        is flushed. The lead adds the metrics of the logging.step_metrics hooks first. Returns
+        (version, weights path)."""
+        sd = self.tr.last_step_data
+        assert sd is not None, "end_step follows train_step"
+        if self.lead:
+            metrics.update(self.hooks(sd.responses))
+        waited = 0.0 if wait_s is None else wait_s
+        metrics.update({"time/train_wait_s": waited, "time/gen_s": gen_s, "time/score_s": score_s})
+        metrics["time/step_s"] = time.perf_counter() - t0
+        entry = ledger_entry(behaviour_version(step, self.cfg.max_policy_lag), paths, sd.prompt_index, sd.sample_index)
+        timer = self.tr.timer  # tools/bench phase log (HPC_RLHF_TIMING=1)
+        if wait_s is not None:
+            timer.add("wait/scored", wait_s)
+        with timer.phase("io/publish"):
+            out = self.after_step(step, metrics, entry)
+        timer.flush(step)
         return out
 
-    def after_step(self, step: int, metrics: dict, ledger_entry: dict) -> tuple[int, str]:
-        """Publish the new version, log, maybe checkpoint. Returns (version, weights path)."""
+    def after_step(self, step: int, metrics: dict, entry: dict) -> tuple[int, str]:
+        """Publish the new version, record the ledger line and the metrics, maybe checkpoint."""
         v = self.tr.version
-        self.recent[v] = cpu_state(self.tr.policy)
-        while len(self.recent) > self.cfg.max_policy_lag + 1:
-            self.recent.popitem(last=False)
-        path = weights_path(self.run_dir, v)
-        if self.lead and self.publish_files:
-            publish(self.run_dir, v, self.recent[v])
-            prune(self.run_dir, v - self.cfg.max_policy_lag - 1)
+        path = self.versions.add(v, cpu_state(self.tr.policy))
         if self.lead:
-            with open(self.ledger_path, "a") as f:
-                f.write(json.dumps({"step": step, **ledger_entry}) + "\n")
+            self.ledger.append(step, entry)
             self.log.write(step, metrics)
         c = self.cfg.checkpoint
         due = (c.every_steps > 0 and (step + 1) % c.every_steps == 0) or (
@@ -199,117 +151,60 @@ class TrainSession:
             self.checkpoint(step + 1)
         return v, path
 
-    # -- checkpoints --------------------------------------------------------------------------------
+    def stop_at(self, step: int, stop: bool) -> bool:
+        """Whether the loop ends after `step` on a stop the train ranks agreed on; the state before
+        step + 1 is then checkpointed (unless it just was). A stop after the last step is no stop."""
+        if not stop or step + 1 >= self.cfg.total_steps:
+            return False
+        if self.last_ckpt_step != step + 1:
+            self.checkpoint(step + 1)
+        return True
+
     def checkpoint(self, next_step: int) -> None:
+        """Checkpoint the state before `next_step` (the lead writes; every rank notes the time)."""
         self.last_ckpt_time, self.last_ckpt_step = time.monotonic(), next_step
         if not self.lead:
             return
-        tr, behaviour = self.tr, [v for v in self.recent if v < self.tr.version]
-
-        self._sync_rollouts(next_step)
-
-        def write(folder: str) -> dict[str, tuple[str, int]]:
-            skeleton, moments = split_tensors(tr.optim_state())
-            tensor_files = {
-                "policy.safetensors": self.recent[tr.version],
-                "value.safetensors": cpu_state(tr.value, copy=False),
-                "optim.safetensors": moments,
-                **{f"behaviour_v{v:06d}.safetensors": self.recent[v] for v in behaviour},
-            }
-            hashed = {name: write_tensors(os.path.join(folder, name), t) for name, t in tensor_files.items()}
-            torch.save(skeleton, os.path.join(folder, "optim.pt"))
-            state = {
-                "step": next_step,
-                "version": tr.version,
-                "data_cursor": self._cursor(next_step),
-                "behaviour_versions": behaviour,
-                "config_fingerprint": self.cfg_text["fingerprint"],
-                "config": self.cfg_text["dict"],
-                "saved_unix": time.time(),
-            }
-            with open(os.path.join(folder, "state.json"), "w") as f:
-                json.dump(state, f, indent=1)
-            with open(os.path.join(folder, "config.yaml"), "w") as f:
-                f.write(self.cfg_text["yaml"])
-            ledger = b""
-            if os.path.exists(self.ledger_path):
-                with open(self.ledger_path, "rb") as src:
-                    ledger = src.read()
-            with open(os.path.join(folder, "ledger.jsonl"), "wb") as f:
-                f.write(ledger)
-            with open(os.path.join(folder, "shards.json"), "w") as f:
-                json.dump(self._shard_ledger(ledger), f)
-            return hashed
-
-        save_checkpoint(self.run_dir, next_step, write, self.cfg.checkpoint.keep_last)
-
-    def _sync_rollouts(self, next_step: int) -> None:
-        """Make every shard of steps [last synced, next_step) durable before the checkpoint that
-        covers them commits (checkpoint.sync_rollouts=checkpoint; the writers did not fsync them).
-        fsync through any descriptor flushes the file's pages on a local filesystem; NFS writers
-        flush on close and Lustre on the lock revoked when this rank read them."""
-        if self.cfg.checkpoint.sync_rollouts != "checkpoint":
-            return
-        paths = []
-        for s in range(self.synced_upto, next_step):
-            d = step_dir(self.run_dir, s)
-            if os.path.isdir(d):
-                paths += [e.path for e in os.scandir(d) if e.name.endswith(".h5") and not e.name.startswith(".")]
-        sync_paths(paths)
-        if paths:
-            fsync_dir(os.path.dirname(step_dir(self.run_dir, 0)))
-        self.synced_upto = next_step
-
-    def _cursor(self, next_step: int) -> dict:
-        """Where the prompt stream stands: steps < next_step consumed positions [0, next_step * P)."""
-        n, per = len(self.tr.prompts), self.cfg.generate.prompts_per_step
-        pos = next_step * per
-        return {"next_step": next_step, "prompt_position": pos, "pass": pos // n, "within_pass": pos % n}
-
-    def _shard_ledger(self, ledger: bytes) -> dict:
-        """{step: {generated: [j..], scored: [j..], consumed: [j..]}} for every step with a shard on disk
-        or in the ledger. Shards of steps >= the checkpoint's step are ones written ahead of it: a resume
-        reuses them when intact (they are identical to what it would write) and rewrites them if not."""
-        out: dict[str, dict[str, list[int]]] = {}
-        for ln in ledger.splitlines():
-            if ln.strip():
-                e = json.loads(ln)
-                out.setdefault(str(e["step"]), {})["consumed"] = [int(n.split("_")[1][:4]) for n in e["shards"]]
-        root = os.path.dirname(step_dir(self.run_dir, 0))
-        if os.path.isdir(root):
-            for d in os.scandir(root):
-                if not (d.name.startswith("step_") and d.name[5:].isdigit()):
-                    continue
-                entry = out.setdefault(str(int(d.name[5:])), {})
-                for f in os.scandir(d.path):
-                    for prefix, kind in (("gen_", "generated"), ("scored_", "scored")):
-                        if f.name.startswith(prefix) and f.name.endswith(".h5"):
-                            entry.setdefault(kind, []).append(int(f.name[len(prefix) : -3]))
-        for entry in out.values():
-            for k in ("generated", "scored", "consumed"):
-                entry[k] = sorted(entry.get(k, []))
-        return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+        tr = self.tr
+        self.sync.upto(next_step)
+        st = TrainState(
+            step=next_step,
+            version=tr.version,
+            policy=self.versions[tr.version],
+            value=cpu_state(tr.value, copy=False),
+            optim=tr.optim_state(),
+            behaviour={v: self.versions[v] for v in self.versions.older_than(tr.version)},
+            ledger=self.ledger.read(),
+            data_cursor=data_cursor(next_step, self.n_prompts, self.cfg.generate.prompts_per_step),
+        )
+        save_train_state(self.run_dir, st, self.text, self.cfg.checkpoint.keep_last)
 
     def finish(self) -> None:
         """Final checkpoint and the exported policy (RUN_DIR/final/policy, a Hugging Face folder)."""
         if self.last_ckpt_step != self.cfg.total_steps:
             self.checkpoint(self.cfg.total_steps)
-        if self.lead:  # written aside, then renamed: a kill never leaves a half-written final policy
-            parent = os.path.join(self.run_dir, "final")
-            out, tmp = os.path.join(parent, "policy"), os.path.join(parent, f".tmp-policy-{os.getpid()}")
-            self.tr.policy.save_pretrained(tmp, safe_serialization=True)
-            self.tr.tok.save_pretrained(tmp)
-            remove_tree(out)
-            os.replace(tmp, out)
+        if self.lead:
+            export_policy(self.run_dir, self.tr.policy, self.tr.tok)
+
+    def close(self, verdict: str) -> None:
+        """End the session: 'done' finishes the run (finish()); the metrics log is closed."""
+        if verdict == "done":
+            self.finish()
+        if self.lead:
+            self.log.close()
 
 
-def ledger_entry(sd, version: int, paths: list[str]) -> dict:
-    return {
-        "version": version,
-        "shards": [os.path.basename(p) for p in paths],
-        "prompt_index": sd.prompt_index.tolist(),
-        "sample_index": sd.sample_index.tolist(),
-    }
+def _scored_shards(ctl: Control, topo: Topology, cfg: Config, step: int) -> tuple[list[str], float, float]:
+    """Wait for the step's scored shards, in shard order. Returns (paths, generate s, score s)."""
+    paths, gen_s, score_s = [], 0.0, 0.0
+    for j in range(cfg.generate.shards_per_step):
+        src = topo.scorer_rank(j)
+        s, sh, path, g_s, s_s = ctl.wait(src, SCORED, f"scored shard (step {step}, shard {j})")
+        if (s, sh) != (step, j):
+            raise RuntimeError(f"trainer expected scored shard ({step},{j}) from rank {src}, got ({s},{sh})")
+        paths.append(path)
+        gen_s, score_s = gen_s + g_s, score_s + s_s
+    return paths, gen_s, score_s
 
 
 def run_trainer(
@@ -317,8 +212,6 @@ def run_trainer(
 ) -> str:
     """A train rank's loop, resuming from checkpoint `start` (None: fresh; FIND: look it up). Returns
     'done' or 'stop'."""
-    from hpc_rlhf.rollout.plan import behaviour_version
-
     dp = DataParallel.from_mpi(train_comm, device, cfg.runtime.wait_timeout_s)
     lead = ctl.rank == topo.trainer0
     sess = TrainSession(cfg, run_dir, device, dp, lead, start=start)
@@ -330,23 +223,10 @@ def run_trainer(
     verdict = "done"
     for step in range(sess.start_step, cfg.total_steps):
         t0 = time.perf_counter()
-        paths, gen_s, score_s = [], 0.0, 0.0
-        for j in range(cfg.generate.shards_per_step):
-            src = topo.scorer_rank(j)
-            s, sh, path, g_s, s_s = ctl.wait(src, SCORED, f"scored shard (step {step}, shard {j})")
-            if (s, sh) != (step, j):
-                raise RuntimeError(f"trainer expected scored shard ({step},{j}) from rank {src}, got ({s},{sh})")
-            paths.append(path)
-            gen_s, score_s = gen_s + g_s, score_s + s_s
+        paths, gen_s, score_s = _scored_shards(ctl, topo, cfg, step)
         wait_s = time.perf_counter() - t0
         metrics = sess.tr.train_step(step, paths)
-        metrics.update({"time/train_wait_s": wait_s, "time/gen_s": gen_s, "time/score_s": score_s})
-        metrics["time/step_s"] = time.perf_counter() - t0
-        entry = ledger_entry(sess.tr.last_step_data, behaviour_version(step, cfg.max_policy_lag), paths)
-        sess.tr.timer.add("wait/scored", wait_s)  # tools/bench phase log (HPC_RLHF_TIMING=1)
-        with sess.tr.timer.phase("io/publish"):
-            v, wpath = sess.after_step(step, metrics, entry)
-        sess.tr.timer.flush(step)
+        v, wpath = sess.end_step(step, metrics, t0, paths, gen_s, score_s, wait_s)
         stop = None  # the stop is agreed before the next weights go out: no step is generated in vain
         if lead:
             reqs = ctl.stop_requests()
@@ -355,16 +235,12 @@ def run_trainer(
         if lead and step + 1 < cfg.total_steps and not stop:
             for g in topo.generate:
                 ctl.send(g, CTRL, ("weights", v, wpath))
-        if stop and step + 1 < cfg.total_steps:
-            if sess.last_ckpt_step != step + 1:
-                sess.checkpoint(step + 1)
+        if sess.stop_at(step, bool(stop)):
             verdict = "stop"
             break
-    else:
-        sess.finish()
+    sess.close(verdict)
     if lead:
         for r in others:
             ctl.send(r, CTRL, (verdict, cfg.total_steps if verdict == "done" else step))
-        sess.log.close()
     dp.close()
     return verdict

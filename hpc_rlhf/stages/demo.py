@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hpc_rlhf.config import Config, load_config
-from hpc_rlhf.demo.task import GoldTask
+from hpc_rlhf.demo.task import GoldTask, with_gold_metric
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.models.generate import SamplingParams, sample
 from hpc_rlhf.rollout.plan import sample_seed
@@ -74,6 +74,7 @@ def run_demo(config_path: str | None, overrides: list[str]) -> int:
     cfg = load_config(config_path, overrides)
     if cfg.task.name != "demo":
         raise UserError("the demo needs task.name=demo")
+    cfg = with_gold_metric(cfg)  # gen/gold_reward_mean of every step in metrics.jsonl
     cfg = dataclasses.replace(cfg, run_dir=os.path.abspath(cfg.run_dir))
     rm_dir = os.path.join(cfg.run_dir, "reward_model")
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))

@@ -12,11 +12,13 @@ import subprocess
 import pytest
 import torch
 
-from hpc_rlhf.checkpoint.store import find_latest, list_checkpoints
+from hpc_rlhf.checkpoint.store import MARKER, find_latest, list_checkpoints
+from hpc_rlhf.checkpoint.train_state import read_optim
 from hpc_rlhf.config import load_config
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.errors import CheckpointError
-from hpc_rlhf.roles.trainer_loop import TrainSession, _truncate_jsonl
+from hpc_rlhf.roles.trainer_loop import TrainSession
+from hpc_rlhf.rollout.ledger import truncate_jsonl
 from tests.conftest import TINY, cli, need
 
 SINGLE = ["runtime.launcher=none", "total_steps=4", "checkpoint.every_steps=1", "checkpoint.keep_last=3"]
@@ -43,16 +45,19 @@ def test_a_checkpoint_holds_everything_a_resume_needs(base_run):
     assert [c.step for c in list_checkpoints(str(base_run))] == [2, 3, 4]
     ck = base_run / "checkpoints" / "step_000003"
     files = set(os.listdir(ck))
-    want = {"policy.safetensors", "value.safetensors", "optim.pt", "state.json", "ledger.jsonl", "shards.json"}
-    assert want <= files and "COMMITTED" in files and "config.yaml" in files
+    want = {"policy.safetensors", "value.safetensors", "optim.safetensors", "optim.json", "state.json"}
+    assert want | {"ledger.jsonl", "shards.json", "COMMITTED", "config.yaml"} <= files
+    assert "optim.pt" not in files  # no pickle: optim.json is the optimizer state's skeleton
     st = json.load(open(ck / "state.json"))
     assert st["step"] == 3 and st["version"] == 3
     assert st["data_cursor"] == {"next_step": 3, "prompt_position": 24, "pass": 0, "within_pass": 24}
-    opt = torch.load(ck / "optim.pt", weights_only=False)
+    opt = read_optim(str(ck))
     assert {"opt_policy", "opt_value", "sched_policy", "sched_value", "kl_ctl", "torch_rng"} <= set(opt)
     shards = json.load(open(ck / "shards.json"))
     assert shards["2"] == {"generated": [0, 1, 2, 3], "scored": [0, 1, 2, 3], "consumed": [0, 1, 2, 3]}
     assert [json.loads(x)["step"] for x in open(ck / "ledger.jsonl")] == [0, 1, 2]
+    # configs/tiny.yaml lists the demo's gold reward in logging.step_metrics: every step logs it
+    assert all("gen/gold_reward_mean" in json.loads(x) for x in open(base_run / "metrics.jsonl"))
 
 
 DAMAGE = {
@@ -110,6 +115,73 @@ def test_a_changed_config_is_refused_with_a_diff_and_safe_keys_may_change(base_r
     assert find_latest(str(run)).step == 5
 
 
+def _recommit(folder, gone: tuple[str, ...] = ()) -> None:
+    """Rewrite a checkpoint's COMMITTED manifest for files replaced or removed since it was written
+    (as a checkpoint copied from elsewhere would pass validation)."""
+    with open(os.path.join(folder, MARKER)) as f:
+        manifest = json.load(f)
+    for name in gone:
+        del manifest["files"][name]
+    for name in manifest["files"]:
+        raw = open(os.path.join(folder, name), "rb").read()
+        manifest["files"][name] = {"sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)}
+    with open(os.path.join(folder, MARKER), "w") as f:
+        json.dump(manifest, f)
+
+
+def test_a_checkpoint_of_the_previous_format_resumes_bit_identically(base_run, tmp_path):
+    """Until optim.json, the skeleton of the optimizer state was a torch.save pickle, optim.pt, beside
+    optim.safetensors. It loads with torch.load(weights_only=True): plain dicts, lists, tuples, numbers,
+    strings and None, no class that needs torch.serialization.add_safe_globals."""
+    from hpc_rlhf.checkpoint import exact_json
+
+    run = copy_run(base_run, tmp_path)
+    for gone in ("checkpoints/step_000003", "checkpoints/step_000004", "final"):
+        shutil.rmtree(run / gone)
+    ck = run / "checkpoints" / "step_000002"
+    skeleton = exact_json.loads((ck / "optim.json").read_text())
+    torch.save(skeleton, ck / "optim.pt")  # the previous writer
+    os.unlink(ck / "optim.json")
+    _recommit(ck, gone=("optim.json",))
+    assert torch.load(ck / "optim.pt", weights_only=True) == skeleton
+    cli("resume", str(run))
+    assert sha(run) == sha(base_run)
+    assert "optim.json" in os.listdir(run / "checkpoints" / "step_000004")
+
+
+class _Plant:
+    """A pickle payload: unpickling it creates the file `marker`."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_planted_in_a_checkpoint_is_refused_without_running(base_run, tmp_path):
+    run = copy_run(base_run, tmp_path)
+    shutil.rmtree(run / "final")
+    ck = run / "checkpoints" / "step_000004"
+    marker = tmp_path / "pwned"
+    planted = ck / "optim.pt"
+    torch.save({"opt_policy": _Plant(str(marker))}, planted)
+    os.unlink(ck / "optim.json")  # else optim.pt is not even read
+    _recommit(ck, gone=("optim.json",))
+    assert find_latest(str(run)).step == 4  # it passes the sha256 check
+    proc = cli("resume", str(run), check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert err[0].startswith("error: checkpoint file") and str(planted) in err[0] and "refused" in err[0]
+    assert not marker.exists()
+    cfg = load_config(str(run / "config.yaml"), [f"run_dir={run}"])
+    with pytest.raises(CheckpointError, match="optim.pt' was refused"):  # a rank reads it the same way
+        TrainSession(cfg, str(run), torch.device("cpu"), DataParallel(0, 1), lead=True)
+    assert not marker.exists()
+    torch.load(planted, weights_only=False)  # the payload is live: unpickled, it creates the marker
+    assert marker.exists()
+
+
 def test_checkpoints_every_m_minutes(tmp_path, tiny_rm):
     run = tmp_path / "r"
     over = ["checkpoint.every_steps=0", "checkpoint.every_min=0.00001", "checkpoint.keep_last=4"]
@@ -148,10 +220,10 @@ def test_single_process_run_stops_on_sigterm_with_the_requeue_status(tmp_path, t
 def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"step": 0}\n{"step": 1}\n{"step": 2}\n{"st')
-    _truncate_jsonl(str(p), 2)
+    truncate_jsonl(str(p), 2)
     assert p.read_text() == '{"step": 0}\n{"step": 1}\n'
     p.write_text('{"step": 0}\n{"step": 1}')  # no trailing newline: completed
-    _truncate_jsonl(str(p), 5)
+    truncate_jsonl(str(p), 5)
     assert p.read_text() == '{"step": 0}\n{"step": 1}\n'
 
 
@@ -190,5 +262,5 @@ def test_disk_full_during_a_training_checkpoint(small_fs, tiny_rm):
     os.unlink(small_fs / "filler")
     again = TrainSession(cfg, str(run), torch.device("cpu"), DataParallel(0, 1), lead=True)
     assert again.start_step == 1
-    a, b = sess.recent[0], {k: v for k, v in again.tr.policy.state_dict().items() if k in sess.recent[0]}
+    a, b = sess.versions[0], {k: v for k, v in again.tr.policy.state_dict().items() if k in sess.versions[0]}
     assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed weights are step 1's, not the failed save's

@@ -1,0 +1,224 @@
+"""What a train checkpoint holds, written and read back: RUN_DIR/checkpoints/step_S (docs/checkpointing.md).
+
+    text = ConfigText.of(cfg)                                # the config as checkpoints write it, once
+    save_train_state(run_dir, state, text, keep_last)       # TrainState -> a committed folder
+    check_start(path, cfg)                                   # before any rank starts (the launcher)
+    state = load_train_state(path, cfg)                      # refuses a config that may not resume it
+
+The folder of step S is the state before step S (steps < S are done):
+
+    policy.safetensors, value.safetensors   the policy (version S) and the value model
+    behaviour_vN.safetensors                policy versions steps >= S still sample with (max_policy_lag > 0)
+    optim.safetensors + optim.json          both AdamW states, both LR schedulers, the KL controller, the
+                                            lead's torch RNG state: every tensor in optim.safetensors, the
+                                            rest in optim.json (checkpoint/exact_json.py) with placeholders
+                                            naming the tensors
+    state.json                              next step, policy version, data cursor, config + fingerprint
+    ledger.jsonl                            what steps < S consumed (rollout/ledger.py)
+    shards.json                             the shard ledger: which shards of which step were generated,
+                                            scored and consumed when it was written
+    config.yaml                             the config, readable
+
+No file is a pickle. Checkpoints of earlier versions still load: their optim.pt (0.1.0: the whole
+state; later: the skeleton beside optim.safetensors) is read with torch.load(weights_only=True),
+which builds tensors and plain data only and refuses anything else (a file whose loading would run
+code) with a CheckpointError naming the file. Only the train lead writes; every train rank loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from safetensors.torch import load_file
+
+from hpc_rlhf.checkpoint import exact_json
+from hpc_rlhf.checkpoint.store import load_json, save_checkpoint
+from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
+from hpc_rlhf.config import Config, check_resumable, fingerprint, from_dict, to_dict, to_yaml
+from hpc_rlhf.errors import CheckpointError, first_line
+from hpc_rlhf.rollout.plan import step_dir
+
+Tensors = dict[str, torch.Tensor]
+OPTIM_SKELETON, OPTIM_TENSORS = "optim.json", "optim.safetensors"
+LEGACY_OPTIM = "optim.pt"  # written up to this version: a torch.save pickle (0.1.0: the whole state)
+
+
+@dataclass
+class TrainState:
+    """A train checkpoint in memory."""
+
+    step: int
+    """The next step: steps < step are done."""
+    version: int
+    """Policy version (= PPO steps done) of `policy`."""
+    policy: Tensors
+    value: Tensors
+    optim: dict
+    """Optimizers, LR schedulers, KL controller and torch RNG state (Trainer.optim_state)."""
+    behaviour: dict[int, Tensors]
+    """Older policy versions that steps >= step still sample with, oldest first."""
+    ledger: bytes
+    """RUN_DIR/ledger.jsonl as of `step`."""
+    data_cursor: dict = field(default_factory=dict)
+    """Where the prompt stream stands (data_cursor); informational, not read back."""
+
+
+@dataclass(frozen=True)
+class ConfigText:
+    """The config as every checkpoint writes it, rendered once (OmegaConf takes ~15 ms per render)."""
+
+    fingerprint: str
+    as_dict: dict
+    yaml: str
+
+    @staticmethod
+    def of(cfg: Config) -> ConfigText:
+        return ConfigText(fingerprint(cfg), to_dict(cfg), to_yaml(cfg))
+
+
+def data_cursor(next_step: int, n_prompts: int, prompts_per_step: int) -> dict:
+    """Where the prompt stream stands: steps < next_step consumed positions [0, next_step * P)."""
+    pos = next_step * prompts_per_step
+    return {"next_step": next_step, "prompt_position": pos, "pass": pos // n_prompts, "within_pass": pos % n_prompts}
+
+
+def save_train_state(run_dir: str, st: TrainState, text: ConfigText, keep_last: int) -> str:
+    """Write `st` as the checkpoint of step st.step and commit it (checkpoint/store.py). Returns its folder."""
+
+    def write(folder: str) -> dict[str, tuple[str, int]]:
+        skeleton, moments = split_tensors(st.optim)
+        tensor_files = {
+            "policy.safetensors": st.policy,
+            "value.safetensors": st.value,
+            OPTIM_TENSORS: moments,
+            **{f"behaviour_v{v:06d}.safetensors": t for v, t in st.behaviour.items()},
+        }
+        hashed = {name: write_tensors(os.path.join(folder, name), t) for name, t in tensor_files.items()}
+        with open(os.path.join(folder, OPTIM_SKELETON), "w") as f:
+            f.write(exact_json.dumps(skeleton))
+        state = {
+            "step": st.step,
+            "version": st.version,
+            "data_cursor": st.data_cursor,
+            "behaviour_versions": list(st.behaviour),
+            "config_fingerprint": text.fingerprint,
+            "config": text.as_dict,
+            "saved_unix": time.time(),
+        }
+        with open(os.path.join(folder, "state.json"), "w") as f:
+            json.dump(state, f, indent=1)
+        with open(os.path.join(folder, "config.yaml"), "w") as f:
+            f.write(text.yaml)
+        with open(os.path.join(folder, "ledger.jsonl"), "wb") as f:
+            f.write(st.ledger)
+        with open(os.path.join(folder, "shards.json"), "w") as f:
+            json.dump(shard_ledger(run_dir, st.ledger), f)
+        return hashed
+
+    return save_checkpoint(run_dir, st.step, write, keep_last)
+
+
+def check_start(path: str, cfg: Config) -> None:
+    """What the launcher checks of the start checkpoint `path` before any rank starts: `cfg` may
+    resume from it (else ConfigError) and its optimizer state is plain data (else CheckpointError)."""
+    st = load_json(path, "state.json")
+    check_resumable(from_dict(st["config"]), cfg, path)
+    try:
+        _optim_skeleton(path)
+    except (OSError, RuntimeError) as e:
+        raise unloadable(path, e) from None
+
+
+def load_train_state(path: str, cfg: Config) -> TrainState:
+    """Read the checkpoint folder `path` (committed and validated by the caller). Raises ConfigError
+    when `cfg` may not resume from it, CheckpointError (one line) when a file cannot be loaded."""
+    st = load_json(path, "state.json")
+    check_resumable(from_dict(st["config"]), cfg, path)
+    try:
+        policy = load_file(os.path.join(path, "policy.safetensors"))
+        value = load_file(os.path.join(path, "value.safetensors"))
+        optim = read_optim(path)
+        behaviour = {
+            v: load_file(os.path.join(path, f"behaviour_v{v:06d}.safetensors")) for v in st["behaviour_versions"]
+        }
+        with open(os.path.join(path, "ledger.jsonl"), "rb") as f:
+            ledger = f.read()
+    except (OSError, RuntimeError, KeyError) as e:
+        raise unloadable(path, e) from None
+    return TrainState(
+        int(st["step"]), st["version"], policy, value, optim, behaviour, ledger, st.get("data_cursor", {})
+    )
+
+
+def read_optim(path: str) -> dict:
+    """The optimizer/scheduler/KL-controller/RNG state of checkpoint folder `path`: optim.json +
+    optim.safetensors, or the optim.pt of earlier versions (+ optim.safetensors when there is one)."""
+    skeleton = _optim_skeleton(path)
+    tensors = os.path.join(path, OPTIM_TENSORS)
+    return join_tensors(skeleton, load_file(tensors) if os.path.exists(tensors) else {})
+
+
+def _optim_skeleton(path: str):
+    """The skeleton of the optimizer state (with tensor placeholders; 0.1.0: the whole state)."""
+    js = os.path.join(path, OPTIM_SKELETON)
+    if os.path.exists(js):
+        try:
+            with open(js) as f:
+                return exact_json.loads(f.read())
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint file '{js}' is not an optimizer state: {first_line(e)}") from None
+    pt = os.path.join(path, LEGACY_OPTIM)
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(pt, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint file '{pt}' was refused: it holds more than tensors and plain data, and loading it "
+            f"could run code ({_refusal(e)}); use a checkpoint written by hpc-rlhf"
+        ) from None
+
+
+def _refusal(e: BaseException) -> str:
+    """The specific line of torch's weights-only refusal (its first lines are generic advice)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in reversed(lines[1:]):
+        if not ln.startswith(("Check the documentation", "Please file an issue")):
+            return ln.removeprefix("WeightsUnpickler error:").strip() or ln
+    return type(e).__name__
+
+
+def unloadable(path: str, e: BaseException) -> CheckpointError:
+    """The one-line error of a checkpoint whose contents cannot be loaded or do not fit."""
+    return CheckpointError(f"checkpoint '{path}' could not be loaded: {first_line(e)}")
+
+
+def shard_ledger(run_dir: str, ledger: bytes) -> dict:
+    """{step: {generated: [j..], scored: [j..], consumed: [j..]}} for every step with a shard on disk
+    or in the ledger. Shards of steps >= the checkpoint's step are ones written ahead of it: a resume
+    reuses them when intact (they are identical to what it would write) and rewrites them if not."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for ln in ledger.splitlines():
+        if ln.strip():
+            e = json.loads(ln)
+            out.setdefault(str(e["step"]), {})["consumed"] = [int(n.split("_")[1][:4]) for n in e["shards"]]
+    root = os.path.dirname(step_dir(run_dir, 0))
+    if os.path.isdir(root):
+        for d in os.scandir(root):
+            if not (d.name.startswith("step_") and d.name[5:].isdigit()):
+                continue
+            entry = out.setdefault(str(int(d.name[5:])), {})
+            for f in os.scandir(d.path):
+                for prefix, kind in (("gen_", "generated"), ("scored_", "scored")):
+                    if f.name.startswith(prefix) and f.name.endswith(".h5"):
+                        entry.setdefault(kind, []).append(int(f.name[len(prefix) : -3]))
+    for entry in out.values():
+        for k in ("generated", "scored", "consumed"):
+            entry[k] = sorted(entry.get(k, []))
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))

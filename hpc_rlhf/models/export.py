@@ -1,0 +1,27 @@
+"""The trained policy as a Hugging Face folder: RUN_DIR/final/policy (weights + tokenizer).
+
+    export_policy(run_dir, policy, tok)   # then AutoModelForCausalLM.from_pretrained(RUN_DIR/final/policy)
+
+Written aside under a temporary name, then renamed into place: a kill never leaves a half-written
+final policy.
+"""
+
+from __future__ import annotations
+
+import os
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from hpc_rlhf.checkpoint.store import remove_tree
+
+
+def export_policy(run_dir: str, policy: PreTrainedModel, tok: PreTrainedTokenizerBase) -> str:
+    """Save `policy` (safetensors) and `tok` to RUN_DIR/final/policy, replacing any earlier export.
+    Returns the folder."""
+    parent = os.path.join(run_dir, "final")
+    out, tmp = os.path.join(parent, "policy"), os.path.join(parent, f".tmp-policy-{os.getpid()}")
+    policy.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    remove_tree(out)
+    os.replace(tmp, out)
+    return out
