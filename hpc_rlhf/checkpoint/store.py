@@ -35,7 +35,6 @@ from hpc_rlhf.rundir import (
     LATEST,
     TMP_MARK,
     RunDir,
-    clean_temporaries,  # noqa: F401  (re-exported until its importers take it from rundir)
     fsync_dir,
     parse_step_name,
     remove_path,

@@ -42,11 +42,25 @@ from hpc_rlhf.checkpoint.store import load_json, save_checkpoint
 from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
 from hpc_rlhf.config import Config, check_resumable, fingerprint, from_dict, to_dict, to_yaml
 from hpc_rlhf.errors import CheckpointError, first_line
-from hpc_rlhf.rollout.plan import step_dir
+from hpc_rlhf.rundir import (
+    CKPT_OPTIM,
+    CKPT_OPTIM_PICKLE,
+    CKPT_OPTIM_SKELETON,
+    CKPT_POLICY,
+    CKPT_SHARDS,
+    CKPT_STATE,
+    CKPT_VALUE,
+    CONFIG,
+    LEDGER,
+    RunDir,
+    behaviour_name,
+    parse_shard_name,
+    parse_step_name,
+)
 
 Tensors = dict[str, torch.Tensor]
-OPTIM_SKELETON, OPTIM_TENSORS = "optim.json", "optim.safetensors"
-LEGACY_OPTIM = "optim.pt"  # written up to this version: a torch.save pickle (0.1.0: the whole state)
+OPTIM_SKELETON, OPTIM_TENSORS = CKPT_OPTIM_SKELETON, CKPT_OPTIM
+LEGACY_OPTIM = CKPT_OPTIM_PICKLE  # written up to this version: a torch.save pickle (0.1.0: the whole state)
 
 
 @dataclass
@@ -94,10 +108,10 @@ def save_train_state(run_dir: str, st: TrainState, text: ConfigText, keep_last: 
     def write(folder: str) -> dict[str, tuple[str, int]]:
         skeleton, moments = split_tensors(st.optim)
         tensor_files = {
-            "policy.safetensors": st.policy,
-            "value.safetensors": st.value,
+            CKPT_POLICY: st.policy,
+            CKPT_VALUE: st.value,
             OPTIM_TENSORS: moments,
-            **{f"behaviour_v{v:06d}.safetensors": t for v, t in st.behaviour.items()},
+            **{behaviour_name(v): t for v, t in st.behaviour.items()},
         }
         hashed = {name: write_tensors(os.path.join(folder, name), t) for name, t in tensor_files.items()}
         with open(os.path.join(folder, OPTIM_SKELETON), "w") as f:
@@ -111,13 +125,13 @@ def save_train_state(run_dir: str, st: TrainState, text: ConfigText, keep_last: 
             "config": text.as_dict,
             "saved_unix": time.time(),
         }
-        with open(os.path.join(folder, "state.json"), "w") as f:
+        with open(os.path.join(folder, CKPT_STATE), "w") as f:
             json.dump(state, f, indent=1)
-        with open(os.path.join(folder, "config.yaml"), "w") as f:
+        with open(os.path.join(folder, CONFIG), "w") as f:
             f.write(text.yaml)
-        with open(os.path.join(folder, "ledger.jsonl"), "wb") as f:
+        with open(os.path.join(folder, LEDGER), "wb") as f:
             f.write(st.ledger)
-        with open(os.path.join(folder, "shards.json"), "w") as f:
+        with open(os.path.join(folder, CKPT_SHARDS), "w") as f:
             json.dump(shard_ledger(run_dir, st.ledger), f)
         return hashed
 
@@ -127,7 +141,7 @@ def save_train_state(run_dir: str, st: TrainState, text: ConfigText, keep_last: 
 def check_start(path: str, cfg: Config) -> None:
     """What the launcher checks of the start checkpoint `path` before any rank starts: `cfg` may
     resume from it (else ConfigError) and its optimizer state is plain data (else CheckpointError)."""
-    st = load_json(path, "state.json")
+    st = load_json(path, CKPT_STATE)
     check_resumable(from_dict(st["config"]), cfg, path)
     try:
         _optim_skeleton(path)
@@ -138,16 +152,14 @@ def check_start(path: str, cfg: Config) -> None:
 def load_train_state(path: str, cfg: Config) -> TrainState:
     """Read the checkpoint folder `path` (committed and validated by the caller). Raises ConfigError
     when `cfg` may not resume from it, CheckpointError (one line) when a file cannot be loaded."""
-    st = load_json(path, "state.json")
+    st = load_json(path, CKPT_STATE)
     check_resumable(from_dict(st["config"]), cfg, path)
     try:
-        policy = load_file(os.path.join(path, "policy.safetensors"))
-        value = load_file(os.path.join(path, "value.safetensors"))
+        policy = load_file(os.path.join(path, CKPT_POLICY))
+        value = load_file(os.path.join(path, CKPT_VALUE))
         optim = read_optim(path)
-        behaviour = {
-            v: load_file(os.path.join(path, f"behaviour_v{v:06d}.safetensors")) for v in st["behaviour_versions"]
-        }
-        with open(os.path.join(path, "ledger.jsonl"), "rb") as f:
+        behaviour = {v: load_file(os.path.join(path, behaviour_name(v))) for v in st["behaviour_versions"]}
+        with open(os.path.join(path, LEDGER), "rb") as f:
             ledger = f.read()
     except (OSError, RuntimeError, KeyError) as e:
         raise unloadable(path, e) from None
@@ -207,18 +219,27 @@ def shard_ledger(run_dir: str, ledger: bytes) -> dict:
     for ln in ledger.splitlines():
         if ln.strip():
             e = json.loads(ln)
-            out.setdefault(str(e["step"]), {})["consumed"] = [int(n.split("_")[1][:4]) for n in e["shards"]]
-    root = os.path.dirname(step_dir(run_dir, 0))
+            out.setdefault(str(e["step"]), {})["consumed"] = [_shard_index(n) for n in e["shards"]]
+    root = RunDir(run_dir).rollouts
     if os.path.isdir(root):
         for d in os.scandir(root):
-            if not (d.name.startswith("step_") and d.name[5:].isdigit()):
+            step = parse_step_name(d.name)
+            if step is None:
                 continue
-            entry = out.setdefault(str(int(d.name[5:])), {})
+            entry = out.setdefault(str(step), {})
             for f in os.scandir(d.path):
-                for prefix, kind in (("gen_", "generated"), ("scored_", "scored")):
-                    if f.name.startswith(prefix) and f.name.endswith(".h5"):
-                        entry.setdefault(kind, []).append(int(f.name[len(prefix) : -3]))
+                named = parse_shard_name(f.name)
+                if named is not None:
+                    entry.setdefault(named[0], []).append(named[1])
     for entry in out.values():
         for k in ("generated", "scored", "consumed"):
             entry[k] = sorted(entry.get(k, []))
     return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
+def _shard_index(name: str) -> int:
+    """J of a shard file name in the ledger (gen_J.h5 / scored_J.h5)."""
+    named = parse_shard_name(name)
+    if named is None:
+        raise CheckpointError(f"ledger names '{name}', which is not a shard file name")
+    return named[1]

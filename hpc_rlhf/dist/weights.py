@@ -18,10 +18,11 @@ import torch
 from safetensors.torch import load_file
 
 from hpc_rlhf.checkpoint.tensorfile import write_tensors
+from hpc_rlhf.rundir import RunDir, parse_weights_name, tmp_path
 
 
 def weights_path(run_dir: str, version: int) -> str:
-    return os.path.join(run_dir, "weights", f"policy_v{version:06d}.safetensors")
+    return RunDir(run_dir).weights(version)
 
 
 def cpu_state(model: torch.nn.Module, copy: bool = True) -> dict[str, torch.Tensor]:
@@ -42,7 +43,7 @@ def save_tensors(path: str, tensors: dict[str, torch.Tensor]) -> tuple[str, int]
     caller syncs what must be durable). Returns (sha256, size) of the file."""
     d = os.path.dirname(path)
     os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    tmp = tmp_path(path)
     digest = write_tensors(tmp, tensors)
     os.replace(tmp, path)
     return digest
@@ -67,9 +68,10 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str
 
 
 def prune(run_dir: str, keep_from: int) -> None:
-    d = os.path.join(run_dir, "weights")
+    d = RunDir(run_dir).weights_dir
     if not os.path.isdir(d):
         return
     for name in os.listdir(d):
-        if name.startswith("policy_v") and name.endswith(".safetensors") and int(name[8:14]) < keep_from:
+        v = parse_weights_name(name)
+        if v is not None and v < keep_from:
             os.unlink(os.path.join(d, name))

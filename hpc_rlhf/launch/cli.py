@@ -20,6 +20,7 @@ import sys
 import time
 
 from hpc_rlhf.errors import UserError
+from hpc_rlhf.rundir import RunDir
 
 
 def _cmd_train(args) -> int:
@@ -34,7 +35,7 @@ def _cmd_resume(args) -> int:
     from hpc_rlhf.config import load_config
     from hpc_rlhf.launch.prepare import prepare_run, run_local
 
-    path = os.path.join(args.run_dir, "config.yaml")
+    path = RunDir(args.run_dir).config
     if not os.path.exists(path):
         raise UserError(f"'{args.run_dir}' is not a run directory (no config.yaml)")
     cfg = dataclasses.replace(load_config(path, args.overrides), run_dir=args.run_dir)

@@ -34,24 +34,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional
 
+from hpc_rlhf.dist.ranks import proc_start, rank_info
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.rundir import RunDir, tmp_path, write_atomic
 
 ACTIVE_SLURM = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "STOPPED"}
 
 
-def _proc_start(pid: int) -> Optional[str]:
-    """The start time of process `pid` (field 22 of /proc/PID/stat), or None when there is none."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2 :].split()[19]
-
-
 def _alive(pid: int, start: Optional[str]) -> bool:
-    now = _proc_start(pid)
+    now = proc_start(pid)
     if now is None:
         try:
             os.kill(pid, 0)
@@ -101,20 +92,12 @@ def describe(info: dict) -> str:
 
 def _ranks_alive_here(run_dir: str) -> list[int]:
     """Pids of this attempt's rank processes (RUN_DIR/.ranks) that still run on this host."""
-    rd, host, out = RunDir(run_dir), socket.gethostname(), []
-    if not os.path.isdir(rd.ranks):
-        return out
-    for name in os.listdir(rd.ranks):
-        if not name.endswith(".json") or name.startswith("."):
-            continue
-        try:
-            with open(os.path.join(rd.ranks, name)) as f:
-                r = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if r.get("host") == host and _alive(int(r["pid"]), r.get("pid_start")):
-            out.append(int(r["pid"]))
-    return out
+    host = socket.gethostname()
+    return [
+        int(r["pid"])
+        for r in rank_info(run_dir).values()
+        if r.get("host") == host and _alive(int(r["pid"]), r.get("pid_start"))
+    ]
 
 
 def stale_reason(run_dir: str, info: dict, my_job: Optional[str]) -> Optional[str]:
@@ -243,7 +226,7 @@ def acquire(run_dir: str, command: str, ttl_s: float = 60.0, slurm_job_id: Optio
         "token": token,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "pid_start": _proc_start(os.getpid()),
+        "pid_start": proc_start(os.getpid()),
         "slurm_job_id": slurm_job_id,
         "command": command,
         "acquired_unix": now,

@@ -22,7 +22,6 @@ returns non-zero within a second. A rank that fails with an error names itself a
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import shutil
@@ -33,9 +32,8 @@ import threading
 import time
 
 from hpc_rlhf.config import Config
+from hpc_rlhf.dist.ranks import clear_rank_notes, rank_info
 from hpc_rlhf.errors import UserError
-
-RANKS_DIR = ".ranks"
 
 
 def is_hydra(exe: str) -> bool:
@@ -66,7 +64,7 @@ def launch_local(cfg: Config, run_dir: str) -> int:
     watched = bool(exe) and hasattr(os, "pidfd_open") and os.path.isdir("/proc") and is_hydra(exe)
     cmd = mpiexec_command(cfg, run_dir, watched)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    shutil.rmtree(os.path.join(run_dir, RANKS_DIR), ignore_errors=True)  # notes of an earlier attempt
+    clear_rank_notes(run_dir)  # notes of an earlier attempt
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     world = cfg.layout.world_size
     stopper = _Stopper(proc, world)
@@ -105,29 +103,6 @@ def launch_local(cfg: Config, run_dir: str) -> int:
             )
             return watcher.agreed
     return code if code >= 0 else 128 - code
-
-
-def rank_info(run_dir: str) -> dict[int, dict]:
-    """rank -> {rank, role, index, pid, host, exit?} from RUN_DIR/.ranks (this attempt's ranks)."""
-    out: dict[int, dict] = {}
-    d = os.path.join(run_dir, RANKS_DIR)
-    if not os.path.isdir(d):
-        return out
-    for name in os.listdir(d):
-        if name.startswith("rank_") and name.endswith(".json"):
-            try:
-                with open(os.path.join(d, name)) as f:
-                    info = json.load(f)
-                out[int(info["rank"])] = info
-            except (OSError, ValueError, KeyError):
-                pass
-    for r, info in out.items():
-        try:
-            with open(os.path.join(d, f"rank_{r:05d}.exit")) as f:
-                info["exit"] = f.read().strip()
-        except OSError:
-            pass
-    return out
 
 
 def _children() -> dict[int, list[int]]:

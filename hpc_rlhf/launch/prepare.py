@@ -18,6 +18,7 @@ import sys
 
 from hpc_rlhf.checkpoint.store import find_latest
 from hpc_rlhf.config import Config, to_yaml
+from hpc_rlhf.rundir import RunDir
 
 
 def prepare_run(cfg: Config) -> tuple[Config, str]:
@@ -30,24 +31,14 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
         from hpc_rlhf.checkpoint.train_state import check_start  # imports torch: only on a resume
 
         check_start(info.path, cfg)  # the config may resume it; its optimizer state is plain data
-    if cfg.task.name == "demo" and not (cfg.model.tokenizer_path or cfg.model.policy_path):
-        tok_dir = os.path.join(run_dir, "tokenizer")
-        if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
-            from hpc_rlhf.demo.task import build_tokenizer
-
-            build_tokenizer(cfg.task.vocab_words, tok_dir)
-    else:
-        from hpc_rlhf.models.build import load_tokenizer
-
-        tok = load_tokenizer(cfg, run_dir)  # fails early with a one-line error
-        tok.save_pretrained(os.path.join(run_dir, "tokenizer"))  # the archive decodes with it
+    save_run_tokenizer(cfg, run_dir)  # fails early with a one-line error; the archive decodes with it
     if cfg.model.reward_path is None:
         print(
             "warning: model.reward_path is unset: PPO runs against a randomly initialised reward model "
             "(train one with `hpc-rlhf train-rm`)",
             file=sys.stderr,
         )
-    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+    with open(RunDir(run_dir).config, "w") as f:
         f.write(to_yaml(cfg))
     return cfg, run_dir
 
@@ -68,3 +59,18 @@ def run_local(cfg: Config, run_dir: str) -> int:
     elif code != 0:
         print(f"error: the run failed (exit {code}); see the rank errors above", file=sys.stderr)
     return code
+
+
+def save_run_tokenizer(cfg: Config, run_dir: str) -> None:
+    """RUN_DIR/tokenizer: the demo's word-level tokenizer, built once, when no tokenizer or policy folder
+    is configured; else the configured one, loaded (a one-line error when it cannot be) and saved."""
+    rd = RunDir(run_dir)
+    if cfg.task.name == "demo" and not (cfg.model.tokenizer_path or cfg.model.policy_path):
+        if not rd.has_tokenizer:
+            from hpc_rlhf.demo.task import build_tokenizer
+
+            build_tokenizer(cfg.task.vocab_words, rd.tokenizer)
+        return
+    from hpc_rlhf.models.build import load_tokenizer
+
+    load_tokenizer(cfg, run_dir).save_pretrained(rd.tokenizer)

@@ -25,11 +25,13 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
+from hpc_rlhf.checkpoint.store import list_checkpoints
 from hpc_rlhf.config import load_config
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.launch import slurm_submit
 from hpc_rlhf.launch.slurm_events import JOBS_FILE, job_end, job_ids, jobs_file, read_events, record_event
 from hpc_rlhf.launch.slurm_job import requeue_self
+from hpc_rlhf.rundir import RunDir
 
 
 def _run_dir(run_dir: str | Path) -> Path:
@@ -87,7 +89,7 @@ def progress(run_dir: str | Path) -> dict[str, Any]:
     """Last metrics step and newest committed checkpoint of a run dir."""
     run_dir = Path(run_dir)
     out: dict[str, Any] = {"step": None, "checkpoint": None}
-    metrics = run_dir / "metrics.jsonl"
+    metrics = Path(RunDir(str(run_dir)).metrics)
     if metrics.exists():
         with open(metrics, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -99,10 +101,8 @@ def progress(run_dir: str | Path) -> dict[str, Any]:
                 break
             except (json.JSONDecodeError, AttributeError):
                 continue  # a partly written last line
-    ckpts = run_dir / "checkpoints"
-    if ckpts.is_dir():
-        done = sorted(p.name for p in ckpts.glob("step_*") if (p / "COMMITTED").exists())
-        out["checkpoint"] = done[-1] if done else None
+    done = [c for c in list_checkpoints(str(run_dir), check=False) if c.valid]  # committed (marker present)
+    out["checkpoint"] = os.path.basename(done[-1].path) if done else None
     return out
 
 
@@ -126,7 +126,7 @@ def status(run_dir: str | Path, out: Optional[TextIO] = None) -> dict[str, Any]:
             info.update(state=ended, exit_code=end.get("status"), source=f"{JOBS_FILE} end event")
     prog = progress(run_dir)
     try:
-        total = load_config(str(run_dir / "config.yaml")).total_steps
+        total = load_config(RunDir(str(run_dir)).config).total_steps
     except Exception:
         total = None
     info.update(prog, total_steps=total, run_dir=str(run_dir), jobs=ids)
@@ -184,7 +184,7 @@ def cancel(run_dir: str | Path, out: Optional[TextIO] = None) -> list[str]:
 def log_files(run_dir: str | Path, rank: Optional[int] = None, job_id: Optional[str] = None) -> list[Path]:
     run_dir = _run_dir(run_dir)
     job_id = job_id or _require_jobs(run_dir)[-1]
-    folder = run_dir / "slurm"
+    folder = Path(RunDir(str(run_dir)).slurm)
     if rank is None:
         ranks = sorted(
             {int(p.name.split("_")[1]) for p in folder.glob(f"{job_id}_*_log.*") if p.name.split("_")[1].isdigit()}
@@ -218,7 +218,7 @@ def resume(
 ) -> slurm_submit.SubmitInfo:
     """Submit the run again from RUN_DIR/config.yaml; the worker resumes from its latest checkpoint."""
     run_dir = _run_dir(run_dir)
-    path = run_dir / "config.yaml"
+    path = Path(RunDir(str(run_dir)).config)
     if not path.exists():
         raise UserError(f"{path} does not exist: not a run dir")
     cfg = load_config(str(path), [f"run_dir={run_dir}"])
@@ -275,7 +275,7 @@ def prepare(run_dir: str, config: Optional[str] = None, overrides: tuple[str, ..
     if config is not None:
         cfg = load_config(config, [*overrides, f"run_dir={Path(run_dir).absolute()}"])
         slurm_submit.prepare_run_dir(cfg)
-    path = Path(run_dir) / "config.yaml"
+    path = Path(RunDir(str(run_dir)).config)
     if not path.exists():
         raise UserError(f"{path} does not exist: pass a CONFIG to create the run")
     cfg = load_config(str(path))
@@ -311,7 +311,7 @@ def _main(argv: Optional[list[str]] = None) -> int:
         job_id = os.environ.get("SLURM_JOB_ID")
         if not job_id:
             raise UserError("SLURM_JOB_ID is not set: run this inside the job")
-        cfg = load_config(str(Path(args.run_dir) / "config.yaml"))
+        cfg = load_config(RunDir(args.run_dir).config)
         if args.cmd == "end":
             if args.status != cfg.runtime.requeue_exit_code:  # the same rule as SlurmTask's `end` events
                 restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)

@@ -23,12 +23,14 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-JOBS_FILE = "jobs.jsonl"
+from hpc_rlhf.rundir import JOBS, RunDir
+
+JOBS_FILE = JOBS
 
 
 def jobs_file(run_dir: str | Path) -> Path:
     """RUN_DIR/slurm/jobs.jsonl."""
-    return Path(run_dir) / "slurm" / JOBS_FILE
+    return Path(RunDir(str(run_dir)).jobs)
 
 
 def record_event(run_dir: str | Path, event: str, **fields: Any) -> None:

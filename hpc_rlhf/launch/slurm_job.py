@@ -65,6 +65,7 @@ from typing import Any, Optional
 from hpc_rlhf.config import Config, load_config
 from hpc_rlhf.errors import ConfigError, first_line
 from hpc_rlhf.launch.slurm_events import read_events, record_event
+from hpc_rlhf.rundir import RunDir
 
 DEFAULT_WORKER = "hpc_rlhf.launch.worker"
 
@@ -273,7 +274,7 @@ class SlurmTask:
     def _start(self, rank: int, job_id: str) -> Config:
         """The run's config, once SLURM_NTASKS and the MPI world both equal the layout's world size."""
         ntasks = int(os.environ.get("SLURM_NTASKS", "1"))
-        cfg = load_config(str(Path(self.run_dir) / "config.yaml"))
+        cfg = load_config(RunDir(self.run_dir).config)
         world = cfg.layout.world_size
         if ntasks != world:
             raise ConfigError(f"the job has SLURM_NTASKS={ntasks} tasks but the layout world size is {world}")

@@ -40,6 +40,7 @@ from hpc_rlhf.config import Config
 from hpc_rlhf.errors import UserError, first_line
 from hpc_rlhf.launch.slurm_events import job_ids, record_event
 from hpc_rlhf.launch.slurm_job import DEFAULT_WORKER, SlurmTask
+from hpc_rlhf.rundir import RunDir
 
 ACTIVE_STATES = {
     "PENDING",
@@ -125,7 +126,7 @@ def executor_parameters(cfg: Config, run_dir: Path) -> dict[str, Any]:
         setup.append(SHM_CLEANUP)
     setup.append(f"export HPC_RLHF_RUN_DIR={_q(str(run_dir))}")
     if s.snapshot_code:
-        setup.append(f"export PYTHONPATH={_q(str(run_dir / 'code'))}${{PYTHONPATH:+:$PYTHONPATH}}")
+        setup.append(f"export PYTHONPATH={_q(RunDir(str(run_dir)).code)}${{PYTHONPATH:+:$PYTHONPATH}}")
     params: dict[str, Any] = {
         "name": f"hpc_rlhf-{run_dir.name}",
         "nodes": nodes,
@@ -174,7 +175,7 @@ def render_sbatch(cfg: Config, run_dir: Path) -> str:
     # (submitit>=1.5.4,<1.6: 1.5.4 added the slurm_teardown this script ends with), and
     # tests/launch/test_dry_run.py (golden files) plus the dev-cluster test_submit_status_logs (dry-run
     # script == submitted script) fail when a submitit upgrade changes either.
-    ex = _RenderOnly(run_dir / "slurm", max_num_timeout=cfg.slurm.max_requeues)
+    ex = _RenderOnly(Path(RunDir(str(run_dir)).slurm), max_num_timeout=cfg.slurm.max_requeues)
     auto = executor_parameters(cfg, run_dir)
     generic = {k: v for k, v in auto.items() if not k.startswith("slurm_")}
     params = ex._convert_parameters(generic)
@@ -215,7 +216,7 @@ def prepare_run_dir(cfg: Config) -> Path:
 
     _, prepared = prepare_run(cfg)
     run_dir = Path(prepared)
-    (run_dir / "slurm").mkdir(parents=True, exist_ok=True)
+    Path(RunDir(str(run_dir)).slurm).mkdir(parents=True, exist_ok=True)
     if cfg.slurm.snapshot_code:
         snapshot_code(run_dir)
     return run_dir
@@ -226,7 +227,7 @@ def snapshot_code(run_dir: Path) -> Path:
     import hpc_rlhf
 
     src = Path(hpc_rlhf.__file__).resolve().parent
-    dest = run_dir / "code" / "hpc_rlhf"
+    dest = Path(RunDir(str(run_dir)).code) / "hpc_rlhf"
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -237,8 +238,8 @@ def _log_paths(run_dir: Path, job_id: str, num_tasks: int) -> list[str]:
     out = []
     for rank in range(num_tasks):
         out += [
-            str(run_dir / "slurm" / f"{job_id}_{rank}_log.out"),
-            str(run_dir / "slurm" / f"{job_id}_{rank}_log.err"),
+            RunDir(str(run_dir)).slurm_log(job_id, rank, "out"),
+            RunDir(str(run_dir)).slurm_log(job_id, rank, "err"),
         ]
     return out
 
@@ -297,7 +298,9 @@ def submit(
 
     import submitit
 
-    ex = submitit.AutoExecutor(folder=run_dir / "slurm", cluster="slurm", slurm_max_num_timeout=cfg.slurm.max_requeues)
+    ex = submitit.AutoExecutor(
+        folder=Path(RunDir(str(run_dir)).slurm), cluster="slurm", slurm_max_num_timeout=cfg.slurm.max_requeues
+    )
     ex.update_parameters(**params)
     try:
         job = ex.submit(SlurmTask(str(run_dir), worker))
@@ -311,7 +314,7 @@ def submit(
         f"submitted Slurm job {job_id}: {num_tasks} tasks on {nodes} node(s)"
         f"{', partition ' + cfg.slurm.partition if cfg.slurm.partition else ''}\n"
         f"run dir: {run_dir}\n"
-        f"logs:    {run_dir / 'slurm'}/{job_id}_<rank>_log.out and .err, rank 0..{num_tasks - 1} "
+        f"logs:    {RunDir(str(run_dir)).slurm}/{job_id}_<rank>_log.out and .err, rank 0..{num_tasks - 1} "
         f"(hpc-rlhf logs {run_dir} --rank N)\n"
         f"status:  hpc-rlhf status {run_dir}\n"
     )

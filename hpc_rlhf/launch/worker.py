@@ -14,15 +14,13 @@ local launcher names a rank that vanished without an exit note as dead (SIGKILL,
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import socket
 import sys
 import traceback
 
+from hpc_rlhf.dist.ranks import note_exit, register_rank
 from hpc_rlhf.launch.signals import StopFlag
-
-RANKS_DIR = ".ranks"
+from hpc_rlhf.rundir import RunDir
 
 
 def _threads(cfg, comm) -> int:
@@ -34,29 +32,6 @@ def _threads(cfg, comm) -> int:
     return max(1, len(os.sched_getaffinity(0)) // local)
 
 
-def register_rank(run_dir: str, rank: int, role: str, index: int) -> None:
-    """RUN_DIR/.ranks/rank_RRRRR.json: {rank, role, index, pid, host} of this attempt."""
-    d = os.path.join(run_dir, RANKS_DIR)
-    os.makedirs(d, exist_ok=True)
-    info = {"rank": rank, "role": role, "index": index, "pid": os.getpid(), "host": socket.gethostname()}
-    tmp = os.path.join(d, f".rank_{rank:05d}.json.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(info, f)
-    os.replace(tmp, os.path.join(d, f"rank_{rank:05d}.json"))
-
-
-def note_exit(run_dir: str, rank: int, what: str) -> None:
-    """RUN_DIR/.ranks/rank_RRRRR.exit: this rank leaves on purpose ('0', '75' or 'failed'); a rank that
-    vanishes without one died (the local launcher's watcher tells them apart this way)."""
-    try:
-        d = os.path.join(run_dir, RANKS_DIR)
-        os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, f"rank_{rank:05d}.exit"), "w") as f:
-            f.write(what + "\n")
-    except OSError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = argv[0]
@@ -66,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from hpc_rlhf.config import load_config
     from hpc_rlhf.errors import UserError, first_line
 
-    cfg = dataclasses.replace(load_config(os.path.join(run_dir, "config.yaml")), run_dir=run_dir)
+    cfg = dataclasses.replace(load_config(RunDir(run_dir).config), run_dir=run_dir)
     from mpi4py import MPI
 
     from hpc_rlhf.dist.topology import Topology

@@ -12,14 +12,14 @@ import os
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from hpc_rlhf.checkpoint.store import remove_tree
+from hpc_rlhf.rundir import TMP_MARK, RunDir, remove_tree
 
 
 def export_policy(run_dir: str, policy: PreTrainedModel, tok: PreTrainedTokenizerBase) -> str:
     """Save `policy` (safetensors) and `tok` to RUN_DIR/final/policy, replacing any earlier export.
     Returns the folder."""
-    parent = os.path.join(run_dir, "final")
-    out, tmp = os.path.join(parent, "policy"), os.path.join(parent, f".tmp-policy-{os.getpid()}")
+    out = RunDir(run_dir).final_policy
+    tmp = os.path.join(os.path.dirname(out), f"{TMP_MARK}{os.path.basename(out)}-{os.getpid()}")
     policy.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     remove_tree(out)

@@ -12,7 +12,6 @@ Metric names carry their role: `gen/`, `score/`, `ppo/`, `time/` (see roles/trai
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,13 +21,14 @@ import numpy as np
 from hpc_rlhf.config import Config
 from hpc_rlhf.plugins import load_callable
 from hpc_rlhf.rollout.ledger import truncate_jsonl
+from hpc_rlhf.rundir import RunDir
 
 
 class MetricsLog:
     """RUN_DIR/metrics.jsonl (one line per step), a progress bar, optional TensorBoard."""
 
     def __init__(self, cfg: Config, run_dir: str, start_step: int):
-        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.path = RunDir(run_dir).metrics
         truncate_jsonl(self.path, start_step)
         self.bar = None
         if cfg.logging.progress:
@@ -39,7 +39,7 @@ class MetricsLog:
         if cfg.logging.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
+            self.tb = SummaryWriter(RunDir(run_dir).tensorboard)
 
     def write(self, step: int, metrics: dict) -> None:
         line = {"step": step, "time_unix": time.time(), **metrics}

@@ -21,6 +21,8 @@ import os
 import time
 from contextlib import contextmanager
 
+from hpc_rlhf.rundir import RunDir
+
 ENV = "HPC_RLHF_TIMING"
 
 
@@ -28,7 +30,7 @@ class PhaseTimer:
     def __init__(self, run_dir: str, role: str, rank: int):
         self.on = os.environ.get(ENV) == "1"
         self.role, self.rank = role, rank
-        self.path = os.path.join(run_dir, "timing", f"{role}_{rank}.jsonl")
+        self.path = RunDir(run_dir).timing(role, rank)
         self.phases: dict[str, float] = {}
         self.t0: float | None = None
         if self.on:

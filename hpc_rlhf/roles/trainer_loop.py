@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from typing import Any, Optional
 
-from hpc_rlhf.checkpoint.store import clean_temporaries, find_latest
+from hpc_rlhf.checkpoint.store import find_latest
 from hpc_rlhf.checkpoint.train_state import (
     ConfigText,
     TrainState,
@@ -42,6 +42,7 @@ from hpc_rlhf.rollout.ledger import StepLedger, ledger_entry
 from hpc_rlhf.rollout.plan import behaviour_version
 from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.sync import ShardSync
+from hpc_rlhf.rundir import clean_temporaries
 
 FIND = object()  # TrainSession(start=FIND): look for the latest valid checkpoint itself
 

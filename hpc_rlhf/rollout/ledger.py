@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Sequence
 
-from hpc_rlhf.checkpoint.store import write_atomic
+from hpc_rlhf.rundir import RunDir, write_atomic
 
 
 def ledger_entry(version: int, paths: Sequence[str], prompt_index, sample_index) -> dict:
@@ -54,7 +54,7 @@ class StepLedger:
     """RUN_DIR/ledger.jsonl of the train lead."""
 
     def __init__(self, run_dir: str):
-        self.path = os.path.join(run_dir, "ledger.jsonl")
+        self.path = RunDir(run_dir).ledger
 
     def restore(self, saved: bytes) -> None:
         """Replace the file with a checkpoint's copy (atomically)."""

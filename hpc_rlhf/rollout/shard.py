@@ -2,7 +2,7 @@
 
     write_shard(path, data, attrs)      # tmp name -> close -> os.replace (durable=True: fsyncs too)
     data, attrs = read_shard(path)      # raises ShardError on a damaged, partial or foreign file
-    sync_paths(paths)                   # fsync many files (and then their folders) at once
+    rundir.sync_paths(paths)            # fsync many files (and then their folders) at once
 
 Readers only ever see complete files: a shard exists under its final name only after the rename.
 Durability is separate from visibility: by default a shard is not fsynced when written (a killed
@@ -26,7 +26,7 @@ import numpy as np
 
 from hpc_rlhf.errors import ShardError, first_line
 from hpc_rlhf.rollout.schema import BY_NAME, DATASETS, READABLE_VERSIONS, SCHEMA_VERSION, dataset_of, fields_for
-from hpc_rlhf.rundir import TMP_MARK, fsync_dir, fsync_file, sync_paths, tmp_path  # noqa: F401  (re-exported until importers move)
+from hpc_rlhf.rundir import fsync_dir, fsync_file, tmp_path
 
 # Measured with tools/bench/io_bench.py (docs/performance.md): gzip costs far more time than the
 # bytes it saves on token/log-prob data, and lzf saves little on random-looking int32/float32.

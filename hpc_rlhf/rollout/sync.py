@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from hpc_rlhf.rollout.plan import step_dir
-from hpc_rlhf.rollout.shard import fsync_dir, sync_paths
+from hpc_rlhf.rundir import fsync_dir, sync_paths
 
 
 class ShardSync:

@@ -22,6 +22,7 @@ from hpc_rlhf.demo.task import GoldTask, with_gold_metric
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.models.generate import SamplingParams, sample
 from hpc_rlhf.rollout.plan import sample_seed
+from hpc_rlhf.rundir import RM_REPORT, RunDir
 
 
 @torch.no_grad()
@@ -76,14 +77,15 @@ def run_demo(config_path: str | None, overrides: list[str]) -> int:
         raise UserError("the demo needs task.name=demo")
     cfg = with_gold_metric(cfg)  # gen/gold_reward_mean of every step in metrics.jsonl
     cfg = dataclasses.replace(cfg, run_dir=os.path.abspath(cfg.run_dir))
-    rm_dir = os.path.join(cfg.run_dir, "reward_model")
+    rd = RunDir(cfg.run_dir)
+    rm_dir = rd.reward_model
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     if cfg.model.reward_path is None:
-        if not os.path.exists(os.path.join(rm_dir, "rm_report.json")):
+        if not os.path.exists(os.path.join(rm_dir, RM_REPORT)):
             print("[demo] training the reward model on gold-labelled preference pairs ...", flush=True)
             train_reward_model(cfg, cfg.run_dir)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, reward_path=rm_dir))
-    with open(os.path.join(rm_dir, "rm_report.json")) as f:
+    with open(os.path.join(rm_dir, RM_REPORT)) as f:
         rm = json.load(f)
     print(f"[demo] reward model held-out pairwise accuracy {rm['rm_pairwise_accuracy']:.3f}", flush=True)
     tok = load_tokenizer(cfg, cfg.run_dir)
@@ -99,11 +101,11 @@ def run_demo(config_path: str | None, overrides: list[str]) -> int:
     if code != 0:
         return code
     ppo_s = time.time() - t_ppo
-    final = AutoModelForCausalLM.from_pretrained(os.path.join(run_dir, "final", "policy"), local_files_only=True).eval()
+    final = AutoModelForCausalLM.from_pretrained(rd.final_policy, local_files_only=True).eval()
     gold1 = gold_eval(cfg, final, tok)
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    with open(rd.metrics) as f:
         metrics = [json.loads(x) for x in f if x.strip()]
-    _plot(metrics, os.path.join(run_dir, "demo_curves.png"))
+    _plot(metrics, rd.demo_curves)
     report = {
         "gold_reward_initial": gold0,
         "gold_reward_final": gold1,
@@ -118,7 +120,7 @@ def run_demo(config_path: str | None, overrides: list[str]) -> int:
         "step_s_median": float(np.median([m["time/step_s"] for m in metrics])),
         "wall_s": time.time() - t0,
     }
-    with open(os.path.join(run_dir, "demo_report.json"), "w") as f:
+    with open(rd.demo_report, "w") as f:
         json.dump(report, f, indent=1)
-    print(f"[demo] gold reward {gold0:.3f} -> {gold1:.3f}; report: {run_dir}/demo_report.json", flush=True)
+    print(f"[demo] gold reward {gold0:.3f} -> {gold1:.3f}; report: {rd.demo_report}", flush=True)
     return 0

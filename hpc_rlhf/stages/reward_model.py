@@ -21,8 +21,10 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from hpc_rlhf.config import Config
 from hpc_rlhf.errors import UserError
+from hpc_rlhf.launch.prepare import save_run_tokenizer
 from hpc_rlhf.models.build import _no_dropout, build_reward, load_tokenizer
 from hpc_rlhf.models.forward import make_batch, sequence_scores
+from hpc_rlhf.rundir import RM_REPORT, RunDir
 
 
 def load_pairs(cfg: Config, tok) -> list[dict]:
@@ -101,12 +103,7 @@ def pairwise_accuracy(model, pairs: list[dict], pad_id: int, batch_size: int = 2
 def train_reward_model(cfg: Config, run_dir: str | None = None) -> dict:
     run_dir = run_dir or cfg.run_dir
     t0 = time.time()
-    if cfg.task.name == "demo" and not (cfg.model.tokenizer_path or cfg.model.policy_path):
-        from hpc_rlhf.demo.task import build_tokenizer
-
-        tok_dir = os.path.join(run_dir, "tokenizer")
-        if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
-            build_tokenizer(cfg.task.vocab_words, tok_dir)
+    save_run_tokenizer(cfg, run_dir)
     tok = load_tokenizer(cfg, run_dir)
     pairs = load_pairs(cfg, tok)
     perm = np.random.default_rng([cfg.seed, 0x4D]).permutation(len(pairs))
@@ -129,7 +126,7 @@ def train_reward_model(cfg: Config, run_dir: str | None = None) -> dict:
             losses.append(loss.item())
     model.eval()
     acc = pairwise_accuracy(model, held, tok.pad_token_id)
-    out_dir = cfg.rm.out_dir or os.path.join(run_dir, "reward_model")
+    out_dir = cfg.rm.out_dir or RunDir(run_dir).reward_model
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     report = {
@@ -141,6 +138,6 @@ def train_reward_model(cfg: Config, run_dir: str | None = None) -> dict:
         "rm_final_loss": float(np.mean(losses[-10:])) if losses else float("nan"),
         "rm_wall_s": time.time() - t0,
     }
-    with open(os.path.join(out_dir, "rm_report.json"), "w") as f:
+    with open(os.path.join(out_dir, RM_REPORT), "w") as f:
         json.dump(report, f, indent=1)
     return report

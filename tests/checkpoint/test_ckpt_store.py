@@ -12,14 +12,12 @@ import torch
 
 from hpc_rlhf.checkpoint.store import (
     MARKER,
-    clean_temporaries,
     find_latest,
     list_checkpoints,
-    remove_tree,
     save_checkpoint,
 )
 from hpc_rlhf.errors import CheckpointError
-from hpc_rlhf.rundir import wait_for_removals
+from hpc_rlhf.rundir import clean_temporaries, remove_tree, wait_for_removals
 from tests.conftest import cli, need
 
 

@@ -1,0 +1,160 @@
+"""Cross-field checks of a config, all in one place: `validate(cfg)` runs once, when a config is loaded.
+
+Each failure is a ConfigError of one line naming the key, what is wrong and what is valid; a bad Slurm
+shape or reward-model value fails at load time, before anything is written or queued.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hpc_rlhf.config.schema import Config
+from hpc_rlhf.errors import ConfigError
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}': {msg}")
+
+
+def _validate_rm(cfg: Config) -> None:
+    """The reward-model stage's values (`hpc-rlhf train-rm`, the demo's first stage)."""
+    r = cfg.rm
+    _check(r.batch_size >= 1, "rm.batch_size", "must be >= 1")
+    _check(r.epochs >= 0, "rm.epochs", "must be >= 0")
+    _check(0 <= r.heldout_frac < 1, "rm.heldout_frac", "must be in [0, 1) (the rest of the pairs trains)")
+    _check(0 <= r.label_noise <= 1, "rm.label_noise", "must be in [0, 1]")
+    _check(r.num_pairs >= 2, "rm.num_pairs", "must be >= 2 (one held out, one to train on)")
+
+
+def validate(cfg: Config) -> Config:
+    """Cross-field checks that types alone cannot express. Returns cfg."""
+    for role in ("generate", "score", "train"):
+        _check(getattr(cfg.layout, role) >= 1, f"layout.{role}", "needs at least 1 rank")
+    g, p = cfg.generate, cfg.ppo
+    _check(cfg.total_steps >= 1, "total_steps", "must be >= 1")
+    _check(cfg.max_policy_lag >= 0, "max_policy_lag", "must be >= 0")
+    _check(g.prompts_per_step >= 1, "generate.prompts_per_step", "must be >= 1")
+    _check(g.samples_per_prompt >= 1, "generate.samples_per_prompt", "must be >= 1")
+    _check(g.max_new_tokens >= 1, "generate.max_new_tokens", "must be >= 1")
+    _check(g.temperature > 0, "generate.temperature", "must be > 0")
+    _check(0 < g.top_p <= 1, "generate.top_p", "must be in (0, 1]")
+    _check(g.top_k >= 0, "generate.top_k", "must be >= 0 (0 = off)")
+    _check(
+        1 <= g.shards_per_step <= g.prompts_per_step,
+        "generate.shards_per_step",
+        f"must be in [1, prompts_per_step={g.prompts_per_step}]",
+    )
+    busy = max(cfg.layout.generate, cfg.layout.score)
+    _check(
+        g.shards_per_step >= busy,
+        "generate.shards_per_step",
+        f"must be >= {busy} (layout.generate={cfg.layout.generate}, layout.score={cfg.layout.score}) so that "
+        "no generation or scoring rank idles; a multiple of both spreads the work evenly",
+    )
+    batch = g.prompts_per_step * g.samples_per_prompt
+    _check(
+        p.minibatch_size >= 1 and batch % p.minibatch_size == 0,
+        "ppo.minibatch_size",
+        f"must divide the step batch prompts_per_step*samples_per_prompt={batch}",
+    )
+    _check(
+        p.minibatch_size % cfg.layout.train == 0,
+        "ppo.minibatch_size",
+        f"must divide by layout.train={cfg.layout.train} (each trainer takes an equal share)",
+    )
+    _check(p.epochs >= 1, "ppo.epochs", "must be >= 1")
+    _check(0 < p.gamma <= 1, "ppo.gamma", "must be in (0, 1]")
+    _check(0 <= p.lam <= 1, "ppo.lam", "must be in [0, 1]")
+    _check(p.clip_ratio > 0, "ppo.clip_ratio", "must be > 0")
+    _check(cfg.checkpoint.keep_last >= 2, "checkpoint.keep_last", "must be >= 2")
+    _validate_rm(cfg)
+    a = cfg.model.arch
+    _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
+    if cfg.task.name == "jsonl":
+        _check(cfg.task.prompts_path is not None, "task.prompts_path", "must be set when task.name=jsonl")
+    _check(
+        cfg.task.prompt_len_min >= 1 and cfg.task.prompt_len_max >= cfg.task.prompt_len_min,
+        "task.prompt_len_max",
+        "must be >= task.prompt_len_min >= 1",
+    )
+    for key in ("model.policy_path", "model.reward_path", "model.tokenizer_path", "task.prompts_path", "rm.pairs_path"):
+        path = get_key(cfg, key)
+        if path is not None and not os.path.exists(path):
+            raise ConfigError(f"config key '{key}': path '{path}' does not exist; give a local folder or file")
+    _validate_slurm(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------- Slurm checks
+# Every `slurm:` value, checked at load time for every run (a local run can be submitted later); the
+# submitting side (hpc_rlhf.launch.slurm_submit) relies on them and does not repeat them.
+
+
+def _validate_slurm(cfg: Config) -> None:
+    """The Slurm shape against the layout (one MPI rank per Slurm task) and the `slurm:` values."""
+    s, world, lay = cfg.slurm, cfg.layout.world_size, cfg.layout
+    _check(s.nodes >= 1, "slurm.nodes", f"must be >= 1 (got {s.nodes})")
+    _check(
+        s.tasks_per_node >= 0,
+        "slurm.tasks_per_node",
+        f"must be >= 0 (0 = world / nodes), got {s.tasks_per_node}",
+    )
+    tpn = s.tasks_per_node
+    if tpn == 0:
+        _check(
+            world % s.nodes == 0,
+            "slurm.nodes",
+            f"layout world size {world} does not divide over slurm.nodes={s.nodes}; "
+            "set slurm.tasks_per_node or change the layout",
+        )
+        tpn = world // s.nodes
+    _check(
+        s.nodes * tpn == world,
+        "slurm.tasks_per_node",
+        f"Slurm tasks slurm.nodes*slurm.tasks_per_node = {s.nodes}*{tpn} = {s.nodes * tpn} != layout world size "
+        f"{world} (layout.generate+score+train = {lay.generate}+{lay.score}+{lay.train}); one MPI rank per Slurm task",
+    )
+    for key, value, low in (
+        ("cpus_per_task", s.cpus_per_task, 1),
+        ("timeout_min", s.timeout_min, 1),
+        ("gpus_per_node", s.gpus_per_node, 0),
+        ("mem_gb", s.mem_gb, 0),
+        ("max_requeues", s.max_requeues, 0),
+        ("signal_delay_s", s.signal_delay_s, 0),
+    ):
+        _check(value >= low, f"slurm.{key}", f"must be >= {low} (got {value})")
+    _check(
+        s.signal_delay_s < s.timeout_min * 60,
+        "slurm.signal_delay_s",
+        f"{s.signal_delay_s} s must be shorter than slurm.timeout_min={s.timeout_min} min",
+    )
+    _check(
+        bool(s.mpi_plugin) and not any(c.isspace() for c in s.mpi_plugin),
+        "slurm.mpi_plugin",
+        f"'{s.mpi_plugin}' is not an srun --mpi plugin (e.g. pmi2)",
+    )
+    for opt in s.extra_sbatch:
+        _check(
+            _is_long_sbatch_option(opt),
+            "slurm.extra_sbatch",
+            f"'{opt}' is not a long sbatch option such as --exclusive or --reservation=NAME",
+        )
+
+
+def _is_long_sbatch_option(opt: str) -> bool:
+    """`--key` or `--key=value`, optionally after `#SBATCH` (what slurm_submit passes on to sbatch)."""
+    s = opt.strip()
+    if s.startswith("#SBATCH"):
+        s = s[len("#SBATCH") :].strip()
+    return s.startswith("--") and len(s) >= 3 and " " not in s.split("=", 1)[0]
+
+
+# ------------------------------------------------------------------------------------------- end Slurm checks
+
+
+def get_key(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg

@@ -1,0 +1,80 @@
+"""This attempt's rank notes in RUN_DIR/.ranks: who each rank is, and whether it left on purpose.
+
+    register_rank(run_dir, rank, role, index)   # at start: rank_RRRRR.json {rank, role, index, pid, pid_start, host}
+    note_exit(run_dir, rank, "0")               # just before leaving: rank_RRRRR.exit ('0', '75' or 'failed')
+    rank_info(run_dir)                          # {rank: {..., "exit": ...}} for the launchers, heartbeats, leases
+
+A rank that vanishes without an exit note died (SIGKILL, the OOM killer, a lost node): the local
+launcher's watcher, the heartbeats (dist/heartbeat.py) and `hpc-rlhf status` tell them apart this way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+
+from hpc_rlhf.rundir import RunDir, rank_of_info_name, tmp_path
+
+
+def proc_start(pid: int) -> str | None:
+    """Start time of process `pid` (field 22 of /proc/PID/stat): tells a live pid from a reused one."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()[19]
+
+
+def clear_rank_notes(run_dir: str) -> None:
+    """Remove the notes of an earlier attempt (the launcher, before it starts the ranks)."""
+    shutil.rmtree(RunDir(run_dir).ranks, ignore_errors=True)
+
+
+def register_rank(run_dir: str, rank: int, role: str, index: int) -> None:
+    rd = RunDir(run_dir)
+    os.makedirs(rd.ranks, exist_ok=True)
+    pid = os.getpid()
+    info = {"rank": rank, "role": role, "index": index, "pid": pid, "pid_start": proc_start(pid)}
+    info["host"] = socket.gethostname()
+    path = rd.rank_info(rank)
+    tmp = tmp_path(path)
+    with open(tmp, "w") as f:
+        json.dump(info, f)
+    os.replace(tmp, path)
+
+
+def note_exit(run_dir: str, rank: int, what: str) -> None:
+    """This rank leaves on purpose ('0', '75') or after naming its failure ('failed')."""
+    try:
+        rd = RunDir(run_dir)
+        os.makedirs(rd.ranks, exist_ok=True)
+        with open(rd.rank_exit(rank), "w") as f:
+            f.write(what + "\n")
+    except OSError:
+        pass
+
+
+def rank_info(run_dir: str) -> dict[int, dict]:
+    """rank -> {rank, role, index, pid, host, exit?} of this attempt's ranks."""
+    rd, out = RunDir(run_dir), {}
+    if not os.path.isdir(rd.ranks):
+        return out
+    for name in os.listdir(rd.ranks):
+        if rank_of_info_name(name) is None:
+            continue
+        try:
+            with open(os.path.join(rd.ranks, name)) as f:
+                info = json.load(f)
+            out[int(info["rank"])] = info
+        except (OSError, ValueError, KeyError):
+            pass
+    for r, info in out.items():
+        try:
+            with open(rd.rank_exit(r)) as f:
+                info["exit"] = f.read().strip()
+        except OSError:
+            pass
+    return out
