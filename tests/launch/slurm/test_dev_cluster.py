@@ -25,7 +25,7 @@ from hpc_rlhf.launch import slurm_cmds, slurm_events, slurm_submit
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]
 STANDIN = str(HERE / "standin_worker.py")
 TEMPLATE = str(REPO / "jobs" / "ppo.sbatch")
 DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
