@@ -34,6 +34,7 @@ import time
 from hpc_rlhf.config import Config
 from hpc_rlhf.dist.ranks import clear_rank_notes, rank_info
 from hpc_rlhf.errors import UserError
+from hpc_rlhf.launch.orphans import die_with_parent, launcher_env
 
 
 def is_hydra(exe: str) -> bool:
@@ -63,9 +64,9 @@ def launch_local(cfg: Config, run_dir: str) -> int:
     exe = shutil.which(cfg.runtime.mpiexec)
     watched = bool(exe) and hasattr(os, "pidfd_open") and os.path.isdir("/proc") and is_hydra(exe)
     cmd = mpiexec_command(cfg, run_dir, watched)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **launcher_env())  # the ranks watch this process
     clear_rank_notes(run_dir)  # notes of an earlier attempt
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=die_with_parent)
     world = cfg.layout.world_size
     stopper = _Stopper(proc, world)
     watcher = _Watcher(proc, run_dir, world) if watched else None
