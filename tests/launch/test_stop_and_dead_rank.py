@@ -117,6 +117,7 @@ def test_a_killed_launcher_leaves_no_process_of_the_run_and_the_run_resumes(tmp_
         time.sleep(0.2)
     left = [p for p, s in tree.items() if proc_start(p) == s]
     assert not left, f"processes of the run still alive 15 s after the launcher's SIGKILL: {left}"
+    print(f"all {len(tree)} processes of the run gone {time.monotonic() - t0:.2f} s after the launcher's SIGKILL")
     proc = start("resume", run)  # the lease of the dead launcher is provably stale: taken over at once
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -136,6 +137,7 @@ def test_a_live_run_dir_refuses_a_second_train_and_resume_and_finishes_alone(tmp
         assert second.returncode == 2 and len(err.splitlines()) == 1, err
         assert f"is in use by pid {proc.pid} on " in err and "(hpc-rlhf train" in err, err
         assert took < 30, f"refused after {took:.0f} s"
+        print(f"`{args[0]}` on the live run dir refused after {took:.2f} s: {err}")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert kr.check_run(run, FAULT_STEPS, reference) == []  # the weights it would have had alone
@@ -160,3 +162,4 @@ def test_a_stopped_rank_is_named_within_the_heartbeat_timeout(tmp_path, train_ar
     assert code not in (0, 75), err
     assert f"rank 1 (score #0, pid {stopped} on " in err and "sent no heartbeat" in err, err
     assert took < 5 + 20, f"{took:.0f} s from the SIGSTOP to the end of the job (heartbeat timeout 5 s)"
+    print(f"SIGSTOP of rank 1: the job ended {took:.1f} s later (heartbeat timeout 5 s)")

@@ -484,6 +484,7 @@ def test_a_killed_or_stopped_rank_ends_the_job_naming_it_without_requeue(tmp_pat
     for how, r, role in cases:
         run_dir = tmp_path / f"{how}{r}"
         over = [f"run_dir={run_dir}", "total_steps=400", "checkpoint.every_steps=1000", "slurm.timeout_min=10"]
+        over.append("runtime.wait_timeout_s=600")  # the default (tiny.yaml sets 60): no wait times out first
         cfg = load_config(str(REPO / "configs" / "tiny.yaml"), [*over, *tiny_rm["overrides"]])
         info = slurm_submit.submit(cfg, None, False, out=io.StringIO())
         jobs.append(info.job_id)
@@ -517,6 +518,8 @@ def test_a_killed_or_stopped_rank_ends_the_job_naming_it_without_requeue(tmp_pat
         assert not events(run_dir, "requeue"), "a crashed job must not be requeued"
         logs = run_logs(run_dir)
         assert f"rank {r} ({role} #0, pid {pid} on " in logs, logs
+        how_seen = "heartbeat" if "sent no heartbeat" in logs else "other"
+        print(f"{how} rank {r} ({role}): left RUNNING after {left[job]:.1f} s, seen by {how_seen}")
         shown = io.StringIO()
         slurm_cmds.status(run_dir, out=shown)
         assert f"rank {r} ({role} #0, pid {pid} on " in shown.getvalue(), shown.getvalue()
