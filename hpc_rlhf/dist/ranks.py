@@ -23,13 +23,15 @@ from hpc_rlhf.rundir import RunDir, rank_of_info_name, tmp_path
 
 
 def proc_start(pid: int) -> str | None:
-    """Start time of process `pid` (field 22 of /proc/PID/stat): tells a live pid from a reused one."""
+    """Start time of process `pid` (field 22 of /proc/PID/stat): tells a live pid from a reused one. None
+    when there is no such process, or only its corpse (a zombie that nobody reaped yet: it runs nothing)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return None
-    return stat[stat.rfind(")") + 2 :].split()[19]
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def clear_rank_notes(run_dir: str) -> None:

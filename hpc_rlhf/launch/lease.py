@@ -46,16 +46,17 @@ from hpc_rlhf.rundir import RunDir, tmp_path, write_atomic
 
 
 def _alive(pid: int, start: Optional[str]) -> bool:
-    now = proc_start(pid)
-    if now is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return start is None  # no /proc: alive as far as we can tell
-    return start is None or now == start
+    """Whether process `pid` (started at `start`, when known) still runs on this host; a zombie does not."""
+    if os.path.isdir("/proc"):
+        now = proc_start(pid)
+        return now is not None and (start is None or now == start)
+    try:  # no /proc: ask the kernel
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def owner(run_dir: str) -> Optional[dict]:
