@@ -73,6 +73,8 @@ RESUME_SAFE_KEYS = (
     "checkpoint.keep_last",
     "checkpoint.sync_rollouts",
     "runtime.wait_timeout_s",
+    "runtime.heartbeat_timeout_s",
+    "runtime.lease_ttl_s",
     "runtime.mpiexec",
     "runtime.launcher",
     "slurm.",

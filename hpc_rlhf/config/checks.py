@@ -28,6 +28,13 @@ def _validate_rm(cfg: Config) -> None:
     _check(r.num_pairs >= 2, "rm.num_pairs", "must be >= 2 (one held out, one to train on)")
 
 
+def _validate_runtime(cfg: Config) -> None:
+    rt = cfg.runtime
+    _check(rt.wait_timeout_s > 0, "runtime.wait_timeout_s", "must be > 0")
+    _check(rt.heartbeat_timeout_s >= 0, "runtime.heartbeat_timeout_s", "must be >= 0 (0 = off)")
+    _check(rt.lease_ttl_s >= 1, "runtime.lease_ttl_s", "must be >= 1 (the lease is renewed every ttl/4 s)")
+
+
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express. Returns cfg."""
     for role in ("generate", "score", "train"):
@@ -70,6 +77,7 @@ def validate(cfg: Config) -> Config:
     _check(p.clip_ratio > 0, "ppo.clip_ratio", "must be > 0")
     _check(cfg.checkpoint.keep_last >= 2, "checkpoint.keep_last", "must be >= 2")
     _validate_rm(cfg)
+    _validate_runtime(cfg)
     a = cfg.model.arch
     _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
     if cfg.task.name == "jsonl":

@@ -217,6 +217,12 @@ class RuntimeConfig:
     """The mpiexec used by the local launcher (a site MPI's, or the PyPI mpich wheel's)."""
     requeue_exit_code: int = 75
     """Exit status meaning "checkpointed on a stop signal, requeue me"."""
+    heartbeat_timeout_s: float = 30.0
+    """A rank that sends no heartbeat for this long (killed, stopped, its node lost) ends the job with its
+    rank, role, pid and host named, on any node and under any launcher (0 = off; dist/heartbeat.py)."""
+    lease_ttl_s: float = 60.0
+    """The run directory's lease (RUN_DIR/owner.json) expires this long after its owner's last renewal:
+    the longest a crashed owner on another node blocks a resume (launch/lease.py)."""
 
 
 @dataclass(frozen=True)

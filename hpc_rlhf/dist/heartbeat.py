@@ -1,6 +1,6 @@
 """Heartbeats between the ranks of a run: a rank that dies or stops is named within a timeout, anywhere.
 
-    hb = Heartbeat(run_dir, rank, world, timeout_s=30, on_dead=abort_world)
+    hb = Heartbeat(run_dir, rank, world, timeout_s=30, on_dead=abort_world, attempt=token)
     hb.start()        # a thread beats into RUN_DIR/.ranks/rank_R.beat and reads every other rank's beat
     hb.stop()         # this rank leaves on purpose (it writes its exit note next)
 
@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Optional
 
+from hpc_rlhf.dist.ranks import read_exit
 from hpc_rlhf.rundir import RunDir
 
 
@@ -38,9 +39,10 @@ class Heartbeat:
         timeout_s: float,
         on_dead: Callable[[str], None],
         startup_s: Optional[float] = None,
+        attempt: str = "",
     ):
         self.rd, self.rank, self.world, self.timeout_s = RunDir(run_dir), rank, world, timeout_s
-        self.on_dead = on_dead
+        self.on_dead, self.attempt = on_dead, attempt
         self.startup_s = max(timeout_s, 60.0) if startup_s is None else startup_s  # peers still importing torch
         self.interval_s = max(0.05, timeout_s / 6)
         self._stop = threading.Event()
@@ -68,15 +70,24 @@ class Heartbeat:
         path = self.beat_path(self.rank)
         tmp = f"{path}.{os.getpid()}"
         with open(tmp, "w") as f:
-            f.write(f"{self.beats}\n")
+            f.write(f"{self.attempt or '-'} {self.beats}\n")
         os.replace(tmp, path)  # no fsync: only liveness, never durability
 
     def _read(self, rank: int) -> Optional[str]:
+        """The beat counter of `rank` in this attempt (None: not beating yet, or a previous attempt's file)."""
         try:
             with open(self.beat_path(rank)) as f:
-                return f.read().strip() or None
+                parts = f.read().split()
         except OSError:
             return None
+        if len(parts) != 2 or parts[0] != (self.attempt or "-"):
+            return None
+        return parts[1]
+
+    def _left(self, rank: int) -> bool:
+        """`rank` wrote its exit note in this attempt (it left, or failed and aborts the world itself)."""
+        note = read_exit(self.rd.root, rank)
+        return note is not None and (not self.attempt or note[1] == self.attempt)
 
     def _run(self) -> None:
         t0 = time.monotonic()
@@ -88,7 +99,7 @@ class Heartbeat:
                 pass  # a filesystem hiccup; the next beat tries again
             now = time.monotonic()
             for r, (last, since) in list(seen.items()):
-                if os.path.exists(self.rd.rank_exit(r)):
+                if self._left(r):
                     del seen[r]  # it left on purpose (or failed and is aborting the world itself)
                     continue
                 cur = self._read(r)

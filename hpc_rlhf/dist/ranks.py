@@ -1,8 +1,12 @@
 """This attempt's rank notes in RUN_DIR/.ranks: who each rank is, and whether it left on purpose.
 
-    register_rank(run_dir, rank, role, index)   # at start: rank_RRRRR.json {rank, role, index, pid, pid_start, host}
-    note_exit(run_dir, rank, "0")               # just before leaving: rank_RRRRR.exit ('0', '75' or 'failed')
-    rank_info(run_dir)                          # {rank: {..., "exit": ...}} for the launchers, heartbeats, leases
+    register_rank(run_dir, rank, role, index, attempt)   # at start: rank_RRRRR.json {rank, role, index, pid, ...}
+    note_exit(run_dir, rank, "0", attempt)               # just before leaving: rank_RRRRR.exit ('0', '75', 'failed')
+    rank_info(run_dir)                                   # {rank: {..., "exit": ...}} for launchers, heartbeats, leases
+
+`attempt` is a token the ranks of one start of the run share (rank 0 draws it and broadcasts it): a
+requeued Slurm job finds the notes of its previous attempt in place, and must not take an old exit
+note for a rank of this attempt that left.
 
 A rank that vanishes without an exit note died (SIGKILL, the OOM killer, a lost node): the local
 launcher's watcher, the heartbeats (dist/heartbeat.py) and `hpc-rlhf status` tell them apart this way.
@@ -19,13 +23,15 @@ from hpc_rlhf.rundir import RunDir, rank_of_info_name, tmp_path
 
 
 def proc_start(pid: int) -> str | None:
-    """Start time of process `pid` (field 22 of /proc/PID/stat): tells a live pid from a reused one."""
+    """Start time of process `pid` (field 22 of /proc/PID/stat): tells a live pid from a reused one. None
+    when there is no such process, or only its corpse (a zombie that nobody reaped yet: it runs nothing)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return None
-    return stat[stat.rfind(")") + 2 :].split()[19]
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def clear_rank_notes(run_dir: str) -> None:
@@ -33,12 +39,12 @@ def clear_rank_notes(run_dir: str) -> None:
     shutil.rmtree(RunDir(run_dir).ranks, ignore_errors=True)
 
 
-def register_rank(run_dir: str, rank: int, role: str, index: int) -> None:
+def register_rank(run_dir: str, rank: int, role: str, index: int, attempt: str = "") -> None:
     rd = RunDir(run_dir)
     os.makedirs(rd.ranks, exist_ok=True)
     pid = os.getpid()
     info = {"rank": rank, "role": role, "index": index, "pid": pid, "pid_start": proc_start(pid)}
-    info["host"] = socket.gethostname()
+    info.update(host=socket.gethostname(), attempt=attempt)
     path = rd.rank_info(rank)
     tmp = tmp_path(path)
     with open(tmp, "w") as f:
@@ -46,15 +52,25 @@ def register_rank(run_dir: str, rank: int, role: str, index: int) -> None:
     os.replace(tmp, path)
 
 
-def note_exit(run_dir: str, rank: int, what: str) -> None:
+def note_exit(run_dir: str, rank: int, what: str, attempt: str = "") -> None:
     """This rank leaves on purpose ('0', '75') or after naming its failure ('failed')."""
     try:
         rd = RunDir(run_dir)
         os.makedirs(rd.ranks, exist_ok=True)
         with open(rd.rank_exit(rank), "w") as f:
-            f.write(what + "\n")
+            f.write(f"{what} {attempt}".strip() + "\n")
     except OSError:
         pass
+
+
+def read_exit(run_dir: str, rank: int) -> tuple[str, str] | None:
+    """(what, attempt) of rank `rank`'s exit note, or None when it has none."""
+    try:
+        with open(RunDir(run_dir).rank_exit(rank)) as f:
+            parts = f.read().split()
+    except OSError:
+        return None
+    return (parts[0], parts[1] if len(parts) > 1 else "") if parts else None
 
 
 def rank_info(run_dir: str) -> dict[int, dict]:
@@ -72,9 +88,7 @@ def rank_info(run_dir: str) -> dict[int, dict]:
         except (OSError, ValueError, KeyError):
             pass
     for r, info in out.items():
-        try:
-            with open(rd.rank_exit(r)) as f:
-                info["exit"] = f.read().strip()
-        except OSError:
-            pass
+        note = read_exit(run_dir, r)
+        if note is not None:
+            info["exit"], info["exit_attempt"] = note
     return out

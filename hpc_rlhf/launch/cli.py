@@ -23,12 +23,20 @@ from hpc_rlhf.errors import UserError
 from hpc_rlhf.rundir import RunDir
 
 
+def _owned(cfg, command: str):
+    """This command owns the run directory while it runs (launch/lease.py); refused when another does."""
+    from hpc_rlhf.launch.lease import owned
+
+    return owned(os.path.abspath(cfg.run_dir), command, cfg.runtime.lease_ttl_s)
+
+
 def _cmd_train(args) -> int:
     from hpc_rlhf.config import load_config
     from hpc_rlhf.launch.prepare import prepare_run, run_local
 
-    cfg, run_dir = prepare_run(load_config(args.config, args.overrides))
-    return run_local(cfg, run_dir)
+    cfg = load_config(args.config, args.overrides)
+    with _owned(cfg, "train"):
+        return run_local(*prepare_run(cfg))
 
 
 def _cmd_resume(args) -> int:
@@ -39,12 +47,16 @@ def _cmd_resume(args) -> int:
     if not os.path.exists(path):
         raise UserError(f"'{args.run_dir}' is not a run directory (no config.yaml)")
     cfg = dataclasses.replace(load_config(path, args.overrides), run_dir=args.run_dir)
-    return run_local(*prepare_run(cfg))
+    with _owned(cfg, "resume"):
+        return run_local(*prepare_run(cfg))
 
 
 def _cmd_checkpoints(args) -> int:
     from hpc_rlhf.checkpoint.store import list_checkpoints
+    from hpc_rlhf.launch.lease import describe, owner
 
+    holder = owner(args.run_dir)
+    print(f"owner: {describe(holder) if holder else 'none (no run holds this run dir)'}")
     infos = list_checkpoints(args.run_dir)
     if not infos:
         print(f"no checkpoints in {args.run_dir}")
@@ -61,7 +73,8 @@ def _cmd_train_rm(args) -> int:
     from hpc_rlhf.stages.reward_model import train_reward_model
 
     cfg = load_config(args.config, args.overrides)
-    report = train_reward_model(cfg)
+    with _owned(cfg, "train-rm"):
+        report = train_reward_model(cfg)
     print(f"reward model saved to {report['out_dir']}; held-out pairwise accuracy {report['rm_pairwise_accuracy']:.3f}")
     return 0
 

@@ -1,9 +1,13 @@
 """One owner per run directory: a lease file (RUN_DIR/owner.json) that works on a shared filesystem.
 
-    lease = acquire(run_dir, "train", ttl_s=60)   # UserError naming the owner when the run dir is owned
-    lease.start_renewing(on_lost)                 # a thread rewrites it every ttl/4 s; on_lost(msg) if taken
-    lease.release()                               # at the end of the run (only when it is still ours)
+    with owned(run_dir, "train", ttl_s=60):       # refused (UserError naming the owner) when owned
+        ...                                       # renewed every ttl/4 s on a thread; released at the end
+    lease = acquire(run_dir, "slurm job", ttl_s=60, slurm_job_id=JOB)   # the same, by hand
+    check_free(run_dir)                           # `submit`: refuse an owned run dir, take nothing
     owner(run_dir)                                # what `status` and `checkpoints` show, or None
+
+A local command (`train`, `resume`, `demo`) is also refused while a Slurm job of the run dir is queued
+or running (RUN_DIR/slurm/jobs.jsonl and squeue): a pending job holds no lease yet.
 
 Creation is `link(2)` of a fully written private file onto the lease name: atomic and exclusive on local
 filesystems and on NFS (the classic NFS-safe lock: no flock, no O_EXCL reliance); the link count of the
@@ -24,46 +28,35 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
 from hpc_rlhf.dist.ranks import proc_start, rank_info
 from hpc_rlhf.errors import UserError
+from hpc_rlhf.launch.slurm_events import check_no_active_job, job_active
 from hpc_rlhf.rundir import RunDir, tmp_path, write_atomic
-
-ACTIVE_SLURM = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "STOPPED"}
 
 
 def _alive(pid: int, start: Optional[str]) -> bool:
-    now = proc_start(pid)
-    if now is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return start is None  # no /proc: alive as far as we can tell
-    return start is None or now == start
-
-
-def _slurm_job_active(job_id: str) -> Optional[bool]:
-    """True/False from squeue, None when it cannot be asked here."""
-    try:
-        r = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if r.returncode != 0:
-        return False if "Invalid job id" in r.stderr else None
-    states = {s.strip() for s in r.stdout.split()}
-    return bool(states & ACTIVE_SLURM)
+    """Whether process `pid` (started at `start`, when known) still runs on this host; a zombie does not."""
+    if os.path.isdir("/proc"):
+        now = proc_start(pid)
+        return now is not None and (start is None or now == start)
+    try:  # no /proc: ask the kernel
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def owner(run_dir: str) -> Optional[dict]:
@@ -116,7 +109,7 @@ def stale_reason(run_dir: str, info: dict, my_job: Optional[str]) -> Optional[st
     if info["age_s"] <= float(info.get("ttl_s", 60)):
         return None
     job = info.get("slurm_job_id")
-    if job and _slurm_job_active(str(job)):
+    if job and job_active(str(job)):
         return None
     return f"it expired ({info['age_s']:.0f} s since its last renewal, ttl {info.get('ttl_s')} s)"
 
@@ -249,3 +242,31 @@ def acquire(run_dir: str, command: str, ttl_s: float = 60.0, slurm_job_id: Optio
         if _take_over(rd.owner, info):
             print(f"hpc_rlhf: taking over the lease of {rd.root}: {why}", file=sys.stderr, flush=True)
     raise UserError(f"run dir {rd.root}: could not take its lease ({rd.owner} keeps changing); try again")
+
+
+def check_free(run_dir: str) -> None:
+    """UserError (one line, naming the owner) when a live owner holds the lease of `run_dir`."""
+    info = owner(run_dir)
+    if info is not None and stale_reason(run_dir, info, None) is None:
+        raise UserError(f"run dir {run_dir} is in use by {describe(info)}; wait for that run to end, or stop it")
+
+
+def _end_this_process(msg: str) -> None:
+    """A run that lost its run directory to another owner must not write one more byte there."""
+    print(f"error: {msg}; ending this run now", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # the ranks follow their launcher (launch/orphans.py)
+
+
+@contextmanager
+def owned(
+    run_dir: str, command: str, ttl_s: float, on_lost: Callable[[str], None] = _end_this_process
+) -> Iterator[Lease]:
+    """Own `run_dir` for a local command: refuse it while a Slurm job of it is queued or running, take
+    the lease (or raise), renew it on a thread while the body runs, release it after."""
+    check_no_active_job(run_dir)
+    lease = acquire(run_dir, command, ttl_s)
+    lease.start_renewing(on_lost)
+    try:
+        yield lease
+    finally:
+        lease.release()

@@ -18,6 +18,10 @@ RUN_DIR/.ranks/rank_R.json (pid, host, role) at start and rank_R.exit just befor
 that vanishes without an exit note died. The launcher prints `error: rank R (ROLE #i, pid P on HOST)
 died without a word (killed by a signal? out of memory?)`, kills the other ranks and mpiexec, and
 returns non-zero within a second. A rank that fails with an error names itself and aborts the world.
+A rank that stops (SIGSTOP) is named by the others' heartbeats (dist/heartbeat.py), which abort the world.
+
+The launcher that dies. mpiexec is started with PR_SET_PDEATHSIG=SIGKILL and every rank watches the
+launcher's pidfd (launch/orphans.py): a SIGKILL of `hpc-rlhf` leaves no process of the run behind.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import time
 from hpc_rlhf.config import Config
 from hpc_rlhf.dist.ranks import clear_rank_notes, rank_info
 from hpc_rlhf.errors import UserError
+from hpc_rlhf.launch.orphans import die_with_parent, launcher_env
 
 
 def is_hydra(exe: str) -> bool:
@@ -63,9 +68,9 @@ def launch_local(cfg: Config, run_dir: str) -> int:
     exe = shutil.which(cfg.runtime.mpiexec)
     watched = bool(exe) and hasattr(os, "pidfd_open") and os.path.isdir("/proc") and is_hydra(exe)
     cmd = mpiexec_command(cfg, run_dir, watched)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **launcher_env())  # the ranks watch this process
     clear_rank_notes(run_dir)  # notes of an earlier attempt
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=die_with_parent)
     world = cfg.layout.world_size
     stopper = _Stopper(proc, world)
     watcher = _Watcher(proc, run_dir, world) if watched else None

@@ -33,13 +33,20 @@ def launcher_env() -> dict[str, str]:
     return {ENV: str(os.getpid())}
 
 
+def _find_prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_PRCTL = _find_prctl()  # looked up here, in the parent: the child between fork and exec only calls it
+
+
 def die_with_parent() -> None:
     """preexec_fn: ask the kernel to SIGKILL this child when its parent dies (Linux; a no-op elsewhere)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _end_now(msg: str) -> None:

@@ -29,7 +29,17 @@ from hpc_rlhf.checkpoint.store import list_checkpoints
 from hpc_rlhf.config import load_config
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.launch import slurm_submit
-from hpc_rlhf.launch.slurm_events import JOBS_FILE, job_end, job_ids, jobs_file, read_events, record_event
+from hpc_rlhf.launch.lease import describe, owner
+from hpc_rlhf.launch.slurm_events import (
+    ACTIVE_STATES,
+    JOBS_FILE,
+    job_end,
+    job_ids,
+    jobs_file,
+    read_events,
+    record_event,
+    squeue_state,
+)
 from hpc_rlhf.launch.slurm_job import requeue_self
 from hpc_rlhf.rundir import RunDir
 
@@ -148,9 +158,17 @@ def status(run_dir: str | Path, out: Optional[TextIO] = None) -> dict[str, Any]:
         f"progress:   last logged step {step}{' (total_steps ' + str(total) + ')' if total is not None else ''}\n"
         f"checkpoint: {prog['checkpoint'] or '-'}\n"
     )
+    holder = owner(str(run_dir))
+    out.write(f"owner:      {describe(holder) if holder else 'none'}\n")
+    failed = [e for e in read_events(run_dir) if e.get("event") == "end" and str(e.get("job_id")) == job_id]
+    end = next((e for e in failed if e.get("status")), None)  # the first failure named is the cause
+    if end is not None:
+        why = end.get("error") or "see the logs (hpc-rlhf logs RUN_DIR)"
+        out.write(f"ended:      exit {end['status']} (rank {end.get('rank', '?')}): {why}\n")
     if len(ids) > 1:
         out.write(f"jobs:       {' '.join(ids)}\n")
     out.flush()
+    info["owner"] = holder
     return info
 
 
@@ -166,8 +184,8 @@ def cancel(run_dir: str | Path, out: Optional[TextIO] = None) -> list[str]:
         raise UserError("scancel not found: run this on a Slurm login node")
     cancelled = []
     for job_id in ids:
-        state = slurm_submit.squeue_state(job_id)
-        if state is None or state not in slurm_submit.ACTIVE_STATES:
+        state = squeue_state(job_id)
+        if state is None or state not in ACTIVE_STATES:
             continue
         record_event(run_dir, "cancel", job_id=job_id)  # first: rank 0 checks it before requeueing
         r = subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)

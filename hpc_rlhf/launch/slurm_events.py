@@ -19,10 +19,13 @@ kill is skipped when read). The kinds:
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from hpc_rlhf.errors import UserError
 from hpc_rlhf.rundir import JOBS, RunDir
 
 JOBS_FILE = JOBS
@@ -67,3 +70,49 @@ def job_end(events: list[dict], job_id: str) -> Optional[dict]:
     """The last `end` event of job `job_id` among `events` (from read_events), or None."""
     ends = [e for e in events if e.get("event") == "end" and str(e.get("job_id")) == str(job_id)]
     return ends[-1] if ends else None
+
+
+ACTIVE_STATES = {
+    "PENDING",
+    "RUNNING",
+    "CONFIGURING",
+    "COMPLETING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SIGNALING",
+    "STAGE_OUT",
+    "SUSPENDED",
+    "STOPPED",
+}
+
+
+def squeue_state(job_id: str) -> Optional[str]:
+    """The job's state per squeue, or None when squeue does not know the job (or is not installed)."""
+    try:
+        r = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    state = r.stdout.strip().splitlines()
+    return state[0].strip() if r.returncode == 0 and state else None
+
+
+def job_active(job_id: str) -> Optional[bool]:
+    """Whether Slurm still runs or queues the job; None when there is no squeue here to ask."""
+    if shutil.which("squeue") is None:
+        return None
+    return squeue_state(job_id) in ACTIVE_STATES
+
+
+def check_no_active_job(run_dir: str | Path) -> None:
+    """UserError (one line) when the run's latest Slurm job is still queued or running."""
+    ids = job_ids(run_dir)
+    if not ids or shutil.which("squeue") is None:
+        return
+    state = squeue_state(ids[-1])
+    if state in ACTIVE_STATES:
+        raise UserError(
+            f"run dir {run_dir} already has Slurm job {ids[-1]} ({state}); cancel it first "
+            f"(hpc-rlhf cancel {run_dir}) or use another run_dir"
+        )

@@ -237,8 +237,12 @@ class SlurmTask:
         try:
             cfg = self._start(rank, job_id)
         except Exception as e:
-            if rank == 0:  # the same on every task (config, task count, MPI wiring): one record
+            if rank == 0:  # the same on every task (config, task count, MPI wiring, lease): one record
                 self._end(job_id, rank, 1, first_line(e))
+                print(f"hpc_rlhf.slurm: error: {first_line(e)}", file=sys.stderr, flush=True)
+            mpi = _live_mpi()
+            if mpi is not None:  # the other tasks would wait for this one in MPI: end the step
+                mpi.COMM_WORLD.Abort(1)
             raise
         try:
             code = _run_worker(self.worker, self.run_dir)
@@ -253,18 +257,20 @@ class SlurmTask:
         if code == 0:
             if rank == 0:
                 self._end(job_id, rank, 0)
+                self._release()
             return 0  # MPI is finalised at interpreter exit (mpi4py), as under mpiexec
         if code == rq:
             # The checkpoint is committed (the ranks agreed before the worker returned), so rank 0 can requeue
             # now. No MPI_Finalize: it is a collective that hangs every rank when one of them fails in it
             # (seen: "communicator being freed has unmatched messages" after a stop), and the requeue kills
             # the step anyway; the MPICH shared memory this leaves is removed by the next start's setup.
-            if rank == 0:
-                requeue_self(self.run_dir, cfg, job_id)
+            if rank == 0 and not requeue_self(self.run_dir, cfg, job_id):
+                self._release()  # kept on a requeue: the requeued job (same id) takes it over
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(rq)  # no submitit result and no `end` event: the run is not over
         self._end(job_id, rank, code)
+        self._release()
         mpi = _live_mpi()
         if mpi is not None:
             print(f"hpc_rlhf.slurm: worker exited {code}; aborting the MPI job", file=sys.stderr, flush=True)
@@ -291,7 +297,28 @@ class SlurmTask:
                 f"worker {self.worker}, code {Path(__file__).resolve().parents[1]}",
                 flush=True,
             )
+            self._own(job_id, cfg.runtime.lease_ttl_s)
         return cfg
+
+    def _own(self, job_id: str, ttl_s: float) -> None:
+        """Rank 0 takes the run dir's lease for this job (its own lease when requeued) and renews it; a
+        live owner elsewhere fails the job (UserError) before any rank writes."""
+        from hpc_rlhf.launch.lease import acquire
+
+        def lost(msg: str) -> None:
+            print(f"hpc_rlhf.slurm: error: {msg}; aborting the job", file=sys.stderr, flush=True)
+            mpi = _live_mpi()
+            if mpi is not None:
+                mpi.COMM_WORLD.Abort(1)
+            os._exit(1)
+
+        self._lease = acquire(self.run_dir, "slurm job", ttl_s, slurm_job_id=job_id)
+        self._lease.start_renewing(lost)
+
+    def _release(self) -> None:
+        lease = getattr(self, "_lease", None)
+        if lease is not None:
+            lease.release()
 
     def _end(self, job_id: str, rank: int, status: int, error: str = "") -> None:
         """The `end` event of the job (jobs.jsonl): what `hpc-rlhf status` reports once Slurm forgot the job.

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,24 +37,10 @@ from typing import Any, Optional, TextIO
 
 from hpc_rlhf.config import Config
 from hpc_rlhf.errors import UserError, first_line
-from hpc_rlhf.launch.slurm_events import job_ids, record_event
+from hpc_rlhf.launch.lease import check_free
+from hpc_rlhf.launch.slurm_events import check_no_active_job, record_event
 from hpc_rlhf.launch.slurm_job import DEFAULT_WORKER, SlurmTask
 from hpc_rlhf.rundir import RunDir
-
-ACTIVE_STATES = {
-    "PENDING",
-    "RUNNING",
-    "CONFIGURING",
-    "COMPLETING",
-    "REQUEUED",
-    "REQUEUE_HOLD",
-    "REQUEUE_FED",
-    "RESIZING",
-    "SIGNALING",
-    "STAGE_OUT",
-    "SUSPENDED",
-    "STOPPED",
-}
 
 # Removes this user's MPICH shared-memory segments that no live process maps (a requeued job has the same
 # id, hence the same segment names; a stale one breaks MPI_Init). One shell line, no single quotes.
@@ -187,28 +172,6 @@ def render_sbatch(cfg: Config, run_dir: Path) -> str:
 # ------------------------------------------------------------------------------------------ run dir state
 
 
-def squeue_state(job_id: str) -> Optional[str]:
-    """The job's state per squeue, or None when squeue does not know the job (or is not installed)."""
-    try:
-        r = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    state = r.stdout.strip().splitlines()
-    return state[0].strip() if r.returncode == 0 and state else None
-
-
-def _check_no_active_job(run_dir: Path) -> None:
-    ids = job_ids(run_dir)
-    if not ids or shutil.which("squeue") is None:
-        return
-    state = squeue_state(ids[-1])
-    if state in ACTIVE_STATES:
-        raise UserError(
-            f"run dir {run_dir} already has Slurm job {ids[-1]} ({state}); cancel it first "
-            f"(hpc-rlhf cancel {run_dir}) or use another run_dir"
-        )
-
-
 def prepare_run_dir(cfg: Config) -> Path:
     """The preparation of every run (launch/prepare.py: checkpoint-compatibility check with a diff,
     tokenizer, RUN_DIR/config.yaml), plus the Slurm folder and the code snapshot."""
@@ -293,7 +256,8 @@ def submit(
             "sbatch/srun not found: submit from a Slurm login node (dev machine: tools/slurm/dev_cluster.sh start)"
         )
     _check_worker(worker)
-    _check_no_active_job(run_dir)
+    check_no_active_job(run_dir)
+    check_free(str(run_dir))  # a local run (or a job) that owns the run dir: refused before queueing
     prepare_run_dir(cfg)
 
     import submitit

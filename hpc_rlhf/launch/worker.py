@@ -17,8 +17,10 @@ import dataclasses
 import os
 import sys
 import traceback
+import uuid
 
 from hpc_rlhf.dist.ranks import note_exit, register_rank
+from hpc_rlhf.launch.orphans import watch_launcher
 from hpc_rlhf.launch.signals import StopFlag
 from hpc_rlhf.rundir import RunDir
 
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = argv[0]
     stop = StopFlag().install()  # first: a stop signal during the imports below only sets the flag
+    watch_launcher()  # a local run's rank ends with its launcher, however that dies (launch/orphans.py)
     import torch
 
     from hpc_rlhf.config import load_config
@@ -57,10 +60,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    attempt = comm.bcast(uuid.uuid4().hex[:12] if rank == 0 else None, root=0)  # this start's token
+    hb = None
     try:
         topo = Topology.build(comm.Get_size(), cfg.layout)
         role = topo.role(rank)
-        register_rank(run_dir, rank, role, topo.index(rank))
+        register_rank(run_dir, rank, role, topo.index(rank), attempt)
+        hb = _start_heartbeat(cfg, run_dir, comm, role, attempt)
         torch.set_num_threads(_threads(cfg, comm))
         device = pick_device(cfg.runtime.device)
         if topo.single:
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # noqa: BLE001 - any failure must take the whole world down
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
-        note_exit(run_dir, rank, "failed")
+        note_exit(run_dir, rank, "failed", attempt)
         print(f"error: rank {rank} ({role}) failed: {type(e).__name__}: {first_line(e)}", file=sys.stderr, flush=True)
         if not isinstance(e, UserError):
             traceback.print_exc(file=sys.stderr)
@@ -80,8 +86,32 @@ def main(argv: list[str] | None = None) -> int:
         comm.Abort(1)
         return 1
     code = 0 if verdict == "done" else cfg.runtime.requeue_exit_code
-    note_exit(run_dir, rank, str(code))
+    if hb is not None:
+        hb.stop()
+    note_exit(run_dir, rank, str(code), attempt)
     return code
+
+
+def _start_heartbeat(cfg, run_dir: str, comm, role: str, attempt: str):
+    """Heartbeats with every other rank (dist/heartbeat.py); a silent peer ends the job, named. None in a
+    world of one or with runtime.heartbeat_timeout_s=0."""
+    from hpc_rlhf.dist.heartbeat import Heartbeat
+
+    rank, world, timeout = comm.Get_rank(), comm.Get_size(), cfg.runtime.heartbeat_timeout_s
+    if world == 1 or timeout <= 0:
+        return None
+
+    def peer_lost(msg: str) -> None:  # on the heartbeat thread: name the peer, then end the whole job
+        print(f"error: rank {rank} ({role}): {msg}; ending the job", file=sys.stderr, flush=True)
+        note_exit(run_dir, rank, "failed", attempt)
+        job = os.environ.get("SLURM_JOB_ID")
+        if job:  # what `hpc-rlhf status` reports once Slurm forgot the job
+            from hpc_rlhf.launch.slurm_events import record_event
+
+            record_event(run_dir, "end", job_id=job, status=1, rank=rank, error=msg, via="heartbeat")
+        comm.Abort(1)
+
+    return Heartbeat(run_dir, rank, world, timeout, peer_lost, attempt=attempt).start()
 
 
 def _run_role(cfg, run_dir: str, comm, topo, device, stop) -> str:

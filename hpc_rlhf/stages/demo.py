@@ -65,11 +65,7 @@ def _plot(metrics: list[dict], path: str) -> None:
 
 
 def run_demo(config_path: str | None, overrides: list[str]) -> int:
-    from transformers import AutoModelForCausalLM
-
-    from hpc_rlhf.launch.prepare import prepare_run, run_local
-    from hpc_rlhf.models.build import build_policy, load_tokenizer
-    from hpc_rlhf.stages.reward_model import train_reward_model
+    from hpc_rlhf.launch.lease import owned
 
     t0 = time.time()
     cfg = load_config(config_path, overrides)
@@ -77,6 +73,18 @@ def run_demo(config_path: str | None, overrides: list[str]) -> int:
         raise UserError("the demo needs task.name=demo")
     cfg = with_gold_metric(cfg)  # gen/gold_reward_mean of every step in metrics.jsonl
     cfg = dataclasses.replace(cfg, run_dir=os.path.abspath(cfg.run_dir))
+    with owned(cfg.run_dir, "demo", cfg.runtime.lease_ttl_s):  # the whole demo owns its run dir
+        return _demo(cfg, t0)
+
+
+def _demo(cfg: Config, t0: float) -> int:
+    """The demo's stages on a run dir this process owns (see run_demo)."""
+    from transformers import AutoModelForCausalLM
+
+    from hpc_rlhf.launch.prepare import prepare_run, run_local
+    from hpc_rlhf.models.build import build_policy, load_tokenizer
+    from hpc_rlhf.stages.reward_model import train_reward_model
+
     rd = RunDir(cfg.run_dir)
     rm_dir = rd.reward_model
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))

@@ -171,9 +171,10 @@ def test_checkpoints_command_lists_step_time_size_validity(tmp_path):
     save(tmp_path, 4, size=300_000)
     _flip(tmp_path / "checkpoints" / "step_000004" / "weights.bin")
     out = cli("checkpoints", str(tmp_path)).stdout.splitlines()
-    assert out[0].split() == ["step", "saved", "size_MB", "valid"]
-    assert out[1].split()[0] == "2" and out[1].split()[3] == "0.30" and out[1].endswith("yes")
-    assert out[2].split()[0] == "4" and "NO: file weights.bin fails its sha256 check" in out[2]
+    assert out[0] == "owner: none (no run holds this run dir)"
+    assert out[1].split() == ["step", "saved", "size_MB", "valid"]
+    assert out[2].split()[0] == "2" and out[2].split()[3] == "0.30" and out[2].endswith("yes")
+    assert out[3].split()[0] == "4" and "NO: file weights.bin fails its sha256 check" in out[3]
     assert cli("checkpoints", str(tmp_path / "none"), check=False).returncode == 1
 
 

@@ -24,28 +24,31 @@ MEMBER = textwrap.dedent(
     from hpc_rlhf.dist.heartbeat import Heartbeat
     from hpc_rlhf.rundir import RunDir
     run_dir, rank, world, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    attempt = sys.argv[5]
     rd = RunDir(run_dir)
     with open(rd.rank_info(rank), "w") as f:
         json.dump({"rank": rank, "role": "score", "index": rank, "pid": os.getpid(), "host": "h"}, f)
     t0 = time.monotonic()
-    hb = Heartbeat(run_dir, rank, world, timeout, lambda m: print(f"DEAD {time.monotonic() - t0:.2f} {m}", flush=True))
+    hb = Heartbeat(
+        run_dir, rank, world, timeout, lambda m: print(f"DEAD {time.monotonic() - t0:.2f} {m}", flush=True), attempt=attempt
+    )
     hb.start()
     print("UP", flush=True)
     line = sys.stdin.readline()
     if not line.startswith("leave"):
         time.sleep(4 * timeout)
     hb.stop()
-    open(rd.rank_exit(rank), "w").write("0\\n")
+    open(rd.rank_exit(rank), "w").write(f"0 {attempt}\\n")
     time.sleep(2 * timeout)
     """
 )
 
 
-def _group(run_dir, world=3):
-    os.makedirs(RunDir(str(run_dir)).ranks)
+def _group(run_dir, world=3, attempt="a1"):
+    os.makedirs(RunDir(str(run_dir)).ranks, exist_ok=True)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", MEMBER, str(run_dir), str(r), str(world), str(TIMEOUT)],
+            [sys.executable, "-c", MEMBER, str(run_dir), str(r), str(world), str(TIMEOUT), attempt],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -91,3 +94,18 @@ def test_a_rank_that_leaves_with_an_exit_note_is_not_named(tmp_path):
     outs = _finish(procs)
     assert not any("DEAD" in o for o in outs.values()), outs
     assert json.load(open(RunDir(str(tmp_path)).rank_info(1)))["rank"] == 1
+
+
+def test_notes_of_a_previous_attempt_do_not_hide_a_dead_rank(tmp_path):
+    """A requeued job finds the exit notes and beat files of its previous attempt in RUN_DIR/.ranks."""
+    rd = RunDir(str(tmp_path))
+    os.makedirs(rd.ranks)
+    open(rd.rank_exit(1), "w").write("75 old\n")  # rank 1 left the previous attempt on purpose
+    open(rd.rank_info(1)[: -len(".json")] + ".beat", "w").write("old 99\n")
+    procs = _group(tmp_path, attempt="new")
+    time.sleep(0.5)
+    os.kill(procs[1].pid, signal.SIGKILL)
+    procs[1].wait()
+    outs = _finish(procs, skip={1})
+    for r in (0, 2):
+        assert f"rank 1 (score #1, pid {procs[1].pid} on h) sent no heartbeat" in outs[r], outs[r]

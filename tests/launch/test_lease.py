@@ -150,3 +150,19 @@ def test_sigkilled_owner_with_live_ranks_is_not_taken_over_before_expiry(tmp_pat
         rank.kill()
         rank.wait()
     acquire(str(tmp_path), "resume")
+
+
+def test_an_owner_killed_together_with_its_ranks_is_taken_over_at_once(tmp_path):
+    """As on a node crash seen from the same host: the launcher and every rank gone (SIGKILL)."""
+    rank = subprocess.Popen(["sleep", "60"])
+    rd = RunDir(str(tmp_path))
+    os.makedirs(rd.ranks)
+    with open(rd.rank_info(0), "w") as f:
+        json.dump({"rank": 0, "pid": rank.pid, "host": os.uname().nodename}, f)
+    p = _holder(tmp_path)
+    for proc in (p, rank):
+        proc.kill()
+        proc.wait()
+    t0 = time.monotonic()
+    lease = acquire(str(tmp_path), "resume")
+    assert time.monotonic() - t0 < 2 and owner(str(tmp_path))["token"] == lease.token

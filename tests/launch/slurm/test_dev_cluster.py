@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -406,6 +407,20 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
     info = slurm_submit.submit(cfg, None, False, out=io.StringIO())
     jobs.append(info.job_id)
     wait_for(lambda: metrics_step(run_dir) >= 1, "the first PPO step", timeout=120)
+    # one owner per run dir: a local resume and a second submission are refused, naming the job
+    p = subprocess.run(
+        [sys.executable, "-m", "hpc_rlhf.launch.cli", "resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert p.returncode == 2 and f"already has Slurm job {info.job_id} (RUNNING)" in p.stderr, p.stderr
+    with pytest.raises(UserError, match=f"Slurm job {info.job_id}"):
+        slurm_submit.submit(cfg, None, False, out=io.StringIO())
+    shown = io.StringIO()
+    slurm_cmds.status(run_dir, out=shown)
+    assert f"(hpc-rlhf slurm job, Slurm job {info.job_id})" in shown.getvalue(), shown.getvalue()
     r = subprocess.run(
         [
             "sbatch",
@@ -457,3 +472,54 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
         hashlib.sha256((d / "final" / "policy" / "model.safetensors").read_bytes()).hexdigest() for d in (run_dir, ref)
     ]
     assert sha[0] == sha[1], "the preempted Slurm run must end bit-identical to an uninterrupted one"
+
+
+@pytest.mark.slow
+def test_a_killed_or_stopped_rank_ends_the_job_naming_it_without_requeue(tmp_path, jobs, tiny_rm):
+    """SIGKILL of the generation, scoring and training rank, and SIGSTOP of the scoring rank, of four real
+    jobs side by side with the default timeouts: each job leaves RUNNING in under 60 s, FAILED, not
+    requeued, with the rank, its role, pid and host in its log and the cause in `hpc-rlhf status`."""
+    cases = [("kill", 0, "generate"), ("kill", 1, "score"), ("kill", 2, "train"), ("stop", 1, "score")]
+    runs = []
+    for how, r, role in cases:
+        run_dir = tmp_path / f"{how}{r}"
+        over = [f"run_dir={run_dir}", "total_steps=400", "checkpoint.every_steps=1000", "slurm.timeout_min=10"]
+        over.append("runtime.wait_timeout_s=600")  # the default (tiny.yaml sets 60): no wait times out first
+        cfg = load_config(str(REPO / "configs" / "tiny.yaml"), [*over, *tiny_rm["overrides"]])
+        info = slurm_submit.submit(cfg, None, False, out=io.StringIO())
+        jobs.append(info.job_id)
+        runs.append((how, r, role, run_dir, info.job_id))
+    for _how, _r, _role, run_dir, _job in runs:
+        wait_for(lambda d=run_dir: metrics_step(d) >= 1, f"the first PPO step of {run_dir.name}", timeout=240)
+    victims, left = {}, {}
+    try:
+        for how, r, _role, run_dir, job in runs:
+            pid = json.loads((run_dir / ".ranks" / f"rank_{r:05d}.json").read_text())["pid"]
+            os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+            victims[job] = (pid, time.monotonic())
+        end = time.monotonic() + 120
+        while len(left) < len(runs) and time.monotonic() < end:
+            for *_, job in runs:
+                if job not in left and job_info(job).get("JobState") != "RUNNING":
+                    left[job] = time.monotonic() - victims[job][1]
+            time.sleep(0.5)
+    finally:
+        for pid, _ in victims.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for how, r, role, run_dir, job in runs:
+        pid = victims[job][0]
+        assert job in left, f"{how} of rank {r}: job {job} still RUNNING 120 s later\n" + run_logs(run_dir)
+        assert left[job] < 60, f"{how} of rank {r}: job {job} left RUNNING after {left[job]:.0f} s"
+        done = wait_state(job, DONE, timeout=60)
+        assert done["JobState"] == "FAILED" and int(done["Restarts"]) == 0, done
+        assert not events(run_dir, "requeue"), "a crashed job must not be requeued"
+        logs = run_logs(run_dir)
+        assert f"rank {r} ({role} #0, pid {pid} on " in logs, logs
+        how_seen = "heartbeat" if "sent no heartbeat" in logs else "other"
+        print(f"{how} rank {r} ({role}): left RUNNING after {left[job]:.1f} s, seen by {how_seen}")
+        shown = io.StringIO()
+        slurm_cmds.status(run_dir, out=shown)
+        assert f"rank {r} ({role} #0, pid {pid} on " in shown.getvalue(), shown.getvalue()
