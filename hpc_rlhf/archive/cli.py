@@ -46,6 +46,15 @@ def _int_range(text: str) -> tuple[Optional[int], Optional[int]]:
     return (None if lo is None else int(lo), None if hi is None else int(hi))
 
 
+def _group(text: str) -> tuple[int, int]:
+    """'STEP:GROUP' -> (step, group id)."""
+    a, _, b = text.partition(":")
+    try:
+        return int(a), int(b)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not STEP:GROUP (e.g. 12:345; group = prompt index)") from None
+
+
 def _open(args: argparse.Namespace):
     from hpc_rlhf.archive.store import Archive
 
@@ -101,8 +110,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         bottom=args.bottom,
         limit=args.limit,
         rewards=args.reward,
+        group=args.group,
     )
-    print(render(arc, samples, args.tokenizer))
+    print(render(arc, samples, args.tokenizer, args.group))
     return 0
 
 
@@ -182,6 +192,8 @@ def add_subparsers(subparsers) -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--top", type=int, metavar="K", help="the K highest-reward samples")
     g.add_argument("--bottom", type=int, metavar="K", help="the K lowest-reward samples")
+    p.add_argument("--group", type=_group, metavar="STEP:GROUP",
+                   help="every sample of one group (a prompt's samples at a step; group id = prompt index)")  # fmt: skip
     p.add_argument("--limit", type=int, default=5, help="samples shown without --top/--bottom (default 5)")
     p.add_argument("--reward", type=_range, metavar="LO:HI", help="reward range, inclusive")
     p.add_argument("--tokenizer", help="tokenizer folder (default RUN_DIR/tokenizer; ids when absent)")
