@@ -51,6 +51,7 @@ def _validate_reward(cfg: Config) -> None:
         _check(ok, f"{key}.name", f"'{s.name}' must be letters, digits and _ (it names a column)")
         _check(names.count(s.name) == 1, f"{key}.name", f"'{s.name}' names two sources; names must be unique")
         _check(math.isfinite(s.weight), f"{key}.weight", f"{s.weight} must be a finite number")
+        _check(s.kind in ("model", "function"), f"{key}.kind", f"'{s.kind}' is not one of model, function")
         if s.kind == "model":
             _check(s.function is None, f"{key}.function", "must be unset for kind=model (it is model.reward_path)")
         else:

@@ -185,8 +185,9 @@ class RewardSourceConfig:
 
     name: str = "reward_model"
     """The source's name: its column in the shards' `reward_sources` and the archive's `reward/NAME`."""
-    kind: Literal["model", "function"] = "model"
-    """`model`: the reward model (model.reward_path) scores prompt+response; `function`: `function` does."""
+    kind: str = "model"
+    """`model`: the reward model (model.reward_path) scores prompt+response; `function`: `function` does
+    (a str checked in config/checks.py, so that an error names reward.sources[i].kind)."""
     function: Optional[str] = None
     """kind=function: `package.module:function`, called on the scoring ranks (contract: hpc_rlhf/rewards)."""
     weight: float = 1.0
