@@ -161,6 +161,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def _show_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", type=int, help="policy version")
+    p.add_argument("--prompt", dest="prompts", type=int, action="append", metavar="I",
+                   help="prompt index (repeat for a set)")  # fmt: skip
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--top", type=int, metavar="K", help="the K highest-reward samples")
+    g.add_argument("--bottom", type=int, metavar="K", help="the K lowest-reward samples")
+    p.add_argument("--group", type=_group, metavar="STEP:GROUP",
+                   help="every sample of one group (a prompt's samples at a step; group id = prompt index)")  # fmt: skip
+    p.add_argument("--limit", type=int, default=5, help="samples shown without --top/--bottom (default 5)")
+    p.add_argument("--reward", type=_range, metavar="LO:HI", help="reward range, inclusive")
+    p.add_argument("--tokenizer", help="tokenizer folder (default RUN_DIR/tokenizer; ids when absent)")
+
+
 def add_subparsers(subparsers) -> argparse.ArgumentParser:
     """Register `archive` and its sub-commands on an argparse sub-parsers object; returns its parser."""
     ap = subparsers.add_parser(
@@ -186,17 +200,7 @@ def add_subparsers(subparsers) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     p = common("show", "decoded prompt and response of chosen samples, with reward")
-    p.add_argument("--version", type=int, help="policy version")
-    p.add_argument("--prompt", dest="prompts", type=int, action="append", metavar="I",
-                   help="prompt index (repeat for a set)")  # fmt: skip
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--top", type=int, metavar="K", help="the K highest-reward samples")
-    g.add_argument("--bottom", type=int, metavar="K", help="the K lowest-reward samples")
-    p.add_argument("--group", type=_group, metavar="STEP:GROUP",
-                   help="every sample of one group (a prompt's samples at a step; group id = prompt index)")  # fmt: skip
-    p.add_argument("--limit", type=int, default=5, help="samples shown without --top/--bottom (default 5)")
-    p.add_argument("--reward", type=_range, metavar="LO:HI", help="reward range, inclusive")
-    p.add_argument("--tokenizer", help="tokenizer folder (default RUN_DIR/tokenizer; ids when absent)")
+    _show_options(p)
     p.set_defaults(func=cmd_show)
 
     p = common("export", "per-sample fields to parquet/csv/jsonl, streamed in chunks")

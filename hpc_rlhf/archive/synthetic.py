@@ -72,7 +72,12 @@ def shard_data(
         "gen_logprobs": gen,
         "ref_logprobs": ref,
         "reward": reward.astype(np.float32),
+        "group_id": prompt_index,
+        "reward_sources": reward.astype(np.float32).reshape(n, 1),  # one source: the reward itself
     }
+
+
+SOURCE = {"reward_sources": ["reward_model"], "reward_weights": [1.0]}
 
 
 def make_archive(
@@ -112,7 +117,7 @@ def make_archive(
             write_shard(
                 rd.shard(step, shard, "scored"),
                 d,
-                {**attrs, "kind": "scored", "producer_role": "score", "producer_rank": 1},
+                {**attrs, **SOURCE, "kind": "scored", "producer_role": "score", "producer_rank": 1},
             )
             total += samples_per_shard
         if progress:
