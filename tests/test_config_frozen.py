@@ -28,10 +28,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "4459e76e403696ad"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "4459e76e403696ad"),
-    (TINY, [], "f6dbed5d589116be"),
-    (TINY, OVERRIDES, "978f846b60f9ed4d"),
+    (None, [], "e14b9e5cf4b7ff77"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "e14b9e5cf4b7ff77"),
+    (TINY, [], "13406c9229e87729"),
+    (TINY, OVERRIDES, "dc8cbd12c125e884"),
 ]
 
 

@@ -5,7 +5,7 @@
     for batch in arc.iter_batches(["reward", "kl_seq"], versions=(10, 20)):
         ...                                                # one Batch per shard, filtered
     df = arc.to_dataframe(["policy_version", "reward", "kl_seq", "rep_3gram"], prompts={3, 7})
-    arc.reward_sources()                                   # ['reward_model', 'correct']: fields reward/NAME
+    arc.reward_sources()                                   # ['rm', 'correct']: fields reward/NAME
 
 Per-source rewards: field `reward/NAME` is the unweighted value of reward source NAME (a column of
 the shards' `reward_sources`), NaN for a sample whose shard has no such source (or was not scored).
@@ -240,7 +240,7 @@ class Archive:
 
     def reward_sources(self) -> list[str]:
         """Names of the reward sources of the archive's scored shards, in order of first appearance
-        (shards of versions 1-2: `reward_model`); `reward/NAME` reads one. Reads no dataset."""
+        (shards of versions 1-2: `rm`); `reward/NAME` reads one. Reads no dataset."""
         names: dict[str, None] = {}
         for ref in self.shards:
             try:

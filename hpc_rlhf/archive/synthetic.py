@@ -13,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 
+from hpc_rlhf.rollout.schema import LEGACY_SOURCE
 from hpc_rlhf.rollout.shard import write_shard
 from hpc_rlhf.rundir import RunDir
 
@@ -77,7 +78,7 @@ def shard_data(
     }
 
 
-SOURCE = {"reward_sources": ["reward_model"], "reward_weights": [1.0]}
+SOURCE = {"reward_sources": [LEGACY_SOURCE], "reward_weights": [1.0]}
 
 
 def make_archive(

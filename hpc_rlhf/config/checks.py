@@ -42,7 +42,7 @@ def _validate_reward(cfg: Config) -> None:
     """`reward.sources`: named, weighted, at most one reward model; each function imports and takes the
     reward-function arguments (hpc_rlhf/rewards), so a bad one fails here, before any job is queued."""
     src = cfg.reward.sources
-    _check(len(src) >= 1, "reward.sources", "needs at least one source, e.g. [{name: reward_model, kind: model}]")
+    _check(len(src) >= 1, "reward.sources", "needs at least one source, e.g. [{name: rm, kind: model}]")
     _check(sum(s.kind == "model" for s in src) <= 1, "reward.sources", "at most one source of kind=model")
     names = [s.name for s in src]
     for i, s in enumerate(src):

@@ -183,7 +183,7 @@ REWARD_FUNCTION_KEYWORDS = ("cfg",)  # passed only to a reward function that dec
 class RewardSourceConfig:
     """One term of the reward (an item of `reward.sources`)."""
 
-    name: str = "reward_model"
+    name: str = "rm"
     """The source's name: its column in the shards' `reward_sources` and the archive's `reward/NAME`."""
     kind: str = "model"
     """`model`: the reward model (model.reward_path) scores prompt+response; `function`: `function` does

@@ -8,7 +8,7 @@ Config (hpc_rlhf/config/schema.py `RewardConfig`):
 
     reward:
       sources:
-        - {name: reward_model, kind: model, weight: 1.0}           # scores with model.reward_path
+        - {name: rm, kind: model, weight: 1.0}                     # scores with model.reward_path
         - {name: correct, kind: function, function: "hpc_rlhf.rewards.builtin:exact_match", weight: 0.5}
 
 reward = sum over the sources of weight * value, each value kept per sample in the shards

@@ -16,7 +16,7 @@ integer attribute `schema_version`.
 Versions 1 (one dataset per field, one attribute per key) and 2 (version 3 without `group_id` and
 `reward_sources`) are still read, and read as version 3 (`DERIVED`): a shard that does not store
 `group_id` reads it as prompt_index (the definition of a group), and a scored shard of version 1 or 2
-reads `reward_sources` as its reward under the one source `reward_model`, weight 1 (before version 3
+reads `reward_sources` as its reward under the one source `rm`, weight 1 (before version 3
 the reward was the reward model's score).
 """
 
@@ -75,7 +75,7 @@ ATTRS: dict[str, str] = {  # schema_version: an HDF5 attribute; the others: keys
     "reward_sources": "list[str], scored: the reward sources (config reward.sources), the columns of reward_sources",
     "reward_weights": "list[float], scored: their weights; reward = sum over s of weight[s] * reward_sources[:, s]",
 }
-LEGACY_SOURCE = "reward_model"  # the one reward source of a scored shard of version 1 or 2
+LEGACY_SOURCE = "rm"  # the one reward source of a scored shard of version 1 or 2
 DERIVED = {"group_id": "prompt_index"}  # read from this field when a shard does not store it
 
 GENERATED_FIELDS = tuple(f for f in FIELDS if f.role == "generate")

@@ -2,7 +2,7 @@
 
 Step 0 is written in schema version 1 (tests/shard_v1.py: an archive begun by hpc-rlhf 0.1.0), step 1
 in version 2 (tests/shard_v2.py), the later steps in the current version (3), with two reward sources
-`rm` (weight 1) and `correct` (weight 0.5, the same within a group) and `reward` their weighted sum:
+`judge` (weight 1) and `correct` (weight 0.5, the same within a group) and `reward` their weighted sum:
 every reader sees one archive. Planted for the group diagnostics: in version 3 the two samples of the
 second group (rows 2 and 3) of every shard have equal rewards.
 
@@ -34,20 +34,20 @@ LAG = 1  # policy_version = max(step - LAG, 0): several steps share version 0
 GEN_ONLY = (4, 2)  # (step, shard) that was generated but never scored
 V1_STEPS = (0,)  # steps written in schema version 1
 V2_STEPS = (1,)  # ... in schema version 2; the rest in version 3
-SOURCES, WEIGHTS = ["rm", "correct"], [1.0, 0.5]  # version 3's reward sources
+SOURCES, WEIGHTS = ["judge", "correct"], [1.0, 0.5]  # version 3's reward sources
 
 
 def _plant_sources(samples: list[dict], step: int) -> None:
     """Per-source values of one shard's samples, `reward` = their weighted sum (float64, then float32);
-    versions 1-2: the reward is the one legacy source `reward_model`."""
+    versions 1-2: the reward is the one legacy source `rm`."""
     if step in V1_STEPS + V2_STEPS:
         for s in samples:
-            s["sources"] = {"reward_model": s["reward"]}
+            s["sources"] = {"rm": s["reward"]}
         return
     for i, s in enumerate(samples):
-        rm = samples[2]["sources"]["rm"] if i == 3 else s["reward"]  # rows 2 and 3: one zero-variance group
+        rm = samples[2]["sources"]["judge"] if i == 3 else s["reward"]  # rows 2 and 3: one zero-variance group
         correct = np.float32((i // 2) % 2 == 0)
-        s["sources"] = {"rm": np.float32(rm), "correct": correct}
+        s["sources"] = {"judge": np.float32(rm), "correct": correct}
         s["reward"] = np.float32(np.float64(rm) * WEIGHTS[0] + np.float64(correct) * WEIGHTS[1])
 
 

@@ -40,8 +40,8 @@ def test_export_round_trip(archive, tmp_path, fmt):
         *PER_SAMPLE,
         "kl_seq",
         "kl_per_token",
-        "reward/reward_model",  # the reward sources, in order of first appearance: versions 1-2 have one
-        "reward/rm",
+        "reward/rm",  # the reward sources, in order of first appearance: versions 1-2 have one
+        "reward/judge",
         "reward/correct",
         "rep_3gram",
         "distinct_3",
@@ -59,7 +59,7 @@ def test_export_round_trip(archive, tmp_path, fmt):
         assert _tok_list(r["prompt_tokens"], fmt) == t["prompt_tokens"]
         assert _tok_list(r["response_tokens"], fmt) == t["response_tokens"]
         assert int(r["group_id"]) == t["group_id"]
-        for name in ("reward_model", "rm", "correct"):  # NaN (null) where the shard has no such source
+        for name in ("rm", "judge", "correct"):  # NaN (null) where the shard has no such source
             got, exp = r[f"reward/{name}"], t["sources"].get(name)
             assert (got is None or math.isnan(got)) if exp is None else np.float32(got) == exp, (name, got, exp)
         for k, exp in (

@@ -85,23 +85,21 @@ def test_plot_draws_the_group_diagnostics(archive, tmp_path):
 def test_per_source_rewards_in_the_api(archive):
     d, truth = archive
     arc = Archive.open(d)
-    assert arc.reward_sources() == ["reward_model", *SOURCES]  # versions 1-2 read as the legacy source
-    t = arc.table(
-        ["step", "prompt_index", "sample_index", "reward", "reward/rm", "reward/correct", "reward/reward_model"]
-    )
+    assert arc.reward_sources() == ["rm", *SOURCES]  # versions 1-2 read as the legacy source
+    t = arc.table(["step", "prompt_index", "sample_index", "reward", "reward/judge", "reward/correct", "reward/rm"])
     by = {(s["step"], s["prompt_index"], s["sample_index"]): s for s in truth}
     checked = 0
     for i in range(len(t["reward"])):
         s = by[(int(t["step"][i]), int(t["prompt_index"][i]), int(t["sample_index"][i]))]
-        for name in ("rm", "correct", "reward_model"):
+        for name in ("judge", "correct", "rm"):
             got, exp = t[f"reward/{name}"][i], s["sources"].get(name)
             assert np.isnan(got) if exp is None else got == exp
-        if "rm" in s["sources"]:  # version 3: reward = the weighted sum of the stored values
-            w = np.float64(t["reward/rm"][i]) * WEIGHTS[0] + np.float64(t["reward/correct"][i]) * WEIGHTS[1]
+        if "judge" in s["sources"]:  # version 3: reward = the weighted sum of the stored values
+            w = np.float64(t["reward/judge"][i]) * WEIGHTS[0] + np.float64(t["reward/correct"][i]) * WEIGHTS[1]
             assert t["reward"][i] == np.float32(w)
             checked += 1
         elif s["scored"]:  # versions 1-2: the one source is the reward
-            assert t["reward/reward_model"][i] == t["reward"][i]
+            assert t["reward/rm"][i] == t["reward"][i]
     assert checked > 20
     with pytest.raises(Exception, match="reward/<source>"):
         arc.table(["reward/"])
@@ -124,12 +122,12 @@ def test_show_a_whole_group(archive, capsys):
     assert [int(re.search(r"sample (\d+)", h).group(1)) for h in heads] == [0, 1]
     for h, s in zip(heads, want):
         assert f"prompt {s['prompt_index']}" in h
-        assert f"sources rm={s['sources']['rm']:.4g} correct={s['sources']['correct']:.4g}" in h
+        assert f"sources judge={s['sources']['judge']:.4g} correct={s['sources']['correct']:.4g}" in h
 
     assert main(["show", d, "--group", "1:100"]) == 0  # version 2: the legacy source
     out = capsys.readouterr().out
     want = [s for s in truth if s["step"] == 1 and s["group_id"] == 100]
-    assert len(_heads(out)) == len(want) and all("sources reward_model=" in h for h in _heads(out))
+    assert len(_heads(out)) == len(want) and all("sources rm=" in h for h in _heads(out))
 
 
 def test_show_group_errors(archive, capsys):

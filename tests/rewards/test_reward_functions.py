@@ -137,7 +137,7 @@ def test_weighted_sum_of_model_and_functions_and_the_cfg_keyword():
 
 def test_the_model_alone_at_weight_one_is_its_score_bit_for_bit():
     sources = RewardSources(load_config(TINY))
-    assert sources.names == ["reward_model"] and sources.needs_model and not sources.needs_text
+    assert sources.names == ["rm"] and sources.needs_model and not sources.needs_text
     rng = np.random.default_rng(0)
     model = rng.normal(size=1000).astype(np.float32) * np.float32(1e30)
     model[:3] = [np.float32(-0.0), np.float32(1e-45), np.float32(np.nan)]  # signed zero, subnormal, NaN kept

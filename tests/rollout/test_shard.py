@@ -155,7 +155,7 @@ def test_field_subsets_read_only_what_is_asked(tmp_path):
 @pytest.mark.parametrize("version", [1, 2])
 def test_older_versions_read_as_version_3(tmp_path, version):
     """Archives of hpc-rlhf 0.1.0 (v1: one dataset per field) and of v2 (no group_id, no per-source
-    rewards) read with every version-3 field: group_id = prompt_index, one source `reward_model` = reward."""
+    rewards) read with every version-3 field: group_id = prompt_index, one source `rm` = reward."""
     from shard_v1 import write_shard_v1
     from shard_v2 import write_shard_v2
 
@@ -165,7 +165,7 @@ def test_older_versions_read_as_version_3(tmp_path, version):
     old, a = read_shard(writer(str(tmp_path / "old.h5"), data, old_attrs))
     new, _ = read_shard(write_shard(str(tmp_path / "v3.h5"), data, attrs))
     assert a["schema_version"] == version and {k: a[k] for k in old_attrs} == old_attrs
-    assert a["reward_sources"] == ["reward_model"] and a["reward_weights"] == [1.0]
+    assert a["reward_sources"] == ["rm"] and a["reward_weights"] == [1.0]
     assert set(old) == set(new) and all(old[k].dtype == new[k].dtype for k in new)
     assert all(np.array_equal(old[k], new[k]) for k in new if k not in ("group_id", "reward_sources"))
     assert np.array_equal(old["group_id"], data["prompt_index"])

@@ -163,7 +163,7 @@ def _shards() -> dict:
         }
         data["group_id"], data["reward_sources"] = data["prompt_index"], data["reward"].reshape(n, 1)
         attrs = {
-            "reward_sources": ["reward_model"],
+            "reward_sources": ["rm"],
             "reward_weights": [1.0],
             "kind": "scored",
             "step": 0,
