@@ -4,16 +4,20 @@
 
 A spec whose module cannot be found, or whose module has no such callable, is a ConfigError of one
 line naming the config key and the spec. An error raised while the module itself is imported (a
-bug in it) propagates with its traceback.
+bug in it) propagates with its traceback from `load_callable`; `load_function` (the reward functions,
+checked when the config loads) turns it into a ConfigError too, and checks the signature:
+
+    fn = load_function("hpc_rlhf.rewards.builtin:exact_match", "reward.sources[1].function", ARGS)
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-from hpc_rlhf.errors import ConfigError
+from hpc_rlhf.errors import ConfigError, first_line
 
 
 def load_callable(spec: str, key: str) -> Callable[..., Any]:
@@ -35,3 +39,37 @@ def load_callable(spec: str, key: str) -> Callable[..., Any]:
     if not callable(obj):
         raise ConfigError(f"config key '{key}': '{spec}' names a {type(obj).__name__}, not a function")
     return obj
+
+
+def load_function(spec: str, key: str, args: tuple[str, ...], keywords: tuple[str, ...] = ()) -> Callable[..., Any]:
+    """`load_callable`, and the callable must take len(`args`) positional arguments (named `args` in the
+    message) plus those of the optional `keywords` it declares. Any error raised while importing its
+    module is a one-line ConfigError naming the key and the spec too."""
+    try:
+        fn = load_callable(spec, key)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a broken module: name it, at config load
+        raise ConfigError(
+            f"config key '{key}': importing '{spec}' failed: {type(e).__name__}: {first_line(e)}"
+        ) from None
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: its first call will tell
+        return fn
+    try:
+        sig.bind(*args, **{k: k for k in keywords if takes_keyword(fn, k)})
+    except TypeError as e:
+        raise ConfigError(
+            f"config key '{key}': '{spec}' has the signature {sig} but is called as ({', '.join(args)}): {e}"
+        ) from None
+    return fn
+
+
+def takes_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """True when `fn` accepts the keyword argument `name` (by name or through **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

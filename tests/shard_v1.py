@@ -13,7 +13,7 @@ from hpc_rlhf.rollout.schema import fields_for
 
 def write_shard_v1(path: str, data: dict, attrs: dict) -> str:
     with h5py.File(path, "w") as f:
-        for fl in fields_for(attrs["kind"]):
+        for fl in fields_for(attrs["kind"], 1):
             arr = np.ascontiguousarray(data[fl.name], dtype=fl.dtype)
             if arr.size:
                 f.create_dataset(fl.name, data=arr, chunks=(len(arr),), fletcher32=True)

@@ -18,15 +18,16 @@ ALLOWED = {
     "errors": set(),
     "rundir": set(),
     "algo": set(),
-    "config": BASE,
-    "plugins": BASE | {"config"},
+    "config": BASE | {"plugins"},
+    "plugins": BASE,
     "rollout": L1,
     "models": L1,
     "demo": L1 | {"models"},
     "checkpoint": L2,
     "dist": L2 | {"checkpoint"},
     "archive": L1 | {"rollout"},
-    "roles": L2 | {"checkpoint", "dist"},
+    "rewards": L2,
+    "roles": L2 | {"checkpoint", "dist", "rewards"},
 }
 # roles/: the modules of each role; modules of roles/ not listed here are shared helpers of the roles
 ROLES = {

@@ -17,7 +17,8 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 
 # Printed by the code before the config was frozen (commit 1e4f3bc, /work/main) with
 #   python -c "from hpc_rlhf.config import *; print(fingerprint(load_config(PATH, OVERRIDES)))"
-# Shards and checkpoints carry the fingerprint: the same config must keep it.
+# Shards and checkpoints carry the fingerprint: the same config must keep it. Re-printed when the
+# `reward:` section (reward.sources, not resume-safe) was added: a new key changes every fingerprint.
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -27,10 +28,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "9ab5f2f20ee6c0be"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "9ab5f2f20ee6c0be"),
-    (TINY, [], "8224f64716050e9d"),
-    (TINY, OVERRIDES, "a4ba081dc35282cd"),
+    (None, [], "e14b9e5cf4b7ff77"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "e14b9e5cf4b7ff77"),
+    (TINY, [], "13406c9229e87729"),
+    (TINY, OVERRIDES, "dc8cbd12c125e884"),
 ]
 
 

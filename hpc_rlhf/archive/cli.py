@@ -46,6 +46,15 @@ def _int_range(text: str) -> tuple[Optional[int], Optional[int]]:
     return (None if lo is None else int(lo), None if hi is None else int(hi))
 
 
+def _group(text: str) -> tuple[int, int]:
+    """'STEP:GROUP' -> (step, group id)."""
+    a, _, b = text.partition(":")
+    try:
+        return int(a), int(b)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not STEP:GROUP (e.g. 12:345; group = prompt index)") from None
+
+
 def _open(args: argparse.Namespace):
     from hpc_rlhf.archive.store import Archive
 
@@ -101,8 +110,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         bottom=args.bottom,
         limit=args.limit,
         rewards=args.reward,
+        group=args.group,
     )
-    print(render(arc, samples, args.tokenizer))
+    print(render(arc, samples, args.tokenizer, args.group))
     return 0
 
 
@@ -151,6 +161,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def _show_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", type=int, help="policy version")
+    p.add_argument("--prompt", dest="prompts", type=int, action="append", metavar="I",
+                   help="prompt index (repeat for a set)")  # fmt: skip
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--top", type=int, metavar="K", help="the K highest-reward samples")
+    g.add_argument("--bottom", type=int, metavar="K", help="the K lowest-reward samples")
+    p.add_argument("--group", type=_group, metavar="STEP:GROUP",
+                   help="every sample of one group (a prompt's samples at a step; group id = prompt index)")  # fmt: skip
+    p.add_argument("--limit", type=int, default=5, help="samples shown without --top/--bottom (default 5)")
+    p.add_argument("--reward", type=_range, metavar="LO:HI", help="reward range, inclusive")
+    p.add_argument("--tokenizer", help="tokenizer folder (default RUN_DIR/tokenizer; ids when absent)")
+
+
 def add_subparsers(subparsers) -> argparse.ArgumentParser:
     """Register `archive` and its sub-commands on an argparse sub-parsers object; returns its parser."""
     ap = subparsers.add_parser(
@@ -176,15 +200,7 @@ def add_subparsers(subparsers) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     p = common("show", "decoded prompt and response of chosen samples, with reward")
-    p.add_argument("--version", type=int, help="policy version")
-    p.add_argument("--prompt", dest="prompts", type=int, action="append", metavar="I",
-                   help="prompt index (repeat for a set)")  # fmt: skip
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--top", type=int, metavar="K", help="the K highest-reward samples")
-    g.add_argument("--bottom", type=int, metavar="K", help="the K lowest-reward samples")
-    p.add_argument("--limit", type=int, default=5, help="samples shown without --top/--bottom (default 5)")
-    p.add_argument("--reward", type=_range, metavar="LO:HI", help="reward range, inclusive")
-    p.add_argument("--tokenizer", help="tokenizer folder (default RUN_DIR/tokenizer; ids when absent)")
+    _show_options(p)
     p.set_defaults(func=cmd_show)
 
     p = common("export", "per-sample fields to parquet/csv/jsonl, streamed in chunks")

@@ -2,7 +2,9 @@
 
     n = export(Archive.open(run_dir), "samples.parquet", fmt="parquet", tokens=True)
 
-Columns: every per-sample schema field, kl_seq and kl_per_token, plus on request rep_<n>gram / distinct_<n>
+Columns: every per-sample schema field, kl_seq and kl_per_token, `reward/NAME` for each reward source
+of the archive (Archive.reward_sources(): unweighted values, NaN where a shard lacks the source), plus
+on request rep_<n>gram / distinct_<n>
 (`ngram`), prompt_tokens / response_tokens (`tokens`: lists in parquet and jsonl, space-separated ids in
 csv) and prompt_text / response_text (`text`: decoded with the run's tokenizer; ids when there is none).
 reward and the KL columns are NaN (parquet/csv) or null (jsonl) for samples that were never scored.
@@ -15,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from hpc_rlhf.archive.store import Archive, Batch, dtype_of
+from hpc_rlhf.archive.store import Archive, Batch, dtype_of, source_field
 from hpc_rlhf.archive.text import decode_many, load_tokenizer
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.rollout.schema import PER_SAMPLE
@@ -24,8 +26,10 @@ FORMATS = ("parquet", "csv", "jsonl")
 CHUNK_ROWS = 65536
 
 
-def export_fields(ngram: Optional[int] = None, fields: Optional[list[str]] = None) -> list[str]:
-    base = list(fields) if fields else [*PER_SAMPLE, "kl_seq", "kl_per_token"]
+def export_fields(
+    ngram: Optional[int] = None, fields: Optional[list[str]] = None, sources: tuple[str, ...] = ()
+) -> list[str]:
+    base = list(fields) if fields else [*PER_SAMPLE, "kl_seq", "kl_per_token", *map(source_field, sources)]
     if ngram:
         base += [f"rep_{ngram}gram", f"distinct_{ngram}"]
     return list(dict.fromkeys(base))
@@ -134,7 +138,7 @@ def export(
             import pyarrow.parquet  # noqa: F401
         except ImportError:
             raise UserError("parquet export needs pyarrow: pip install 'hpc-rlhf[parquet]'") from None
-    names = export_fields(ngram, fields)
+    names = export_fields(ngram, fields, tuple(arc.reward_sources()))
     ragged_names = ["prompt_tokens", "response_tokens"] if (tokens or text) else []
     tok = load_tokenizer(tokenizer_path or arc.tokenizer_path(), arc.on_warning) if text else None
     d = os.path.dirname(os.path.abspath(out))

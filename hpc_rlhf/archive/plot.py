@@ -9,7 +9,9 @@ Writes:
   hacking_signals.png  length drift (mean and p90 relative to the first version, EOS rate),
                        repeated n-gram rate (mean, share of looping answers), and the correlation of
                        reward with length and with repetition within each version
-  overview.png         all of the above on one page
+  groups.png           group diagnostics (archive/groups.py): the share of zero-variance groups (all
+                       rewards equal: no group-relative signal) and the mean within-group reward std
+  overview.png         trends, histograms and hacking signals on one page
 """
 
 from __future__ import annotations
@@ -133,6 +135,20 @@ def _signals(axes, x, rows, groups: dict[int, dict[str, np.ndarray]], ngram: Opt
     ax.grid(alpha=0.3)
 
 
+def _groups(axes, x, rows) -> None:
+    """Zero-variance group share and mean within-group reward std against policy version."""
+    for ax, key, label, color in (
+        (axes[0], "zero_var_share", "share of groups with all rewards equal", "tab:red"),
+        (axes[1], "group_std_mean", "mean within-group reward std", "tab:blue"),
+    ):
+        ax.plot(x, [r[key] for r in rows], color=color, lw=1.8, marker="o" if len(x) < 30 else None, ms=3)
+        ax.set_title(label)
+        ax.set_xlabel("policy version")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[1].set_ylim(bottom=0)
+
+
 def _share(a: np.ndarray, above: float) -> float:
     a = a[~np.isnan(a)]
     return float((a > above).mean()) if len(a) else np.nan
@@ -179,6 +195,10 @@ def plot_table(
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     _signals(axes, x, rows, groups, ngram)
     save(fig, "hacking_signals.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    _groups(axes, x, rows)
+    save(fig, "groups.png")
 
     fig = plt.figure(figsize=(13, 7.6), constrained_layout=True)
     gs = fig.add_gridspec(2, 4)

@@ -5,7 +5,10 @@
     for batch in arc.iter_batches(["reward", "kl_seq"], versions=(10, 20)):
         ...                                                # one Batch per shard, filtered
     df = arc.to_dataframe(["policy_version", "reward", "kl_seq", "rep_3gram"], prompts={3, 7})
+    arc.reward_sources()                                   # ['rm', 'correct']: fields reward/NAME
 
+Per-source rewards: field `reward/NAME` is the unweighted value of reward source NAME (a column of
+the shards' `reward_sources`), NaN for a sample whose shard has no such source (or was not scored).
 Memory: one shard's arrays at a time; tables only hold the requested per-sample columns.
 A shard that cannot be read is skipped with a one-line warning (stderr) and remembered in `arc.skipped`.
 """
@@ -24,12 +27,18 @@ from hpc_rlhf.archive import derived as D
 from hpc_rlhf.archive.discover import ShardRef, discover
 from hpc_rlhf.archive.filters import Filters, PromptSel, RangeSel, VersionSel
 from hpc_rlhf.errors import ShardError, UserError
-from hpc_rlhf.rollout.schema import BY_NAME, PER_SAMPLE, fields_for
+from hpc_rlhf.rollout.schema import BY_NAME, DERIVED, PER_SAMPLE, fields_for
 from hpc_rlhf.rollout.shard import read_attrs, read_shard
 from hpc_rlhf.rundir import RunDir
 
 RAGGED = ("prompt_tokens", "response_tokens", "gen_logprobs", "ref_logprobs")
 LOCATION = ("shard_id", "row")  # pseudo-fields: index into Archive.shards, row within that shard
+SOURCE_PREFIX = "reward/"  # reward/NAME: the value of reward source NAME
+
+
+def source_field(name: str) -> str:
+    """The archive field of reward source `name`."""
+    return SOURCE_PREFIX + name
 
 
 def _stderr_warning(msg: str) -> None:
@@ -142,7 +151,7 @@ class Archive:
                     attrs = read_attrs(path)
                     if not filt.shard_may_match(attrs):
                         return None
-                available = {f.name for f in fields_for(kind)}
+                available = {f.name for f in fields_for(kind)} | set(DERIVED)  # group_id: always readable
                 data, attrs = read_shard(path, [n for n in raw if n in available])
                 _check_offsets(path, data)
                 return data, attrs, kind
@@ -188,7 +197,7 @@ class Archive:
             n = int(attrs.get("num_samples", len(data["response_offsets"]) - 1 if "response_offsets" in data else 0))
             if n == 0:
                 continue
-            cols = _per_sample(data, names, filt, n, sid)
+            cols = _per_sample(data, names, filt, n, sid, attrs)
             mask = filt.mask(cols, n)
             ragged = {}
             for name in names:
@@ -229,6 +238,17 @@ class Archive:
 
         return pd.DataFrame(self.table(fields, **filters))
 
+    def reward_sources(self) -> list[str]:
+        """Names of the reward sources of the archive's scored shards, in order of first appearance
+        (shards of versions 1-2: `rm`); `reward/NAME` reads one. Reads no dataset."""
+        names: dict[str, None] = {}
+        for ref in self.shards:
+            try:
+                names.update(dict.fromkeys(read_attrs(ref.path).get("reward_sources", [])))
+            except ShardError:
+                continue
+        return list(names)
+
     def versions(self) -> np.ndarray:
         """Sorted policy versions present (from the shards' attributes; reads no dataset)."""
         vs = set()
@@ -257,11 +277,16 @@ def _check_offsets(path: str, data: dict[str, np.ndarray]) -> None:
 
 def check_fields(names: list[str]) -> None:
     valid = set(PER_SAMPLE) | set(RAGGED) | set(LOCATION)
-    bad = [n for n in names if n not in valid and not D.is_derived(n)]
+    bad = [n for n in names if n not in valid and not D.is_derived(n) and not _is_source(n)]
     if bad:
         raise UserError(
-            f"unknown field(s) {bad}; valid: {sorted(valid)} and derived kl_seq, kl_per_token, rep_<n>gram, distinct_<n>"
+            f"unknown field(s) {bad}; valid: {sorted(valid)}, derived kl_seq, kl_per_token, rep_<n>gram, "
+            "distinct_<n>, and reward/<source> (Archive.reward_sources())"
         )
+
+
+def _is_source(name: str) -> bool:
+    return name.startswith(SOURCE_PREFIX) and len(name) > len(SOURCE_PREFIX)
 
 
 def _raw_needed(names: list[str], filt: Filters) -> list[str]:
@@ -277,6 +302,8 @@ def _raw_needed(names: list[str], filt: Filters) -> list[str]:
                 raw.append("response_len")
         elif D.parse_ngram_field(n):
             raw += ["response_offsets", "response_tokens"]
+        elif _is_source(n):
+            raw.append("reward_sources")
     return list(dict.fromkeys(raw))
 
 
@@ -293,12 +320,16 @@ def dtype_of(name: str) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def _per_sample(data: dict, names: list[str], filt: Filters, n: int, sid: int) -> dict[str, np.ndarray]:
+def _per_sample(data: dict, names: list[str], filt: Filters, n: int, sid: int, attrs: dict) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
+    sources = list(attrs.get("reward_sources", [])) if "reward_sources" in data else []
     for name in [*names, *filt.needed_fields()]:
         if name in cols or name in RAGGED:
             continue
-        if name in BY_NAME:
+        if _is_source(name):
+            j = sources.index(name[len(SOURCE_PREFIX) :]) if name[len(SOURCE_PREFIX) :] in sources else -1
+            cols[name] = data["reward_sources"][:, j].copy() if j >= 0 else np.full(n, np.nan, dtype=np.float32)
+        elif name in BY_NAME:
             cols[name] = data[name] if name in data else np.full(n, np.nan, dtype=np.float32)
         elif name == "shard_id":
             cols[name] = np.full(n, sid, dtype=np.int64)

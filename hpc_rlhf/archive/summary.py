@@ -8,6 +8,9 @@ Definitions (per version, over its samples):
   kl_per_token      sum of sequence KLs / sum of response tokens (token-weighted mean of the per-token k1)
   response_len_mean mean response tokens (EOS included when emitted); eos_rate: share ending with EOS
   rep_<n>gram_rate  mean over samples (with >= n tokens) of the share of their n-grams repeating an earlier one
+  groups, zero_var_share, group_std_mean
+                    the version's groups (step, group_id) of >= 2 scored samples, the share of them whose
+                    rewards are all equal, the mean within-group reward std (ddof=0): archive/groups.py
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from hpc_rlhf.archive.groups import group_stats
 from hpc_rlhf.archive.store import Archive
 
 QUANTILES = (0.10, 0.50, 0.90)
@@ -27,7 +31,7 @@ BANDS = (0.10, 0.25, 0.50, 0.75, 0.90)
 
 
 def summary_fields(ngram: Optional[int]) -> list[str]:
-    f = ["policy_version", "reward", "response_len", "eos", "kl_seq"]
+    f = ["policy_version", "reward", "response_len", "eos", "kl_seq", "step", "group_id"]
     return f + ([f"rep_{ngram}gram"] if ngram else [])
 
 
@@ -79,6 +83,7 @@ def summarize_table(t: dict[str, np.ndarray], ngram: Optional[int] = 3, bands: b
         }
         for q, val in zip(QUANTILES, _q(rs, QUANTILES)):
             row[f"reward_p{round(q * 100)}"] = val
+        row.update(group_stats(g["step"], g["group_id"], r))
         row["kl_mean"] = _mean(kl[has_kl])
         tok = lens[has_kl].sum()
         row["kl_per_token"] = float(kl[has_kl].sum() / tok) if tok > 0 else math.nan
@@ -121,6 +126,8 @@ _SHORT = {
     "policy_version": "version",
     "response_len_mean": "len_mean",
     "kl_per_token": "kl/token",
+    "zero_var_share": "zero_var",
+    "group_std_mean": "group_std",
 }
 
 

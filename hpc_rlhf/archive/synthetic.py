@@ -13,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 
+from hpc_rlhf.rollout.schema import LEGACY_SOURCE
 from hpc_rlhf.rollout.shard import write_shard
 from hpc_rlhf.rundir import RunDir
 
@@ -72,7 +73,12 @@ def shard_data(
         "gen_logprobs": gen,
         "ref_logprobs": ref,
         "reward": reward.astype(np.float32),
+        "group_id": prompt_index,
+        "reward_sources": reward.astype(np.float32).reshape(n, 1),  # one source: the reward itself
     }
+
+
+SOURCE = {"reward_sources": [LEGACY_SOURCE], "reward_weights": [1.0]}
 
 
 def make_archive(
@@ -112,7 +118,7 @@ def make_archive(
             write_shard(
                 rd.shard(step, shard, "scored"),
                 d,
-                {**attrs, "kind": "scored", "producer_role": "score", "producer_rank": 1},
+                {**attrs, **SOURCE, "kind": "scored", "producer_role": "score", "producer_rank": 1},
             )
             total += samples_per_shard
         if progress:

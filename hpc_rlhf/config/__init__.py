@@ -31,6 +31,8 @@ from hpc_rlhf.config.schema import (
     LoggingConfig,
     ModelConfig,
     PPOConfig,
+    RewardConfig,
+    RewardSourceConfig,
     RMConfig,
     RuntimeConfig,
     SlurmConfig,
@@ -48,6 +50,8 @@ __all__ = [
     "LoggingConfig",
     "ModelConfig",
     "PPOConfig",
+    "RewardConfig",
+    "RewardSourceConfig",
     "RMConfig",
     "RuntimeConfig",
     "SlurmConfig",
@@ -88,8 +92,12 @@ def _valid_keys(node: Any) -> list[str]:
 def _explain(e: OmegaConfBaseException) -> str:
     key = getattr(e, "full_key", None) or ""
     msg = first_line(e)
+    item = getattr(e, "object_type", None) is RewardSourceConfig and not key.startswith("reward.")
+    key = f"reward.sources[i].{key}" if item else key  # OmegaConf names a list item's key alone
     if "not in" in msg or "Key '" in msg and "not" in msg:
         parent = key.rsplit(".", 1)[0] if "." in key else ""
+        if item:
+            return f"config key '{key}' is unknown; valid keys of a reward source: {', '.join(_valid_keys(RewardSourceConfig))}"
         node = Config()
         try:
             node = get_key(node, parent) if parent else node

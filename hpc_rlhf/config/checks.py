@@ -6,11 +6,14 @@ shape or reward-model value fails at load time, before anything is written or qu
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Any
 
-from hpc_rlhf.config.schema import Config
+from hpc_rlhf.config.schema import REWARD_FUNCTION_ARGS, REWARD_FUNCTION_KEYWORDS, Config
 from hpc_rlhf.errors import ConfigError
+from hpc_rlhf.plugins import load_function
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -33,6 +36,27 @@ def _validate_runtime(cfg: Config) -> None:
     _check(rt.wait_timeout_s > 0, "runtime.wait_timeout_s", "must be > 0")
     _check(rt.heartbeat_timeout_s >= 0, "runtime.heartbeat_timeout_s", "must be >= 0 (0 = off)")
     _check(rt.lease_ttl_s >= 1, "runtime.lease_ttl_s", "must be >= 1 (the lease is renewed every ttl/4 s)")
+
+
+def _validate_reward(cfg: Config) -> None:
+    """`reward.sources`: named, weighted, at most one reward model; each function imports and takes the
+    reward-function arguments (hpc_rlhf/rewards), so a bad one fails here, before any job is queued."""
+    src = cfg.reward.sources
+    _check(len(src) >= 1, "reward.sources", "needs at least one source, e.g. [{name: rm, kind: model}]")
+    _check(sum(s.kind == "model" for s in src) <= 1, "reward.sources", "at most one source of kind=model")
+    names = [s.name for s in src]
+    for i, s in enumerate(src):
+        key = f"reward.sources[{i}]"
+        ok = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s.name) is not None
+        _check(ok, f"{key}.name", f"'{s.name}' must be letters, digits and _ (it names a column)")
+        _check(names.count(s.name) == 1, f"{key}.name", f"'{s.name}' names two sources; names must be unique")
+        _check(math.isfinite(s.weight), f"{key}.weight", f"{s.weight} must be a finite number")
+        _check(s.kind in ("model", "function"), f"{key}.kind", f"'{s.kind}' is not one of model, function")
+        if s.kind == "model":
+            _check(s.function is None, f"{key}.function", "must be unset for kind=model (it is model.reward_path)")
+        else:
+            _check(bool(s.function), f"{key}.function", "must be 'package.module:function' for kind=function")
+            load_function(str(s.function), f"{key}.function", REWARD_FUNCTION_ARGS, REWARD_FUNCTION_KEYWORDS)
 
 
 def validate(cfg: Config) -> Config:
@@ -78,6 +102,7 @@ def validate(cfg: Config) -> Config:
     _check(cfg.checkpoint.keep_last >= 2, "checkpoint.keep_last", "must be >= 2")
     _validate_rm(cfg)
     _validate_runtime(cfg)
+    _validate_reward(cfg)
     a = cfg.model.arch
     _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
     if cfg.task.name == "jsonl":

@@ -175,6 +175,32 @@ class RMConfig:
     """Where the trained reward model is saved (default RUN_DIR/reward_model)."""
 
 
+REWARD_FUNCTION_ARGS = ("prompts", "responses", "prompt_ids", "response_ids", "labels")  # hpc_rlhf/rewards
+REWARD_FUNCTION_KEYWORDS = ("cfg",)  # passed only to a reward function that declares it
+
+
+@dataclass(frozen=True)
+class RewardSourceConfig:
+    """One term of the reward (an item of `reward.sources`)."""
+
+    name: str = "rm"
+    """The source's name: its column in the shards' `reward_sources` and the archive's `reward/NAME`."""
+    kind: str = "model"
+    """`model`: the reward model (model.reward_path) scores prompt+response; `function`: `function` does
+    (a str checked in config/checks.py, so that an error names reward.sources[i].kind)."""
+    function: Optional[str] = None
+    """kind=function: `package.module:function`, called on the scoring ranks (contract: hpc_rlhf/rewards)."""
+    weight: float = 1.0
+    """Weight of the source: reward = the sum over the sources of weight * value."""
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    sources: list[RewardSourceConfig] = field(default_factory=lambda: [RewardSourceConfig()])
+    """The reward's terms, summed with their weights; each one's value is kept per sample in the shards.
+    Default: the reward model alone, weight 1 (the reward is exactly its score)."""
+
+
 @dataclass(frozen=True)
 class CheckpointConfig:
     every_steps: int = 10
@@ -287,6 +313,8 @@ class Config:
     """PPO and the KL penalty."""
     rm: RMConfig = field(default_factory=RMConfig)
     """The reward-model stage (`hpc-rlhf train-rm`)."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """Where the reward comes from: the reward model and/or functions (`reward.sources`)."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """When checkpoints are written and how many are kept."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -11,7 +11,9 @@ Everything here is deterministic in (seed, index) and needs no network or pretra
 Hooks the rest of the package finds by name (nothing outside the demo imports this module):
 `prompt_source` is the prompt source of `task.name=demo` (rollout/prompts.py), and
 `gold_reward_metric` (spec GOLD_METRIC) is the step metric `gen/gold_reward_mean` that the demo
-configs list in `logging.step_metrics` and `hpc-rlhf demo` installs (roles/metrics_log.py).
+configs list in `logging.step_metrics` and `hpc-rlhf demo` installs (roles/metrics_log.py), and
+`gold_reward` (spec GOLD_REWARD) is the gold rule as a reward source (`reward.sources`, kind=function:
+train on the rule itself, no reward model).
 """
 
 from __future__ import annotations
@@ -152,3 +154,23 @@ def gold_reward_metric(responses: list[np.ndarray], tok: Any, cfg: Any) -> dict[
         return {}
     task, eos = task_of(cfg), tok.eos_token_id
     return {"gen/gold_reward_mean": float(np.mean([task.gold_reward(r, eos) for r in responses]))}
+
+
+GOLD_REWARD = "hpc_rlhf.demo.task:gold_reward"
+
+
+def gold_reward(
+    prompts: list[str],
+    responses: list[str],
+    prompt_ids: list[np.ndarray],
+    response_ids: list[np.ndarray],
+    labels: list[Any],
+    *,
+    cfg: Any,
+) -> list[float]:
+    """The gold rule as a reward function (hpc_rlhf/rewards contract): GoldTask.gold_reward of each
+    response's token ids, EOS being the demo tokenizer's `<eos>`. Only for task.name=demo."""
+    if cfg.task.name != "demo":
+        raise ValueError(f"the gold rule is the demo task's; task.name={cfg.task.name} has no gold words")
+    task, eos = task_of(cfg), SPECIALS.index("<eos>")
+    return [task.gold_reward(r, eos) for r in response_ids]

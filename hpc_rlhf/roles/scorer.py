@@ -1,10 +1,12 @@
-"""Scoring role: reward-model scores and per-token reference log-probs for a generated shard.
+"""Scoring role: the rewards (`reward.sources`) and per-token reference log-probs for a generated shard.
 
     sc = Scorer(cfg, run_dir, device, rank)
     scored_path, seconds = sc.score_shard(gen_path)
 
-The scored shard is a new, self-contained file (every generated field plus `ref_logprobs` and
-`reward`); the generated shard is never modified. `run_scorer` is the rank loop: for each step it
+The scored shard is a new, self-contained file (every generated field plus `ref_logprobs`, `reward`,
+`group_id` and `reward_sources`: each source's value, hpc_rlhf/rewards); the generated shard is never
+modified. The reward model is loaded only when a source is the model; reward functions run here, on
+the shard's samples, with the prompts' labels from the prompt source. `run_scorer` is the rank loop: for each step it
 takes its shards (shard j -> scorer j % n_score) from their generators in plan order, scores them and
 announces each to every trainer.
 """
@@ -24,8 +26,10 @@ from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.models.build import build_reference, build_reward, load_tokenizer, place
 from hpc_rlhf.models.forward import make_batch, response_logprobs, run_pair, sequence_scores
 from hpc_rlhf.models.generate import banned_tokens
+from hpc_rlhf.rewards import RewardBatch, RewardSources, reward_batch
 from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import shard_path
+from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.shard import normalize, read_shard, reusable, unpack_ragged, write_shard
 
 
@@ -33,7 +37,9 @@ class Scorer:
     def __init__(self, cfg: Config, run_dir: str, device, rank: int):
         self.cfg, self.run_dir, self.rank, self.device = cfg, run_dir, rank, device
         self.tok = load_tokenizer(cfg, run_dir)
-        self.reward = place(build_reward(cfg, self.tok), device, cfg.runtime.bf16)
+        self.sources = RewardSources(cfg)
+        self.reward = place(build_reward(cfg, self.tok), device, cfg.runtime.bf16) if self.sources.needs_model else None
+        self.prompts = PromptSet(cfg, self.tok) if self.sources.needs_text else None  # the labels
         self.reference = place(build_reference(cfg, self.tok), device, cfg.runtime.bf16)
         self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
         self.fp = fingerprint(cfg)
@@ -65,19 +71,35 @@ class Scorer:
         responses = unpack_ragged(data["response_tokens"], data["response_offsets"])
         with self.timer.phase("compute/score"):
             batch = make_batch(prompts, responses, self.tok.pad_token_id).to(self.device)
-            (ref_lp, _), scores = run_pair(  # two independent models: side by side
-                lambda: response_logprobs(self.reference, batch, self.cfg.generate.temperature, self.banned),
-                lambda: sequence_scores(self.reward, batch),
-            )
+
+            def ref():
+                return response_logprobs(self.reference, batch, self.cfg.generate.temperature, self.banned)
+
+            if self.reward is not None:  # two independent models: side by side
+                (ref_lp, _), scores = run_pair(ref, lambda: sequence_scores(self.reward, batch))
+                model_scores = scores.float().cpu().numpy().astype(np.float32)
+            else:
+                (ref_lp, _), model_scores = ref(), None
             mask = batch.response_mask.bool().cpu()
             data["ref_logprobs"] = ref_lp.float().cpu()[mask].numpy().astype(np.float32)
-            data["reward"] = scores.float().cpu().numpy().astype(np.float32)
+        with self.timer.phase("compute/reward_sources"):
+            rb = self._reward_batch(data, prompts, responses, f"step {step} shard {shard}")
+            data["reward"], data["reward_sources"] = self.sources.compute(model_scores, rb)
+        data["group_id"] = data["prompt_index"]  # a group: the samples of one prompt at one step
         new_attrs = {**dict(attrs), **expect, "producer_role": "score", "producer_rank": self.rank}
+        new_attrs.update(reward_sources=self.sources.names, reward_weights=self.sources.weights)
         new_attrs.pop("created_unix", None)
         data = normalize(data, "scored")
         with self.timer.phase("io/write_shard"):
             write_shard(out, data, new_attrs, durable=self.durable)
         return out, time.perf_counter() - t0, data
+
+    def _reward_batch(self, data: dict, prompts: list, responses: list, where: str) -> RewardBatch:
+        """What the reward functions are called with (texts decoded only when there is a function)."""
+        pi = data["prompt_index"]
+        labels = [self.prompts.label(int(i)) for i in pi] if self.prompts is not None else [None] * len(pi)
+        text = self.sources.needs_text
+        return reward_batch(self.tok, prompts, responses, labels, pi, data["sample_index"], where, text)
 
 
 def run_scorer(cfg: Config, run_dir: str, topo: Topology, ctl: Control, device, start_step: int) -> str:

@@ -2,17 +2,22 @@
 
     ps = PromptSet(cfg, tok)
     len(ps); ps[i]            # -> int32 token ids of prompt i
+    ps.label(i)               # -> prompt i's label (a str), or None when the source has none
 
 A source is registered here by name as a 'module:function' string and imported on first use, so
 this package imports no task: the function takes (cfg, tokenizer) and returns the prompts as a
-sequence (len() and [i] -> np.ndarray of token ids). `demo`: the synthetic prompts of
-hpc_rlhf/demo/task.py; `jsonl`: one {"prompt": "..."} per line of `task.prompts_path`, read below.
+sequence (len() and [i] -> np.ndarray of token ids), optionally with an attribute `labels` (a
+sequence of str or None, one per prompt: what reward functions check answers against).
+`demo`: the synthetic prompts of hpc_rlhf/demo/task.py (no labels); `jsonl`: one
+{"prompt": "...", "label": "..."} per line of `task.prompts_path` ("label" optional: a string or a
+number, kept as its text), read below.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
@@ -28,11 +33,12 @@ SOURCES = {
 
 
 class PromptSet:
-    """len() prompts; ps[i] -> int32 token ids of prompt i."""
+    """len() prompts; ps[i] -> int32 token ids of prompt i; ps.label(i) -> its label or None."""
 
     def __init__(self, cfg: Config, tok: PreTrainedTokenizerBase):
         source = load_callable(SOURCES[cfg.task.name], "task.name")
         self._items: Sequence[np.ndarray] = source(cfg, tok)
+        self._labels: Optional[Sequence[Optional[str]]] = getattr(self._items, "labels", None)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -40,26 +46,47 @@ class PromptSet:
     def __getitem__(self, i: int) -> np.ndarray:
         return self._items[i]
 
+    def label(self, i: int) -> Optional[str]:
+        return None if self._labels is None else self._labels[i]
 
-def jsonl_source(cfg: Config, tok: PreTrainedTokenizerBase) -> list[np.ndarray]:
-    """The prompts of `task.prompts_path`, tokenized (no special tokens)."""
+
+class LabelledPrompts(list):
+    """A list of prompts (token id arrays) with `labels`, one str or None per prompt."""
+
+    labels: list[Optional[str]]
+
+
+def jsonl_source(cfg: Config, tok: PreTrainedTokenizerBase) -> LabelledPrompts:
+    """The prompts of `task.prompts_path`, tokenized (no special tokens), with their labels."""
     return _read_jsonl(cfg.task.prompts_path, tok)  # type: ignore[arg-type]
 
 
-def _read_jsonl(path: str, tok: PreTrainedTokenizerBase) -> list[np.ndarray]:
-    out = []
+def _label(obj: dict, where: str) -> Optional[str]:
+    lab: Any = obj.get("label")
+    if lab is None or isinstance(lab, str):
+        return lab
+    if isinstance(lab, (int, float)) and not isinstance(lab, bool):
+        return str(lab)
+    raise UserError(f"{where}: 'label' must be a string or a number, got {type(lab).__name__}")
+
+
+def _read_jsonl(path: str, tok: PreTrainedTokenizerBase) -> LabelledPrompts:
+    out, labels = LabelledPrompts(), []
     with open(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                text = json.loads(line)["prompt"]
+                obj = json.loads(line)
+                text = obj["prompt"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise UserError(f"{path}:{n}: expected a JSON object with a 'prompt' string") from None
+            labels.append(_label(obj, f"{path}:{n}"))
             ids = tok(text, add_special_tokens=False)["input_ids"]
             if not ids:
                 raise UserError(f"{path}:{n}: the prompt is empty after tokenization")
             out.append(np.asarray(ids, dtype=np.int32))
     if not out:
         raise UserError(f"{path}: no prompts found; one JSON object per line with a 'prompt' key")
+    out.labels = labels
     return out

@@ -1,7 +1,10 @@
 """Small, realistic rollout archives built with the project's own write_shard, plus the ground truth.
 
-Step 0 is written in schema version 1 (tests/shard_v1.py: an archive begun by hpc-rlhf 0.1.0 and
-continued after the upgrade), the later steps in the current version: every reader sees one archive.
+Step 0 is written in schema version 1 (tests/shard_v1.py: an archive begun by hpc-rlhf 0.1.0), step 1
+in version 2 (tests/shard_v2.py), the later steps in the current version (3), with two reward sources
+`judge` (weight 1) and `correct` (weight 0.5, the same within a group) and `reward` their weighted sum:
+every reader sees one archive. Planted for the group diagnostics: in version 3 the two samples of the
+second group (rows 2 and 3) of every shard have equal rewards.
 
 The truth is a plain list of per-sample dicts (tokens as Python lists, float32-cast log-probs) kept
 beside the archive; tests compute their expectations from it with numpy / Python sets, never with the
@@ -17,6 +20,7 @@ import h5py
 import numpy as np
 import pytest
 from shard_v1 import write_shard_v1
+from shard_v2 import write_shard_v2
 
 from hpc_rlhf.rollout.shard import pack_ragged, write_shard
 
@@ -29,6 +33,22 @@ SHARDS = 3
 LAG = 1  # policy_version = max(step - LAG, 0): several steps share version 0
 GEN_ONLY = (4, 2)  # (step, shard) that was generated but never scored
 V1_STEPS = (0,)  # steps written in schema version 1
+V2_STEPS = (1,)  # ... in schema version 2; the rest in version 3
+SOURCES, WEIGHTS = ["judge", "correct"], [1.0, 0.5]  # version 3's reward sources
+
+
+def _plant_sources(samples: list[dict], step: int) -> None:
+    """Per-source values of one shard's samples, `reward` = their weighted sum (float64, then float32);
+    versions 1-2: the reward is the one legacy source `rm`."""
+    if step in V1_STEPS + V2_STEPS:
+        for s in samples:
+            s["sources"] = {"rm": s["reward"]}
+        return
+    for i, s in enumerate(samples):
+        rm = samples[2]["sources"]["judge"] if i == 3 else s["reward"]  # rows 2 and 3: one zero-variance group
+        correct = np.float32((i // 2) % 2 == 0)
+        s["sources"] = {"judge": np.float32(rm), "correct": correct}
+        s["reward"] = np.float32(np.float64(rm) * WEIGHTS[0] + np.float64(correct) * WEIGHTS[1])
 
 
 def make_tokenizer(folder: str) -> None:
@@ -92,6 +112,7 @@ def build_archive(run_dir: str, seed: int = 0, tokenizer: bool = True) -> list[d
                     row=i,
                 )
                 samples.append(s)
+            _plant_sources(samples, step)
             pt, po = pack_ragged([np.array(s["prompt_tokens"]) for s in samples], "int32")
             rt, ro = pack_ragged([np.array(s["response_tokens"]) for s in samples], "int32")
             data = {
@@ -110,6 +131,8 @@ def build_archive(run_dir: str, seed: int = 0, tokenizer: bool = True) -> list[d
                 "gen_logprobs": np.concatenate([s["gen_logprobs"] for s in samples]),
                 "ref_logprobs": np.concatenate([s["ref_logprobs"] for s in samples]),
                 "reward": np.array([s["reward"] for s in samples], dtype=np.float32),
+                "group_id": np.array([s["prompt_index"] for s in samples]),
+                "reward_sources": np.array([list(s["sources"].values()) for s in samples], dtype=np.float32),
             }
             attrs = {
                 "run_id": "test-run",
@@ -119,8 +142,9 @@ def build_archive(run_dir: str, seed: int = 0, tokenizer: bool = True) -> list[d
                 "num_samples": n,
                 "config_fingerprint": "abc",
             }
-            write = write_shard_v1 if step in V1_STEPS else write_shard
+            write = write_shard_v1 if step in V1_STEPS else write_shard_v2 if step in V2_STEPS else write_shard
             os.makedirs(folder, exist_ok=True)
+            sources = {} if step in V1_STEPS + V2_STEPS else {"reward_sources": SOURCES, "reward_weights": WEIGHTS}
             write(
                 os.path.join(folder, f"gen_{shard:04d}.h5"),
                 data,
@@ -131,12 +155,14 @@ def build_archive(run_dir: str, seed: int = 0, tokenizer: bool = True) -> list[d
                 write(
                     os.path.join(folder, f"scored_{shard:04d}.h5"),
                     data,
-                    {**attrs, "kind": "scored", "producer_role": "score", "producer_rank": 1},
+                    {**attrs, **sources, "kind": "scored", "producer_role": "score", "producer_rank": 1},
                 )
             for s in samples:
                 s["scored"] = scored
+                s["group_id"] = s["prompt_index"]
                 if not scored:
                     s["reward"] = np.float32(np.nan)
+                    s["sources"] = {}
             truth += samples
     if tokenizer:
         make_tokenizer(os.path.join(run_dir, "tokenizer"))

@@ -53,3 +53,24 @@ def summary(truth: list[dict], n: int = 3) -> dict[int, dict]:
 
 def key(s: dict) -> tuple:
     return (s["step"], s["shard"], s["row"])
+
+
+def group_rewards(truth: list[dict], version: int) -> list[list[float]]:
+    """The scored rewards of each group (step, group_id) of a version with at least 2 of them (plain loops)."""
+    groups: dict[tuple, list[float]] = {}
+    for s in truth:
+        if s["policy_version"] == version and s["scored"] and not math.isnan(float(s["reward"])):
+            groups.setdefault((s["step"], s["group_id"]), []).append(float(s["reward"]))
+    return [g for g in groups.values() if len(g) >= 2]
+
+
+def group_summary(groups: list[list[float]]) -> dict:
+    """groups, zero_var_share and group_std_mean (population std) of these groups, with plain Python."""
+    if not groups:
+        return {"groups": 0, "zero_var_share": math.nan, "group_std_mean": math.nan}
+    stds = []
+    for g in groups:
+        mean = sum(g) / len(g)
+        stds.append(math.sqrt(sum((x - mean) ** 2 for x in g) / len(g)))
+    equal = [all(x == g[0] for x in g) for g in groups]
+    return {"groups": len(groups), "zero_var_share": sum(equal) / len(groups), "group_std_mean": sum(stds) / len(stds)}

@@ -215,10 +215,12 @@ def test_empty_shard_and_empty_responses(tmp_path):
             "seed": np.zeros(n), "prompt_len": np.ones(n), "response_len": np.array(n_resp), "eos": np.zeros(n),
             "prompt_offsets": np.arange(n + 1), "response_offsets": ro, "prompt_tokens": np.full(n, 5),
             "response_tokens": np.full(r, 7), "gen_logprobs": np.full(r, -1.0), "ref_logprobs": np.full(r, -1.5),
-            "reward": np.arange(n, dtype=np.float32),
+            "reward": np.arange(n, dtype=np.float32), "group_id": np.arange(n),
+            "reward_sources": np.arange(n, dtype=np.float32).reshape(n, 1),
         }  # fmt: skip
 
     attrs = {"kind": "scored", "policy_version": 0, "step": 0, "num_samples": 0, "shard_index": 0}
+    attrs.update(reward_sources=["rm"], reward_weights=[1.0])
     write_shard(str(tmp_path / "step_000000" / "scored_0000.h5"), shard([]), attrs)
     write_shard(
         str(tmp_path / "step_000000" / "scored_0001.h5"),

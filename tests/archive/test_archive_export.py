@@ -40,6 +40,9 @@ def test_export_round_trip(archive, tmp_path, fmt):
         *PER_SAMPLE,
         "kl_seq",
         "kl_per_token",
+        "reward/rm",  # the reward sources, in order of first appearance: versions 1-2 have one
+        "reward/judge",
+        "reward/correct",
         "rep_3gram",
         "distinct_3",
         "prompt_tokens",
@@ -55,6 +58,10 @@ def test_export_round_trip(archive, tmp_path, fmt):
         assert int(r["prompt_len"]) == len(t["prompt_tokens"])
         assert _tok_list(r["prompt_tokens"], fmt) == t["prompt_tokens"]
         assert _tok_list(r["response_tokens"], fmt) == t["response_tokens"]
+        assert int(r["group_id"]) == t["group_id"]
+        for name in ("rm", "judge", "correct"):  # NaN (null) where the shard has no such source
+            got, exp = r[f"reward/{name}"], t["sources"].get(name)
+            assert (got is None or math.isnan(got)) if exp is None else np.float32(got) == exp, (name, got, exp)
         for k, exp in (
             ("reward", float(t["reward"])),
             ("kl_seq", kl_seq(t)),
@@ -70,7 +77,8 @@ def test_export_round_trip(archive, tmp_path, fmt):
 def test_export_equals_dataframe_and_filters(archive, tmp_path):
     d, _ = archive
     arc = Archive.open(d)
-    ref = arc.to_dataframe([*PER_SAMPLE, "kl_seq", "kl_per_token"], versions=(1, 2), rewards=(0.0, None))
+    fields = [*PER_SAMPLE, "kl_seq", "kl_per_token", *(f"reward/{n}" for n in arc.reward_sources())]
+    ref = arc.to_dataframe(fields, versions=(1, 2), rewards=(0.0, None))
     out = tmp_path / "f.parquet"
     n = export(arc, str(out), "parquet", chunk_rows=5, versions=(1, 2), rewards=(0.0, None))
     got = pd.read_parquet(out)

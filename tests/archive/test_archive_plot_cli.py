@@ -26,7 +26,7 @@ def test_plot_writes_pngs(archive, tmp_path, capsys):
     assert main(["plot", d, "--out", str(out), "--versions", "0", "3"]) == 0
     printed = capsys.readouterr().out.split()
     names = sorted(os.path.basename(p) for p in printed)
-    assert names == ["hacking_signals.png", "overview.png", "reward_hist.png", "trends.png"]
+    assert names == ["groups.png", "hacking_signals.png", "overview.png", "reward_hist.png", "trends.png"]
     for p in printed:
         with open(p, "rb") as f:
             head = f.read(8)
@@ -80,7 +80,7 @@ def test_figures_draw_the_per_version_statistics(archive, tmp_path, figures):
     by = _truth_by_version(truth)
     x = list(by)
     plot(Archive.open(d), str(tmp_path / "figs"), versions=[0, 3])
-    assert sorted(figures) == ["hacking_signals.png", "overview.png", "reward_hist.png", "trends.png"]
+    assert sorted(figures) == ["groups.png", "hacking_signals.png", "overview.png", "reward_hist.png", "trends.png"]
 
     # trends: median line and p10-p90 / p25-p75 bands of reward, sequence KL and response length
     trends = figures["trends.png"]
@@ -131,10 +131,10 @@ def test_figures_draw_the_per_version_statistics(archive, tmp_path, figures):
 def test_plot_api_no_ngram_and_one_version(archive, tmp_path):
     d, _ = archive
     paths = plot(Archive.open(d), str(tmp_path / "one"), versions=[1], ngram=None)
-    assert len(paths) == 4 and all(os.path.getsize(p) > 1000 for p in paths)
+    assert len(paths) == 5 and all(os.path.getsize(p) > 1000 for p in paths)
     # a version filter leaving a single version still draws every figure
     paths = plot(Archive.open(d), str(tmp_path / "v2"), steps=(3, 3))
-    assert len(paths) == 4 and all(os.path.getsize(p) > 1000 for p in paths)
+    assert len(paths) == 5 and all(os.path.getsize(p) > 1000 for p in paths)
 
 
 def test_add_subparsers_into_a_parent_cli(archive, capsys):

@@ -1,4 +1,5 @@
-"""Shard write/read round trip, damage detection, atomic visibility, reuse checks."""
+"""Shard write/read round trip, damage detection, atomic visibility, reuse checks, older versions read as
+version 3 (group ids and per-source rewards)."""
 
 import os
 
@@ -33,6 +34,8 @@ def make_data(n=50, seed=0):
         "gen_logprobs": -rng.random(r),
         "ref_logprobs": -rng.random(r),
         "reward": rng.normal(size=n),
+        "group_id": np.arange(n) // 2,
+        "reward_sources": rng.normal(size=(n, 2)),
     }
     attrs = {
         "kind": "scored",
@@ -41,6 +44,8 @@ def make_data(n=50, seed=0):
         "policy_version": 3,
         "num_samples": n,
         "config_fingerprint": "abc",
+        "reward_sources": ["rm", "correct"],
+        "reward_weights": [1.0, 0.5],
     }
     return data, attrs, prompts, resps
 
@@ -84,7 +89,7 @@ def test_corrupted_chunk_is_detected(tmp_path, dataset):
     assert not reusable(p, {})
 
 
-def test_version_2_layout_is_three_datasets_and_json_metadata(tmp_path):
+def test_version_3_layout_is_four_datasets_and_json_metadata(tmp_path):
     """What an analyst opening a shard with plain h5py (or pandas) finds."""
     import json
 
@@ -94,13 +99,14 @@ def test_version_2_layout_is_three_datasets_and_json_metadata(tmp_path):
     data, attrs, prompts, resps = make_data()
     p = write_shard(str(tmp_path / "s.h5"), data, attrs)
     with h5py.File(p, "r") as f:
-        assert sorted(f) == ["prompt_tokens", "response", "samples"]
-        assert sorted(f.attrs) == ["meta", "schema_version"] and f.attrs["schema_version"] == 2
+        assert sorted(f) == ["prompt_tokens", "response", "reward_sources", "samples"]
+        assert sorted(f.attrs) == ["meta", "schema_version"] and f.attrs["schema_version"] == 3
         meta = json.loads(f.attrs["meta"])
         samples = pd.DataFrame(f["samples"][()])
+        sources = pd.DataFrame(f["reward_sources"][()])
         response = f["response"][()]
         assert all(f[name].fletcher32 for name in f)
-    assert {k: meta[k] for k in attrs} == attrs and meta["created_unix"] > 0 and meta["schema_version"] == 2
+    assert {k: meta[k] for k in attrs} == attrs and meta["created_unix"] > 0 and meta["schema_version"] == 3
     assert list(samples.columns) == [
         "prompt_index",
         "sample_index",
@@ -111,7 +117,10 @@ def test_version_2_layout_is_three_datasets_and_json_metadata(tmp_path):
         "response_len",
         "eos",
         "reward",
+        "group_id",
     ]
+    assert list(sources.columns) == ["rm", "correct"]  # one column per source, named as the source
+    assert np.array_equal(sources.to_numpy(), data["reward_sources"].astype(np.float32))
     assert samples["response_len"].tolist() == [len(r) for r in resps]
     assert np.allclose(samples["reward"], data["reward"])
     assert response.dtype.names == ("response_tokens", "gen_logprobs", "ref_logprobs")
@@ -120,13 +129,17 @@ def test_version_2_layout_is_three_datasets_and_json_metadata(tmp_path):
 
 def test_generated_shard_has_only_generated_fields(tmp_path):
     data, attrs, _, _ = make_data()
-    gen = {k: v for k, v in data.items() if k not in ("ref_logprobs", "reward")}
+    gen = {k: v for k, v in data.items() if k not in ("ref_logprobs", "reward", "group_id", "reward_sources")}
     p = write_shard(str(tmp_path / "g.h5"), gen, {**attrs, "kind": "generated"})
     got, a = read_shard(p)
     assert a["kind"] == "generated" and set(got) == set(gen)
     with pytest.raises(ShardError, match="generated shard misses field.s. ref_logprobs") as e:
         read_shard(p, ["response_tokens", "ref_logprobs"])
     assert e.value.status == "partial"
+    with pytest.raises(ShardError, match="generated shard misses field.s. reward_sources"):
+        read_shard(p, ["reward_sources"])
+    got, _ = read_shard(p, ["group_id"])  # not stored: a group is one prompt's samples at one step
+    assert got["group_id"].dtype == np.int64 and np.array_equal(got["group_id"], data["prompt_index"])
 
 
 def test_field_subsets_read_only_what_is_asked(tmp_path):
@@ -139,18 +152,47 @@ def test_field_subsets_read_only_what_is_asked(tmp_path):
     assert set(got) == {"prompt_tokens"} and np.array_equal(got["prompt_tokens"], data["prompt_tokens"])
 
 
-def test_version_1_shards_still_read(tmp_path):
-    """Archives of hpc-rlhf 0.1.0 (one dataset per field): same fields and metadata as version 2."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_versions_read_as_version_3(tmp_path, version):
+    """Archives of hpc-rlhf 0.1.0 (v1: one dataset per field) and of v2 (no group_id, no per-source
+    rewards) read with every version-3 field: group_id = prompt_index, one source `rm` = reward."""
     from shard_v1 import write_shard_v1
+    from shard_v2 import write_shard_v2
+
+    writer = {1: write_shard_v1, 2: write_shard_v2}[version]
+    data, attrs, _, _ = make_data()
+    old_attrs = {k: v for k, v in attrs.items() if not k.startswith("reward_")}
+    old, a = read_shard(writer(str(tmp_path / "old.h5"), data, old_attrs))
+    new, _ = read_shard(write_shard(str(tmp_path / "v3.h5"), data, attrs))
+    assert a["schema_version"] == version and {k: a[k] for k in old_attrs} == old_attrs
+    assert a["reward_sources"] == ["rm"] and a["reward_weights"] == [1.0]
+    assert set(old) == set(new) and all(old[k].dtype == new[k].dtype for k in new)
+    assert all(np.array_equal(old[k], new[k]) for k in new if k not in ("group_id", "reward_sources"))
+    assert np.array_equal(old["group_id"], data["prompt_index"])
+    assert old["reward_sources"].shape == (50, 1) and np.array_equal(old["reward_sources"][:, 0], new["reward"])
+    assert reusable(str(tmp_path / "old.h5"), {"step": 4})
+    got, _ = read_shard(str(tmp_path / "old.h5"), ["reward_sources", "step"])  # the derived only, as asked
+    assert set(got) == {"reward_sources", "step"}
+
+
+def test_reward_sources_must_be_named_and_agree(tmp_path):
+    import h5py
 
     data, attrs, _, _ = make_data()
-    old, _ = read_shard(write_shard_v1(str(tmp_path / "v1.h5"), data, attrs))
-    new, _ = read_shard(write_shard(str(tmp_path / "v2.h5"), data, attrs))
-    got, a = read_shard(str(tmp_path / "v1.h5"))
-    assert a["schema_version"] == 1 and {k: a[k] for k in attrs} == attrs
-    assert set(old) == set(new) and all(np.array_equal(old[k], new[k]) for k in new)
-    assert all(old[k].dtype == new[k].dtype for k in new)
-    assert reusable(str(tmp_path / "v1.h5"), {"step": 4})
+    for bad in ({"reward_sources": ["rm"]}, {"reward_sources": ["a", "a"]}, {"reward_weights": [1.0]}):
+        with pytest.raises(ValueError, match="reward_sources/reward_weights must name and weigh the 2 source"):
+            write_shard(str(tmp_path / "w.h5"), data, {**attrs, **bad})
+    with pytest.raises(ValueError, match=r"reward_sources has shape \(50,\)"):
+        write_shard(str(tmp_path / "w.h5"), dict(data, reward_sources=data["reward"]), attrs)
+    p = write_shard(str(tmp_path / "s.h5"), data, attrs)
+    with h5py.File(p, "r+") as f:  # a table whose columns are not the sources the metadata names
+        t = f["reward_sources"][()]
+        del f["reward_sources"]
+        f["reward_sources"] = t[["rm"]]
+    with pytest.raises(ShardError, match="reward_sources has columns") as e:
+        read_shard(p)
+    assert e.value.status == "partial"
+    assert set(read_shard(p, ["reward", "group_id"])[0]) == {"reward", "group_id"}  # the rest still reads
 
 
 def test_inconsistent_lengths_and_foreign_versions_are_refused(tmp_path):

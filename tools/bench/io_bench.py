@@ -161,7 +161,10 @@ def _shards() -> dict:
             "ref_logprobs": (lp + rng.normal(0, 0.05, len(lp))).astype(np.float32),
             "reward": rng.normal(0, 1, n).astype(np.float32),
         }
+        data["group_id"], data["reward_sources"] = data["prompt_index"], data["reward"].reshape(n, 1)
         attrs = {
+            "reward_sources": ["rm"],
+            "reward_weights": [1.0],
             "kind": "scored",
             "step": 0,
             "shard_index": 0,
