@@ -129,7 +129,7 @@ def _sample(
     eos_id: int,
     pad_id: int,
 ) -> Samples:
-    # 61 lines: the decode loop and the state it carries (cache, masks, RNG draws) read best in one piece
+    # over 60 lines: the decode loop and the state it carries (cache, masks, RNG draws) read best in one piece
     device = next(model.parameters()).device
     b, t_max = len(prompts), params.max_new_tokens
     p = max(len(x) for x in prompts)
