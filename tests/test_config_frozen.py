@@ -17,7 +17,8 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 
 # Printed by the code before the config was frozen (commit 1e4f3bc, /work/main) with
 #   python -c "from hpc_rlhf.config import *; print(fingerprint(load_config(PATH, OVERRIDES)))"
-# Shards and checkpoints carry the fingerprint: the same config must keep it.
+# Shards and checkpoints carry the fingerprint: the same config must keep it. Updated when the `algo:`
+# section (not resume-safe) was added: every config's fingerprint changed once, freezing changed none.
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -27,10 +28,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "9ab5f2f20ee6c0be"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "9ab5f2f20ee6c0be"),
-    (TINY, [], "8224f64716050e9d"),
-    (TINY, OVERRIDES, "a4ba081dc35282cd"),
+    (None, [], "137fdfc78bdbf212"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "137fdfc78bdbf212"),
+    (TINY, [], "676483cc0f605d73"),
+    (TINY, OVERRIDES, "86c2cd229422c32d"),
 ]
 
 
