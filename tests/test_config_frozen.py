@@ -18,7 +18,7 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 # Printed by the code before the config was frozen (commit 1e4f3bc, /work/main) with
 #   python -c "from hpc_rlhf.config import *; print(fingerprint(load_config(PATH, OVERRIDES)))"
 # Shards and checkpoints carry the fingerprint: the same config must keep it. Re-printed when the
-# `reward:` section (reward.sources, not resume-safe) was added: a new key changes every fingerprint.
+# `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint.
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -28,10 +28,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "e14b9e5cf4b7ff77"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "e14b9e5cf4b7ff77"),
-    (TINY, [], "13406c9229e87729"),
-    (TINY, OVERRIDES, "dc8cbd12c125e884"),
+    (None, [], "394b6412a14e0d72"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "394b6412a14e0d72"),
+    (TINY, [], "8cd699cb9ef679d6"),
+    (TINY, OVERRIDES, "90cda757c13f9286"),
 ]
 
 

@@ -1,15 +1,26 @@
-"""The pure RL math of PPO-RLHF: masked statistics, the KL penalty, GAE and the PPO losses.
+"""The pure RL math of RLHF: masked statistics, the KL penalty, GAE and the PPO losses, the
+critic-free advantages (GRPO, RLOO, REINFORCE++) and loss aggregation.
 
 Only torch; no config, no I/O. All token tensors are `(B, T)` with a right-padded response mask.
-See docs/ppo_details.md for every implementation choice and the public code it agrees with.
+See docs/algorithms.md for every implementation choice and the public code it agrees with.
 """
 
+from hpc_rlhf.algo.aggregate import LOSS_AGGS, aggregate
+from hpc_rlhf.algo.critic_free import (
+    grpo_advantages,
+    reinforce_pp_advantages,
+    reward_to_go,
+    rloo_advantages,
+    uniform_groups,
+)
 from hpc_rlhf.algo.gae import gae
 from hpc_rlhf.algo.kl import (
     KL_ESTIMATORS,
+    KL_LOSS_ESTIMATORS,
     AdaptiveKLController,
     FixedKLController,
     KLController,
+    kl_loss_terms,
     kl_penalty,
     make_kl_controller,
     token_rewards,
@@ -19,12 +30,17 @@ from hpc_rlhf.algo.masked import masked_mean, masked_sum, masked_var, masked_whi
 
 __all__ = [
     "KL_ESTIMATORS",
+    "KL_LOSS_ESTIMATORS",
+    "LOSS_AGGS",
     "AdaptiveKLController",
     "FixedKLController",
     "KLController",
+    "aggregate",
     "entropy_from_logits",
     "explained_variance",
     "gae",
+    "grpo_advantages",
+    "kl_loss_terms",
     "kl_penalty",
     "make_kl_controller",
     "masked_mean",
@@ -32,6 +48,10 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "policy_loss",
+    "reinforce_pp_advantages",
+    "reward_to_go",
+    "rloo_advantages",
     "token_rewards",
+    "uniform_groups",
     "value_loss",
 ]

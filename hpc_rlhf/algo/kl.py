@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 KL_ESTIMATORS = ("k1", "k3")
+KL_LOSS_ESTIMATORS = ("k1", "k2", "k3")
 
 
 def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k1") -> Tensor:
@@ -32,6 +33,28 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k1") -> Tensor:
         r = ref_logp - logp
         return torch.expm1(r) - r  # exp(r) - 1 - r, accurate for small r
     raise ValueError(f"unknown KL estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+
+
+def kl_loss_terms(logp: Tensor, ref_logp: Tensor, estimator: str) -> Tensor:
+    """Per-token KL(policy || reference) as a loss term on the policy being trained (`algo.kl_loss`).
+
+    Args:
+        logp: `(B, T)` log-probs of the sampled tokens under the policy being trained (with grad).
+        ref_logp: `(B, T)` reference log-probs of the same tokens.
+        estimator: `"k1"`: `logp - ref_logp`; `"k2"`: `0.5 * (logp - ref_logp)^2`; `"k3"`:
+            `exp(r) - r - 1`, `r = ref_logp - logp` (as `kl_penalty`). No clamping.
+
+    Returns:
+        `(B, T)` per-token terms (aggregate them like the policy loss), no masking.
+
+    Raises:
+        ValueError: on an unknown estimator name.
+    """
+    if estimator == "k2":
+        return 0.5 * (logp - ref_logp) ** 2
+    if estimator in ("k1", "k3"):
+        return kl_penalty(logp, ref_logp, estimator)
+    raise ValueError(f"unknown KL loss estimator {estimator!r}; valid: {', '.join(KL_LOSS_ESTIMATORS)}")
 
 
 def token_rewards(score: Tensor, kl: Tensor, mask: Tensor, beta: float, reward_clip: float = 0.0) -> Tensor:

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import torch
 from torch import Tensor
 
+from hpc_rlhf.algo.aggregate import Normalizer, _normalizer, aggregate
 from hpc_rlhf.algo.masked import masked_mean, masked_sum, masked_var
-
-Normalizer = Optional[Union[Tensor, float, int]]
-
-
-def _normalizer(mask: Tensor, normalizer: Normalizer, like: Tensor) -> Tensor:
-    n = mask.to(like.dtype).sum() if normalizer is None else torch.as_tensor(normalizer, dtype=like.dtype)
-    return n.to(like.device).clamp(min=1e-8)
 
 
 def policy_loss(
@@ -24,11 +16,14 @@ def policy_loss(
     mask: Tensor,
     clip_ratio: float,
     normalizer: Normalizer = None,
+    loss_agg: str = "token_mean",
+    n_seqs: Normalizer = None,
+    horizon: float = 1.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """PPO clipped surrogate loss, token level.
+    """PPO clipped surrogate loss, token level (also the critic-free algorithms' policy loss).
 
     `ratio = exp(logp - old_logp)`; per token `pg = max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))`;
-    `loss = masked_sum(pg, mask) / normalizer`.
+    `loss = masked_sum(pg, mask) / normalizer` (loss_agg="token_mean"; other modes: `algo.aggregate`).
 
     Args:
         logp: `(B, T)` log-probs of the taken tokens under the policy being trained (with grad).
@@ -39,6 +34,8 @@ def policy_loss(
         normalizer: what the masked sum is divided by; default `mask.sum()` (the token-level mean of
             this batch). Data-parallel trainers pass the token count of the GLOBAL minibatch, so that
             summing (all-reducing) the per-rank gradients gives exactly the single-rank loss's gradient.
+        loss_agg, n_seqs, horizon: the aggregation of the per-token terms (`aggregate`; `normalizer` is
+            its `n_tokens`).
 
     Returns:
         `(loss, metrics)`: loss is a 0-dim tensor with grad; metrics are detached 0-dim tensors,
@@ -54,7 +51,7 @@ def policy_loss(
     pg1 = -adv * ratio
     pg2 = -adv * torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
     pg = torch.maximum(pg1, pg2)
-    loss = masked_sum(pg, mask) / _normalizer(mask, normalizer, pg)
+    loss = aggregate(pg, mask, loss_agg, normalizer, n_seqs, horizon)
     with torch.no_grad():
         metrics = {
             "ppo/clipfrac": masked_mean((pg2 > pg1).to(pg.dtype), mask),

@@ -7,9 +7,10 @@
 
 The folder of step S is the state before step S (steps < S are done):
 
-    policy.safetensors, value.safetensors   the policy (version S) and the value model
+    policy.safetensors, value.safetensors   the policy (version S) and the value model (ppo only: a
+                                            critic-free algorithm's checkpoint has no value file)
     behaviour_vN.safetensors                policy versions steps >= S still sample with (max_policy_lag > 0)
-    optim.safetensors + optim.json          both AdamW states, both LR schedulers, the KL controller, the
+    optim.safetensors + optim.json          the AdamW states and LR schedulers (policy, value if any), the KL controller, the
                                             lead's torch RNG state: every tensor in optim.safetensors, the
                                             rest in optim.json (checkpoint/exact_json.py) with placeholders
                                             naming the tensors
@@ -33,6 +34,7 @@ import pickle
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from safetensors.torch import load_file
@@ -72,7 +74,8 @@ class TrainState:
     version: int
     """Policy version (= PPO steps done) of `policy`."""
     policy: Tensors
-    value: Tensors
+    value: Optional[Tensors]
+    """The value model; None for a critic-free algorithm (no value.safetensors is written)."""
     optim: dict
     """Optimizers, LR schedulers, KL controller and torch RNG state (Trainer.optim_state)."""
     behaviour: dict[int, Tensors]
@@ -109,7 +112,7 @@ def save_train_state(run_dir: str, st: TrainState, text: ConfigText, keep_last: 
         skeleton, moments = split_tensors(st.optim)
         tensor_files = {
             CKPT_POLICY: st.policy,
-            CKPT_VALUE: st.value,
+            **({CKPT_VALUE: st.value} if st.value is not None else {}),
             OPTIM_TENSORS: moments,
             **{behaviour_name(v): t for v, t in st.behaviour.items()},
         }
@@ -156,7 +159,8 @@ def load_train_state(path: str, cfg: Config) -> TrainState:
     check_resumable(from_dict(st["config"]), cfg, path)
     try:
         policy = load_file(os.path.join(path, CKPT_POLICY))
-        value = load_file(os.path.join(path, CKPT_VALUE))
+        value_path = os.path.join(path, CKPT_VALUE)  # absent: a critic-free run's checkpoint
+        value = load_file(value_path) if os.path.exists(value_path) else None
         optim = read_optim(path)
         behaviour = {v: load_file(os.path.join(path, behaviour_name(v))) for v in st["behaviour_versions"]}
         with open(os.path.join(path, LEDGER), "rb") as f:

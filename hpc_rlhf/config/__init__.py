@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hpc_rlhf.config.checks import get_key, validate
 from hpc_rlhf.config.schema import (
+    AlgoConfig,
     ArchConfig,
     CheckpointConfig,
     Config,
@@ -41,6 +42,7 @@ from hpc_rlhf.config.schema import (
 from hpc_rlhf.errors import ConfigError, first_line
 
 __all__ = [
+    "AlgoConfig",
     "ArchConfig",
     "CheckpointConfig",
     "Config",

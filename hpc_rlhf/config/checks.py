@@ -59,6 +59,24 @@ def _validate_reward(cfg: Config) -> None:
             load_function(str(s.function), f"{key}.function", REWARD_FUNCTION_ARGS, REWARD_FUNCTION_KEYWORDS)
 
 
+def _validate_algo(cfg: Config) -> None:
+    """The algorithm's values against the sampling (a group = the samples of one prompt at one step)."""
+    a, n = cfg.algo, cfg.generate.samples_per_prompt
+    if a.name in ("grpo", "rloo"):
+        _check(
+            n >= 2,
+            "generate.samples_per_prompt",
+            f"must be >= 2 for algo.name={a.name} (its baseline is the other samples of the same prompt), got {n}",
+        )
+    _check(
+        not a.drop_uniform_groups or a.name in ("grpo", "rloo"),
+        "algo.drop_uniform_groups",
+        f"applies to algo.name=grpo or rloo only (got {a.name})",
+    )
+    _check(a.loss_agg_norm >= 0, "algo.loss_agg_norm", "must be >= 0 (0 = generate.max_new_tokens)")
+    _check(a.kl_loss_coef >= 0, "algo.kl_loss_coef", "must be >= 0")
+
+
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express. Returns cfg."""
     for role in ("generate", "score", "train"):
@@ -103,6 +121,7 @@ def validate(cfg: Config) -> Config:
     _validate_rm(cfg)
     _validate_runtime(cfg)
     _validate_reward(cfg)
+    _validate_algo(cfg)
     a = cfg.model.arch
     _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
     if cfg.task.name == "jsonl":

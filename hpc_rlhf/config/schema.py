@@ -156,6 +156,35 @@ class PPOConfig:
 
 
 @dataclass(frozen=True)
+class AlgoConfig:
+    """The RL algorithm of the train step; every choice is written up in docs/algorithms.md."""
+
+    name: Literal["ppo", "grpo", "rloo", "reinforce_pp"] = "ppo"
+    """`ppo`: GAE on a learned value model; `grpo`, `rloo`, `reinforce_pp`: critic-free (no value model is
+    built, trained, checkpointed or published)."""
+    group_std: bool = True
+    """grpo: divide each advantage by the std of its prompt's group (false = Dr. GRPO: centre only)."""
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "token_sum_norm"] = "token_mean"
+    """How per-token losses make the minibatch loss: mean over all its tokens; mean over sequences of each
+    sequence's token mean; token sum / (loss_agg_norm * sequences) (Dr. GRPO)."""
+    loss_agg_norm: int = 0
+    """token_sum_norm's constant per sequence (0 = generate.max_new_tokens)."""
+    kl_reward: bool = True
+    """Subtract beta * KL (ppo.kl.*) from the reward, per token (false = no KL in the reward)."""
+    kl_loss: Literal["off", "k1", "k2", "k3"] = "off"
+    """KL(policy || reference) as a loss term on the policy being trained, with this estimator."""
+    kl_loss_coef: float = 0.04
+    """Weight of the KL loss term (algo.kl_loss != off)."""
+    drop_uniform_groups: bool = False
+    """grpo/rloo: leave out of the loss the groups whose scores are all equal (zero advantage)."""
+
+    @property
+    def uses_critic(self) -> bool:
+        """Whether the algorithm trains a value model (ppo only)."""
+        return self.name == "ppo"
+
+
+@dataclass(frozen=True)
 class RMConfig:
     pairs_path: Optional[str] = None
     """Preference pairs (JSONL: prompt/chosen/rejected, or HDF5); unset for the demo = synthesise."""
@@ -311,6 +340,8 @@ class Config:
     """Sampling."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO and the KL penalty."""
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    """The algorithm: ppo or a critic-free one, loss aggregation, where the KL goes."""
     rm: RMConfig = field(default_factory=RMConfig)
     """The reward-model stage (`hpc-rlhf train-rm`)."""
     reward: RewardConfig = field(default_factory=RewardConfig)

@@ -4,7 +4,7 @@
     dp.allreduce_grads(model.parameters())            # one flat SUM all-reduce per model
 
 Losses are normalised by the global token count, so the SUM of gradients over ranks equals the
-single-rank gradient (see docs/ppo_details.md).
+single-rank gradient (see docs/algorithms.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Optimization role: one PPO step of policy and value on a step's scored shards, data-parallel.
+"""Optimization role: one RL step (PPO, GRPO, RLOO, REINFORCE++) on a step's scored shards, data-parallel.
 
     tr = Trainer(cfg, run_dir, device, dp)
     metrics = tr.train_step(step, scored_paths)     # -> policy version step + 1
@@ -9,7 +9,9 @@ GAE advantages (whitened over the whole batch) and returns; then `ppo.epochs` pa
 minibatches drawn by a permutation seeded from (seed, step, epoch). Each train rank takes an equal
 slice of every minibatch; losses are normalised by the minibatch's global token count and
 gradients summed, so any number of trainers computes the single-rank update (up to float order).
-Old log-probs are the generation-time ones from the shard (docs/ppo_details.md).
+Old log-probs are the generation-time ones from the shard (docs/algorithms.md). A critic-free
+algorithm (algo.name != ppo) builds no value model: `value`, `opt_value` and `sched_value` are None,
+and no old values are computed; its advantages come from the step's groups (roles/trainer_step.py).
 
 The math of the step is roles/trainer_step.py (no clock); `train_step` times it: the `time/*`
 metrics and the phases of the HPC_RLHF_TIMING log that tools/bench reads (roles/timing.py).
@@ -49,23 +51,31 @@ def _schedule(kind: str, warmup: int, total: int):
 
 
 class Trainer:
-    """A train rank's models, optimizers, LR schedulers and KL controller, and its timed PPO step."""
+    """A train rank's models, optimizers, LR schedulers and KL controller, and its timed RL step.
+    `value`, `opt_value` and `sched_value` are None for a critic-free algorithm."""
 
     def __init__(self, cfg: Config, run_dir: str, device, dp: DataParallel):
         self.cfg, self.run_dir, self.device, self.dp = cfg, run_dir, device, dp
         self.tok = load_tokenizer(cfg, run_dir)
         self.policy = place(build_policy(cfg, self.tok), device, cfg.runtime.bf16)
-        self.value = place(build_value(cfg, self.tok), device, cfg.runtime.bf16)
+        critic = cfg.algo.uses_critic
+        self.value = place(build_value(cfg, self.tok), device, cfg.runtime.bf16) if critic else None
         p = cfg.ppo
         # fused AdamW: one kernel per tensor instead of a dozen (4x faster per step on CPU)
         fused = {"fused": True} if torch.device(device).type in ("cpu", "cuda") else {}
         self.opt_policy = torch.optim.AdamW(self.policy.parameters(), lr=p.lr, weight_decay=p.weight_decay, **fused)
-        self.opt_value = torch.optim.AdamW(self.value.parameters(), lr=p.value_lr, weight_decay=p.weight_decay, **fused)
+        self.opt_value = (
+            torch.optim.AdamW(self.value.parameters(), lr=p.value_lr, weight_decay=p.weight_decay, **fused)
+            if self.value is not None
+            else None
+        )
         batch = cfg.generate.prompts_per_step * cfg.generate.samples_per_prompt
         updates = cfg.total_steps * p.epochs * (batch // p.minibatch_size)
         sched = _schedule(p.lr_schedule, p.warmup_steps, updates)
         self.sched_policy = torch.optim.lr_scheduler.LambdaLR(self.opt_policy, sched)
-        self.sched_value = torch.optim.lr_scheduler.LambdaLR(self.opt_value, sched)
+        self.sched_value = (
+            torch.optim.lr_scheduler.LambdaLR(self.opt_value, sched) if self.opt_value is not None else None
+        )
         self.kl_ctl = make_kl_controller(p.kl.adaptive, p.kl.init_coef, p.kl.target, p.kl.horizon)
         self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
         self.timer = PhaseTimer(run_dir, "train", dp.rank)
@@ -73,7 +83,7 @@ class Trainer:
         self.last_step_data: Optional[StepData] = None  # the rollouts of the last step (ledger, hooks)
 
     def train_step(self, step: int, paths: list[str], parts: Optional[list] = None) -> dict[str, float]:
-        """One PPO step on the scored shards at `paths` (read here), or on `parts`, their fields as
+        """One RL step on the scored shards at `paths` (read here), or on `parts`, their fields as
         a read would give them, when the caller holds them (the single-rank loop). The math is
         roles/trainer_step.py; this wrapper times it: the time/* metrics and the phase log."""
         maybe_fail("train")
@@ -85,13 +95,13 @@ class Trainer:
         t_layout = time.perf_counter() - t0 - t_read
         values = old_values(self, sd)
         t_value = time.perf_counter() - t0 - t_read - t_layout
-        kl, rewards, adv, returns = advantages(sd, values, self.cfg.ppo, self.kl_ctl.value)
+        tg = advantages(sd, values, self.cfg, self.kl_ctl.value)
         t_prep = time.perf_counter() - t0 - t_read  # layout + old values + advantages
         spans = Spans(self.timer)  # the optimizer steps inside each update; wait/* go to the timer
-        means = minibatch_epochs(self, step, sd, values, adv, returns, spans)
+        means = minibatch_epochs(self, step, sd, tg, spans)
         t_update = time.perf_counter() - t0 - t_read - t_prep
         t_opt = spans.paired_max("optimizer/policy", "optimizer/value")  # the two models step side by side
-        out = close_step(self, sd, kl, rewards, adv, returns, values, means)
+        out = close_step(self, sd, tg, means)
         out.update(
             {
                 "time/train_read_s": t_read,
@@ -114,22 +124,27 @@ class Trainer:
 
     # -- state for checkpoints ------------------------------------------------------------------
     def optim_state(self) -> dict:
-        return {
-            "opt_policy": self.opt_policy.state_dict(),
-            "opt_value": self.opt_value.state_dict(),
-            "sched_policy": self.sched_policy.state_dict(),
-            "sched_value": self.sched_value.state_dict(),
-            "kl_ctl": self.kl_ctl.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
+        """Optimizers, LR schedulers, KL controller, torch RNG; no value entries without a critic."""
+        out = {"opt_policy": self.opt_policy.state_dict()}
+        if self.opt_value is not None:
+            out["opt_value"] = self.opt_value.state_dict()
+        out["sched_policy"] = self.sched_policy.state_dict()
+        if self.sched_value is not None:
+            out["sched_value"] = self.sched_value.state_dict()
+        return {**out, "kl_ctl": self.kl_ctl.state_dict(), "torch_rng": torch.get_rng_state()}
 
     def load_optim_state(self, st: dict) -> None:
-        for opt, key in ((self.opt_policy, "opt_policy"), (self.opt_value, "opt_value")):
+        """Restore `optim_state()`; raises KeyError when a value entry this trainer needs is missing."""
+        pairs = [(self.opt_policy, "opt_policy")]
+        if self.opt_value is not None:
+            pairs.append((self.opt_value, "opt_value"))
+        for opt, key in pairs:
             fused = [g.get("fused") for g in opt.param_groups]
             opt.load_state_dict(st[key])
             for g, f in zip(opt.param_groups, fused):  # keep this build's kernel choice
                 g["fused"] = f
         self.sched_policy.load_state_dict(st["sched_policy"])
-        self.sched_value.load_state_dict(st["sched_value"])
+        if self.sched_value is not None:
+            self.sched_value.load_state_dict(st["sched_value"])
         self.kl_ctl.load_state_dict(st["kl_ctl"])
         torch.set_rng_state(st["torch_rng"])

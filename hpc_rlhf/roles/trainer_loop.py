@@ -90,7 +90,10 @@ class TrainSession:
         st = load_train_state(info.path, self.cfg)
         try:
             load_state(tr.policy, st.policy, f"weights '{info.path}/policy.safetensors'")
-            tr.value.load_state_dict(st.value, strict=False)
+            if tr.value is not None:
+                if st.value is None:
+                    raise KeyError("no value model (value.safetensors) for algo.name=ppo")
+                tr.value.load_state_dict(st.value, strict=False)
             tr.load_optim_state(st.optim)
         except (RuntimeError, KeyError) as e:
             raise unloadable(info.path, e) from None
@@ -172,7 +175,7 @@ class TrainSession:
             step=next_step,
             version=tr.version,
             policy=self.versions[tr.version],
-            value=cpu_state(tr.value, copy=False),
+            value=cpu_state(tr.value, copy=False) if tr.value is not None else None,
             optim=tr.optim_state(),
             behaviour={v: self.versions[v] for v in self.versions.older_than(tr.version)},
             ledger=self.ledger.read(),

@@ -1,13 +1,17 @@
-"""The math of one PPO step on a step's rollouts, data-parallel: no clock, no files, no task.
+"""The math of one RL step on a step's rollouts, data-parallel: no clock, no files, no task.
 
     sd = StepData(parts, pad_id, device)                          # the batch, laid out
-    values = old_values(tr, sd)                                   # (B, R), rows split over train ranks
-    kl, rewards, adv, returns = advantages(sd, values, cfg.ppo, tr.kl_ctl.value)
-    means = minibatch_epochs(tr, step, sd, values, adv, returns)  # ppo.epochs passes of updates
-    metrics = close_step(tr, sd, kl, rewards, adv, returns, values, means)   # version + 1, KL controller
+    values = old_values(tr, sd)                                   # (B, R), ppo only (None without a critic)
+    tg = advantages(sd, values, cfg, tr.kl_ctl.value)             # KL, rewards, advantages, returns (Targets)
+    means = minibatch_epochs(tr, step, sd, tg)                    # ppo.epochs passes of updates
+    metrics = close_step(tr, sd, tg, means)                       # version + 1, KL controller
 
-`tr` is the roles.trainer.Trainer that holds the models, optimizers and LR schedulers; its
-`train_step` composes these functions and times them. `probe(name)`, a context manager, wraps the
+`cfg.algo.name` picks the advantages: `ppo` (GAE on the value model), `grpo` / `rloo` (outcome reward
+against the prompt's group) or `reinforce_pp` (reward-to-go, whitened); the critic-free ones have no
+value model at all (`tr.value is None`). Group statistics are taken here, on the whole step batch,
+which every train rank holds (StepData): a group split over shards or train ranks is normalised
+identically. `tr` is the roles.trainer.Trainer that holds the models, optimizers and LR schedulers;
+its `train_step` composes these functions and times them. `probe(name)`, a context manager, wraps the
 sections inside an update that the caller may time: `optimizer/policy` and `optimizer/value` (one
 optimizer step of each model, clipping included) and `wait/allreduce` (the gradient all-reduce);
 the default does nothing. Shapes: B samples of the step, R response columns (right-padded).
@@ -17,22 +21,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 
 from hpc_rlhf.algo import (
+    aggregate,
     explained_variance,
     gae,
+    grpo_advantages,
+    kl_loss_terms,
     kl_penalty,
     masked_mean,
     masked_whiten,
     policy_loss,
+    reinforce_pp_advantages,
+    rloo_advantages,
     token_rewards,
+    uniform_groups,
     value_loss,
 )
-from hpc_rlhf.config import PPOConfig
+from hpc_rlhf.config import Config
 from hpc_rlhf.models.forward import Batch, make_batch, response_logprobs, run_pair, token_values
 from hpc_rlhf.rollout.shard import unpack_ragged
 
@@ -70,10 +81,13 @@ class StepData:
 
 
 @torch.no_grad()
-def old_values(tr: Trainer, sd: StepData) -> torch.Tensor:
+def old_values(tr: Trainer, sd: StepData) -> Optional[torch.Tensor]:
     """(B, R) value estimates of the value model before the update: each train rank computes a slice
-    of the rows (two halves side by side when it has two threads), then all ranks gather them."""
+    of the rows (two halves side by side when it has two threads), then all ranks gather them.
+    None when the algorithm has no value model."""
     dp = tr.dp
+    if tr.value is None:
+        return None
     counts = [len(c) for c in np.array_split(np.arange(sd.size), dp.size)]
     lo = sum(counts[: dp.rank])
     idx = torch.arange(lo, lo + counts[dp.rank], device=tr.device)
@@ -89,22 +103,75 @@ def old_values(tr: Trainer, sd: StepData) -> torch.Tensor:
     return dp.all_gather_rows(local, counts)
 
 
-def advantages(sd: StepData, values: torch.Tensor, p: PPOConfig, kl_coef: float):
-    """Per-token KL (masked), rewards (-kl_coef * KL + score on the last token), GAE advantages
-    (whitened over the batch when ppo.whiten_advantages) and returns; each (B, R)."""
-    mask = sd.batch.response_mask
+@dataclass
+class Targets:
+    """What the epochs train on (B samples, R response columns), from `advantages`."""
+
+    kl: torch.Tensor
+    """(B, R) per-token KL against the reference (masked)."""
+    rewards: torch.Tensor
+    """(B, R) per-token rewards: -beta*KL (algo.kl_reward) + the score on the last token."""
+    adv: torch.Tensor
+    """(B, R) advantages."""
+    returns: Optional[torch.Tensor] = None
+    """(B, R) value targets (ppo) or reward-to-go (reinforce_pp); None for grpo/rloo."""
+    values: Optional[torch.Tensor] = None
+    """(B, R) old values (ppo); None without a critic."""
+    loss_mask: Optional[torch.Tensor] = None
+    """(B, R) the response mask with the rows of dropped groups zeroed; None = the response mask."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """algo/ metrics of the step."""
+
+
+def advantages(sd: StepData, values: Optional[torch.Tensor], cfg: Config, kl_coef: float) -> Targets:
+    """Per-token KL (masked) and rewards (-kl_coef * KL when algo.kl_reward, + score on the last token),
+    then the advantages of algo.name: ppo = GAE on `values` (whitened over the batch when
+    ppo.whiten_advantages); reinforce_pp = reward-to-go, whitened; grpo/rloo = the sequence reward
+    (the sum of the token rewards) against the other samples of the same prompt in this step."""
+    p, a, mask = cfg.ppo, cfg.algo, sd.batch.response_mask
     kl = kl_penalty(sd.gen_logprobs, sd.ref_logprobs, p.kl.estimator) * mask
-    rewards = token_rewards(sd.score, kl, mask, kl_coef, p.reward_clip)
-    adv, returns = gae(rewards, values, mask, p.gamma, p.lam)
-    if p.whiten_advantages:
-        adv = masked_whiten(adv, mask)
-    return kl, rewards, adv, returns
+    rewards = token_rewards(sd.score, kl, mask, kl_coef if a.kl_reward else 0.0, p.reward_clip)
+    if a.name == "ppo":
+        assert values is not None, "ppo needs the old values"
+        adv, returns = gae(rewards, values, mask, p.gamma, p.lam)
+        if p.whiten_advantages:
+            adv = masked_whiten(adv, mask)
+        return Targets(kl, rewards, adv, returns, values)
+    if a.name == "reinforce_pp":
+        adv, returns = reinforce_pp_advantages(rewards, mask, p.gamma)
+        return Targets(kl, rewards, adv, returns)
+    groups = torch.as_tensor(sd.prompt_index, device=mask.device)
+    seq_reward = rewards.sum(-1)
+    if a.name == "grpo":
+        adv = grpo_advantages(seq_reward, groups, mask, a.group_std)
+    else:
+        adv = rloo_advantages(seq_reward, groups, mask)
+    uniform, n_uniform = uniform_groups(sd.score, groups)
+    tg = Targets(kl, rewards, adv, metrics={"algo/uniform_groups": float(n_uniform)})
+    if a.drop_uniform_groups:
+        tg.loss_mask = mask * (~uniform).to(mask.dtype).unsqueeze(-1)
+        tg.metrics["algo/dropped_samples"] = float(uniform.sum())
+    return tg
 
 
-def minibatch_epochs(tr: Trainer, step: int, sd: StepData, values, adv, returns, probe: Probe = no_probe) -> dict:
+@dataclass(frozen=True)
+class Norms:
+    """The global minibatch's normalisers of the loss aggregation (algo/aggregate.py)."""
+
+    n_tok: torch.Tensor
+    n_seq: torch.Tensor
+    horizon: float
+
+    def agg(self, x: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+        return aggregate(x, mask, mode, self.n_tok, self.n_seq, self.horizon)
+
+
+def minibatch_epochs(tr: Trainer, step: int, sd: StepData, tg: Targets, probe: Probe = no_probe) -> dict:
     """`ppo.epochs` passes over minibatches drawn by a permutation seeded from (seed, step, epoch);
     this rank updates on its equal slice of each. Returns this rank's minibatch metrics, averaged."""
-    p, dp, mask = tr.cfg.ppo, tr.dp, sd.batch.response_mask
+    p, dp = tr.cfg.ppo, tr.dp
+    mask = sd.batch.response_mask if tg.loss_mask is None else tg.loss_mask
+    horizon = float(tr.cfg.algo.loss_agg_norm or tr.cfg.generate.max_new_tokens)
     sums: dict[str, float] = {}
     n_mb = 0
     m, share = p.minibatch_size, p.minibatch_size // dp.size
@@ -113,28 +180,47 @@ def minibatch_epochs(tr: Trainer, step: int, sd: StepData, values, adv, returns,
         for start in range(0, sd.size, m):
             mb = perm[start : start + m]
             mine = torch.as_tensor(np.sort(mb[dp.rank * share : (dp.rank + 1) * share]), device=tr.device)
-            n_tok = mask[torch.as_tensor(mb, device=tr.device)].sum().clamp(min=1.0)
-            metrics = update(tr, sd.batch.select(mine), sd, mine, adv, values, returns, n_tok, probe)
+            mb_mask = mask[torch.as_tensor(mb, device=tr.device)]
+            n_tok = mb_mask.sum().clamp(min=1.0)
+            norms = Norms(n_tok, (mb_mask.sum(-1) > 0).to(n_tok.dtype).sum().clamp(min=1.0), horizon)
+            metrics = update(tr, sd.batch.select(mine), sd, mine, tg, norms, probe)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_mb += 1
     return {k: v / n_mb for k, v in sums.items()}
 
 
-def update(tr: Trainer, mb: Batch, sd: StepData, idx, adv, values, returns, n_tok, probe: Probe = no_probe) -> dict:
+def policy_objective(tr: Trainer, mb: Batch, sd: StepData, idx, tg: Targets, norms: Norms):
+    """The policy's loss on this rank's share of a minibatch (with grad) and its metrics: the clipped
+    surrogate, minus the entropy bonus (ppo.entropy_coef), plus the KL loss term (algo.kl_loss)."""
+    p, a = tr.cfg.ppo, tr.cfg.algo
+    mask = mb.response_mask if tg.loss_mask is None else tg.loss_mask[idx]
+    logp, ent = response_logprobs(
+        tr.policy, mb, tr.cfg.generate.temperature, tr.banned, with_entropy=p.entropy_coef > 0
+    )
+    loss, m = policy_loss(
+        logp, sd.gen_logprobs[idx], tg.adv[idx], mask, p.clip_ratio, norms.n_tok, a.loss_agg, norms.n_seq, norms.horizon
+    )
+    if ent is not None:
+        loss = loss - p.entropy_coef * norms.agg(ent, mask, a.loss_agg)
+    if a.kl_loss != "off":
+        kl_term = norms.agg(kl_loss_terms(logp, sd.ref_logprobs[idx], a.kl_loss), mask, a.loss_agg)
+        loss = loss + a.kl_loss_coef * kl_term
+        m["algo/kl_loss"] = kl_term.detach()
+    return loss, m
+
+
+def update(tr: Trainer, mb: Batch, sd: StepData, idx, tg: Targets, norms: Norms, probe: Probe = no_probe) -> dict:
     """One optimizer step of each model on this rank's share of a minibatch. The policy and the
     value model share nothing, so their forward/backward/step run side by side (run_pair); the
-    gradient all-reduce, when there are several trainers, stays on this thread in a fixed order."""
+    gradient all-reduce, when there are several trainers, stays on this thread in a fixed order.
+    Without a critic (tr.value is None) only the policy steps."""
     p = tr.cfg.ppo
     local = tr.dp.size == 1
+    critic = tr.value is not None
 
     def policy_part():
-        logp, ent = response_logprobs(
-            tr.policy, mb, tr.cfg.generate.temperature, tr.banned, with_entropy=p.entropy_coef > 0
-        )
-        loss, m = policy_loss(logp, sd.gen_logprobs[idx], adv[idx], mb.response_mask, p.clip_ratio, n_tok)
-        if ent is not None:
-            loss = loss - p.entropy_coef * (ent * mb.response_mask).sum() / n_tok
+        loss, m = policy_objective(tr, mb, sd, idx, tg, norms)
         tr.opt_policy.zero_grad(set_to_none=True)
         loss.backward()
         out = {"ppo/policy_loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}}
@@ -144,7 +230,7 @@ def update(tr: Trainer, mb: Batch, sd: StepData, idx, adv, values, returns, n_to
 
     def value_part():
         v = token_values(tr.value, mb)
-        loss, m = value_loss(v, values[idx], returns[idx], mb.response_mask, p.value_clip, n_tok)
+        loss, m = value_loss(v, tg.values[idx], tg.returns[idx], mb.response_mask, p.value_clip, norms.n_tok)
         tr.opt_value.zero_grad(set_to_none=True)
         loss.backward()
         out = {"ppo/value_loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}}
@@ -152,14 +238,21 @@ def update(tr: Trainer, mb: Batch, sd: StepData, idx, adv, values, returns, n_to
             out.update(optimizer_step(tr, "value", probe))
         return out
 
-    pol, val = run_pair(policy_part, value_part)
-    out = {**pol, **val}
+    if critic:
+        pol, val = run_pair(policy_part, value_part)
+        out = {**pol, **val}
+    else:
+        out = policy_part()
     if not local:
         with probe("wait/allreduce"):
             tr.dp.allreduce_grads(tr.policy.parameters())
-            tr.dp.allreduce_grads(tr.value.parameters())
-        a, b = run_pair(lambda: optimizer_step(tr, "policy", probe), lambda: optimizer_step(tr, "value", probe))
-        out.update({**a, **b})
+            if critic:
+                tr.dp.allreduce_grads(tr.value.parameters())
+        if critic:
+            a, b = run_pair(lambda: optimizer_step(tr, "policy", probe), lambda: optimizer_step(tr, "value", probe))
+            out.update({**a, **b})
+        else:
+            out.update(optimizer_step(tr, "policy", probe))
     out["ppo/lr"] = tr.sched_policy.get_last_lr()[0]
     return out
 
@@ -179,28 +272,30 @@ def optimizer_step(tr: Trainer, name: str, probe: Probe = no_probe) -> dict[str,
     return out
 
 
-def close_step(tr: Trainer, sd: StepData, kl, rewards, adv, returns, values, means: dict) -> dict[str, float]:
+def close_step(tr: Trainer, sd: StepData, tg: Targets, means: dict) -> dict[str, float]:
     """After the epochs: count the new policy version, update the KL controller, average the
-    minibatch metrics over the train ranks, add the step's ppo/, score/ and gen/ metrics."""
+    minibatch metrics over the train ranks, add the step's ppo/, algo/, score/ and gen/ metrics."""
     mask = sd.batch.response_mask
     tr.version += 1
-    kl_seq = (kl.sum(-1)).mean()
+    kl_seq = (tg.kl.sum(-1)).mean()
     tr.kl_ctl.update(float(kl_seq), sd.size)
     out = means
     if tr.dp.size > 1:  # average the per-rank minibatch metrics
         vec = tr.dp.allreduce_sum(torch.tensor([out[k] for k in sorted(out)], dtype=torch.float64))
         out = {k: float(v) / tr.dp.size for k, v in zip(sorted(out), vec)}
     resp_len = mask.sum(-1)
+    out.update({"ppo/kl_coef": float(tr.kl_ctl.value), "ppo/advantages_mean": float(masked_mean(tg.adv, mask))})
+    if tg.returns is not None:
+        out["ppo/returns_mean"] = float(masked_mean(tg.returns, mask))
+    if tg.values is not None:
+        out["ppo/explained_variance"] = float(explained_variance(tg.values, tg.returns, mask))
+    out.update(tg.metrics)
     out.update(
         {
-            "ppo/kl_coef": float(tr.kl_ctl.value),
-            "ppo/advantages_mean": float(masked_mean(adv, mask)),
-            "ppo/returns_mean": float(masked_mean(returns, mask)),
-            "ppo/explained_variance": float(explained_variance(values, returns, mask)),
             "score/reward_mean": float(sd.score.mean()),
             "score/reward_std": float(sd.score.std()),
             "score/kl_mean": float(kl_seq),
-            "score/total_reward_mean": float(rewards.sum(-1).mean()),
+            "score/total_reward_mean": float(tg.rewards.sum(-1).mean()),
             "gen/response_len_mean": float(resp_len.float().mean()),
             "gen/eos_rate": float(sd.eos.mean()),
             "gen/entropy_estimate": float(-(sd.gen_logprobs.sum() / mask.sum())),

@@ -1,13 +1,15 @@
 """kill -9 of the whole multi-rank job at seeded-random instants, resumed each time: the final weights
-are bit-identical to an uninterrupted run and every prompt is consumed exactly once per pass."""
+are bit-identical to an uninterrupted run and every prompt is consumed exactly once per pass; for PPO and
+for GRPO (no value model)."""
 
 from __future__ import annotations
 
+import glob
 import random
 
 import pytest
 
-from tests.conftest import FAULT_STEPS, kr
+from tests.conftest import FAULT_STEPS, cli, kr
 
 pytestmark = pytest.mark.mpi
 
@@ -20,3 +22,26 @@ def test_sigkill_at_random_instants_then_resume_is_bit_identical(tmp_path, train
     assert all(e["after_steps"] >= 1 for e in killed), events
     assert events[-1] == {"attempt": 3, "killed": False, "exit": 0}
     assert kr.check_run(run, FAULT_STEPS, reference) == []
+
+
+GRPO = ["algo.name=grpo", "algo.kl_loss=k3", "algo.drop_uniform_groups=true"]
+
+
+@pytest.fixture(scope="module")
+def grpo_reference(tmp_path_factory, train_args, mpiexec) -> str:
+    """SHA-256 of the final policy of the GRPO fault run, uninterrupted."""
+    run = tmp_path_factory.mktemp("grpo_reference") / "run"
+    cli("train", *train_args, *GRPO, f"run_dir={run}")
+    return kr.final_sha(str(run))
+
+
+def test_grpo_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, grpo_reference):
+    """The critic-free run: no value model in its checkpoints, and its resume is exact all the same."""
+    run = str(tmp_path / "run")
+    events = kr.kill_resume_cycle(
+        run, [*train_args, *GRPO], random.Random(20261128), kills=2, log=str(tmp_path / "log")
+    )
+    assert sum(1 for e in events if e.get("killed")) == 2, events
+    assert events[-1] == {"attempt": 2, "killed": False, "exit": 0}
+    assert kr.check_run(run, FAULT_STEPS, grpo_reference) == []
+    assert not glob.glob(f"{run}/checkpoints/*/value*")

@@ -62,6 +62,34 @@ def test_a_checkpoint_holds_everything_a_resume_needs(base_run):
     assert all("gen/gold_reward_mean" in json.loads(x) for x in open(base_run / "metrics.jsonl"))
 
 
+CRITIC_FREE = ["algo.name=grpo", "algo.kl_loss=k3", "algo.loss_agg=seq_mean_token_mean"]
+
+
+@pytest.fixture(scope="module")
+def grpo_run(tmp_path_factory, tiny_rm):
+    run = tmp_path_factory.mktemp("ckpt") / "grpo"
+    cli("train", TINY, f"run_dir={run}", *tiny_rm["overrides"], *SINGLE, *CRITIC_FREE)
+    return run
+
+
+def test_a_critic_free_checkpoint_holds_no_value_model_and_resumes_bit_identically(grpo_run, tmp_path):
+    assert [c.step for c in list_checkpoints(str(grpo_run))] == [2, 3, 4]
+    for c in list_checkpoints(str(grpo_run)):
+        files = set(os.listdir(c.path))
+        assert "policy.safetensors" in files and not {f for f in files if f.startswith("value")}, files
+        assert not [f for f in json.load(open(os.path.join(c.path, MARKER)))["files"] if "value" in f]
+        assert set(read_optim(c.path)) == {"opt_policy", "sched_policy", "kl_ctl", "torch_rng"}
+    metrics = [json.loads(x) for x in open(grpo_run / "metrics.jsonl")]
+    assert all("ppo/value_loss" not in m and "algo/kl_loss" in m and "algo/uniform_groups" in m for m in metrics)
+    run = copy_run(grpo_run, tmp_path)
+    for gone in ("checkpoints/step_000003", "checkpoints/step_000004", "final"):
+        shutil.rmtree(run / gone)
+    proc = cli("resume", str(run), "algo.name=rloo", check=False)  # the algorithm may not change on resume
+    assert proc.returncode == 2 and "algo.name: 'grpo' -> 'rloo'" in proc.stderr, proc.stderr
+    cli("resume", str(run))
+    assert sha(run) == sha(grpo_run)
+
+
 DAMAGE = {
     "corrupted": lambda p: p.write_bytes(
         p.read_bytes()[:100] + bytes([p.read_bytes()[100] ^ 1]) + p.read_bytes()[101:]
