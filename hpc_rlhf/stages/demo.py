@@ -5,6 +5,10 @@
 3. runs PPO as a multi-rank job (layout 1+1+1 by default, started with mpiexec);
 4. measures the gold reward of RUN_DIR/final/policy (reloaded with from_pretrained) on the same
    prompts and seeds, and writes RUN_DIR/demo_report.json and RUN_DIR/demo_curves.png.
+
+`hpc-rlhf demo --config configs/grpo.yaml` (or any `algo.name` other than ppo) is the critic-free demo:
+no reward-model stage and no value model; the gold rule itself is the reward function
+(hpc_rlhf.demo.task:gold_reward), and steps 2-4 are the same.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 import torch
 
 from hpc_rlhf.config import Config, load_config
-from hpc_rlhf.demo.task import GoldTask, with_gold_metric
+from hpc_rlhf.demo.task import GOLD_REWARD, GoldTask, with_gold_metric
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.models.generate import SamplingParams, sample
 from hpc_rlhf.rollout.plan import sample_seed
@@ -83,23 +87,14 @@ def _demo(cfg: Config, t0: float) -> int:
 
     from hpc_rlhf.launch.prepare import prepare_run, run_local
     from hpc_rlhf.models.build import build_policy, load_tokenizer
-    from hpc_rlhf.stages.reward_model import train_reward_model
 
     rd = RunDir(cfg.run_dir)
-    rm_dir = rd.reward_model
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    if cfg.model.reward_path is None:
-        if not os.path.exists(os.path.join(rm_dir, RM_REPORT)):
-            print("[demo] training the reward model on gold-labelled preference pairs ...", flush=True)
-            train_reward_model(cfg, cfg.run_dir)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, reward_path=rm_dir))
-    with open(os.path.join(rm_dir, RM_REPORT)) as f:
-        rm = json.load(f)
-    print(f"[demo] reward model held-out pairwise accuracy {rm['rm_pairwise_accuracy']:.3f}", flush=True)
+    cfg, rm = _reward_stage(cfg)
     tok = load_tokenizer(cfg, cfg.run_dir)
     gold0 = gold_eval(cfg, build_policy(cfg, tok), tok)
     print(
-        f"[demo] gold reward of the initial policy: {gold0:.3f}; PPO with layout "
+        f"[demo] gold reward of the initial policy: {gold0:.3f}; {cfg.algo.name} with layout "
         f"{cfg.layout.generate}+{cfg.layout.score}+{cfg.layout.train} ...",
         flush=True,
     )
@@ -123,6 +118,7 @@ def _demo(cfg: Config, t0: float) -> int:
         "rm_reward_final": metrics[-1]["score/reward_mean"],
         "steps": len(metrics),
         "layout": f"{cfg.layout.generate}+{cfg.layout.score}+{cfg.layout.train}",
+        "algo": cfg.algo.name,
         "seed": cfg.seed,
         "ppo_wall_s": ppo_s,
         "step_s_median": float(np.median([m["time/step_s"] for m in metrics])),
@@ -132,3 +128,37 @@ def _demo(cfg: Config, t0: float) -> int:
         json.dump(report, f, indent=1)
     print(f"[demo] gold reward {gold0:.3f} -> {gold1:.3f}; report: {rd.demo_report}", flush=True)
     return 0
+
+
+def _reward_stage(cfg: Config) -> tuple[Config, dict]:
+    """PPO: train the reward model on gold-labelled pairs (once) and score with it; critic-free: the gold
+    rule itself is the reward function. Returns the config to run and the reward-model report."""
+    from hpc_rlhf.launch.prepare import save_run_tokenizer
+    from hpc_rlhf.stages.reward_model import train_reward_model
+
+    if cfg.algo.name != "ppo":
+        cfg = _gold_rule_reward(cfg)
+        save_run_tokenizer(cfg, cfg.run_dir)
+        print(f"[demo] {cfg.algo.name} with the gold rule as the reward function (no reward model)", flush=True)
+        return cfg, {"rm_pairwise_accuracy": None}
+    rm_dir = RunDir(cfg.run_dir).reward_model
+    if cfg.model.reward_path is None:
+        if not os.path.exists(os.path.join(rm_dir, RM_REPORT)):
+            print("[demo] training the reward model on gold-labelled preference pairs ...", flush=True)
+            train_reward_model(cfg, cfg.run_dir)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, reward_path=rm_dir))
+    with open(os.path.join(rm_dir, RM_REPORT)) as f:
+        rm = json.load(f)
+    print(f"[demo] reward model held-out pairwise accuracy {rm['rm_pairwise_accuracy']:.3f}", flush=True)
+    return cfg, rm
+
+
+def _gold_rule_reward(cfg: Config) -> Config:
+    """`cfg` rewarded by the gold rule alone (hpc_rlhf.demo.task:gold_reward), unless the user configured
+    function sources of their own; no reward model is loaded."""
+    from hpc_rlhf.config import RewardConfig, RewardSourceConfig
+
+    if all(s.kind == "function" for s in cfg.reward.sources):
+        return cfg
+    gold = RewardSourceConfig(name="gold", kind="function", function=GOLD_REWARD, weight=1.0)
+    return dataclasses.replace(cfg, reward=RewardConfig(sources=[gold]))
