@@ -91,6 +91,30 @@ def start_requeued_now(job_id: str, timeout: float = 60.0) -> None:
     wait_for(started, f"requeued job {job_id} to start", timeout=timeout, interval=1.0)
 
 
+def preempt_with_high_job(tmp_path: Path, jobs: list) -> None:
+    """A job in the `high` partition that needs every CPU preempts ours (GraceTime 30 s, REQUEUE)."""
+    r = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "-p",
+            "high",
+            "-n",
+            "16",
+            f"--chdir={tmp_path}",
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "sleep 1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    jobs.append(r.stdout.strip().split(";")[0])
+
+
 def metrics_step(run_dir: Path) -> int:
     return slurm_cmds.progress(run_dir)["step"] or 0
 
@@ -306,27 +330,7 @@ def test_preemption_requeues_and_resumes(tmp_path, jobs, standin_env):
     run_dir, info = submit_standin(tmp_path, jobs, "total_steps=25")
     job = info.job_id
     wait_for(lambda: metrics_step(run_dir) >= 3, "3 steps", timeout=60)
-    # A job in the `high` partition that needs every CPU preempts ours (GraceTime 30 s, REQUEUE).
-    r = subprocess.run(
-        [
-            "sbatch",
-            "--parsable",
-            "-p",
-            "high",
-            "-n",
-            "16",
-            f"--chdir={tmp_path}",
-            "-o",
-            "/dev/null",
-            "--wrap",
-            "sleep 1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert r.returncode == 0, r.stderr
-    jobs.append(r.stdout.strip().split(";")[0])
+    preempt_with_high_job(tmp_path, jobs)
     start_requeued_now(job)
     done = wait_state(job, DONE, timeout=90)
     assert done["JobState"] == "COMPLETED", run_logs(run_dir)
@@ -421,26 +425,7 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
     shown = io.StringIO()
     slurm_cmds.status(run_dir, out=shown)
     assert f"(hpc-rlhf slurm job, Slurm job {info.job_id})" in shown.getvalue(), shown.getvalue()
-    r = subprocess.run(
-        [
-            "sbatch",
-            "--parsable",
-            "-p",
-            "high",
-            "-n",
-            "16",
-            f"--chdir={tmp_path}",
-            "-o",
-            "/dev/null",
-            "--wrap",
-            "sleep 1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert r.returncode == 0, r.stderr
-    jobs.append(r.stdout.strip().split(";")[0])
+    preempt_with_high_job(tmp_path, jobs)
     start_requeued_now(info.job_id)
     stopped_at = slurm_cmds.progress(run_dir)["checkpoint"]
     assert stopped_at is not None, "the worker must checkpoint on the preemption signal\n" + run_logs(run_dir)
