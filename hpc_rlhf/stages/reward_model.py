@@ -31,7 +31,7 @@ from hpc_rlhf.data.pairs import table_pairs
 from hpc_rlhf.data.tables import open_table
 from hpc_rlhf.errors import UserError, first_line
 from hpc_rlhf.launch.prepare import save_run_tokenizer
-from hpc_rlhf.models.build import _no_dropout, build_reward, load_tokenizer
+from hpc_rlhf.models.build import _no_dropout, _seeded, build_reward, load_tokenizer
 from hpc_rlhf.models.forward import make_batch, sequence_scores
 from hpc_rlhf.rundir import RM_REPORT, RunDir, write_atomic
 from hpc_rlhf.stages.loop import StageRun
@@ -86,8 +86,11 @@ def _initial_model(cfg: Config, tok):
     if cfg.model.reward_path is None and cfg.model.policy_path is not None:
         conf = _no_dropout(AutoConfig.from_pretrained(cfg.model.policy_path, local_files_only=True))
         conf.num_labels, conf.pad_token_id = 1, tok.pad_token_id
-        return AutoModelForSequenceClassification.from_pretrained(
-            cfg.model.policy_path, config=conf, local_files_only=True
+        return _seeded(  # the new score head's random init: from the run's init seed, not the RNG's history
+            cfg.model.init_seed + 1,
+            lambda: AutoModelForSequenceClassification.from_pretrained(
+                cfg.model.policy_path, config=conf, local_files_only=True
+            ),
         )
     return build_reward(cfg, tok)
 
