@@ -18,7 +18,8 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 # Printed by the code before the config was frozen (commit 1e4f3bc, /work/main) with
 #   python -c "from hpc_rlhf.config import *; print(fingerprint(load_config(PATH, OVERRIDES)))"
 # Shards and checkpoints carry the fingerprint: the same config must keep it. Re-printed when the
-# `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint.
+# `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint;
+# again when `stage`, `sft:`, `rm.chat_template` and `rm.ranks` were added (the SFT and reward-model stages).
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -28,10 +29,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "394b6412a14e0d72"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "394b6412a14e0d72"),
-    (TINY, [], "8cd699cb9ef679d6"),
-    (TINY, OVERRIDES, "90cda757c13f9286"),
+    (None, [], "2187078af6b181cb"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "2187078af6b181cb"),
+    (TINY, [], "e555c989ace20f78"),
+    (TINY, OVERRIDES, "19ac8536312e29d0"),
 ]
 
 

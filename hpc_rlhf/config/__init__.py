@@ -36,6 +36,7 @@ from hpc_rlhf.config.schema import (
     RewardSourceConfig,
     RMConfig,
     RuntimeConfig,
+    SFTConfig,
     SlurmConfig,
     TaskConfig,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "RewardSourceConfig",
     "RMConfig",
     "RuntimeConfig",
+    "SFTConfig",
     "SlurmConfig",
     "TaskConfig",
     "RESUME_SAFE_KEYS",

@@ -29,6 +29,25 @@ def _validate_rm(cfg: Config) -> None:
     _check(0 <= r.heldout_frac < 1, "rm.heldout_frac", "must be in [0, 1) (the rest of the pairs trains)")
     _check(0 <= r.label_noise <= 1, "rm.label_noise", "must be in [0, 1]")
     _check(r.num_pairs >= 2, "rm.num_pairs", "must be >= 2 (one held out, one to train on)")
+    _check(r.ranks >= 1, "rm.ranks", "must be >= 1")
+
+
+def _validate_sft(cfg: Config) -> None:
+    """The SFT stage's values (`hpc-rlhf sft`); its data file is read (and its rows checked) by
+    launch/prepare.py before any rank starts or any job is queued."""
+    s = cfg.sft
+    for key in ("batch_size", "max_len", "ranks"):
+        _check(getattr(s, key) >= 1, f"sft.{key}", "must be >= 1")
+    _check(s.epochs >= 0, "sft.epochs", "must be >= 0")
+    _check(s.lr > 0, "sft.lr", "must be > 0")
+    _check(s.max_grad_norm >= 0, "sft.max_grad_norm", "must be >= 0 (0 = off)")
+    _check(
+        s.messages_column is None or s.chat_template,
+        "sft.chat_template",
+        "must be true when sft.messages_column is set (chat conversations are rendered with the template)",
+    )
+    if cfg.stage == "sft":
+        _check(s.data_path is not None, "sft.data_path", "must be set for `hpc-rlhf sft`: a JSONL, Parquet or CSV file")
 
 
 def _validate_runtime(cfg: Config) -> None:
@@ -119,6 +138,7 @@ def validate(cfg: Config) -> Config:
     _check(p.clip_ratio > 0, "ppo.clip_ratio", "must be > 0")
     _check(cfg.checkpoint.keep_last >= 2, "checkpoint.keep_last", "must be >= 2")
     _validate_rm(cfg)
+    _validate_sft(cfg)
     _validate_runtime(cfg)
     _validate_reward(cfg)
     _validate_algo(cfg)
@@ -131,7 +151,8 @@ def validate(cfg: Config) -> Config:
         "task.prompt_len_max",
         "must be >= task.prompt_len_min >= 1",
     )
-    for key in ("model.policy_path", "model.reward_path", "model.tokenizer_path", "task.prompts_path", "rm.pairs_path"):
+    paths = ("model.policy_path", "model.reward_path", "model.tokenizer_path", "task.prompts_path", "rm.pairs_path")
+    for key in (*paths, "sft.data_path"):
         path = get_key(cfg, key)
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"config key '{key}': path '{path}' does not exist; give a local folder or file")
@@ -146,7 +167,7 @@ def validate(cfg: Config) -> Config:
 
 def _validate_slurm(cfg: Config) -> None:
     """The Slurm shape against the layout (one MPI rank per Slurm task) and the `slurm:` values."""
-    s, world, lay = cfg.slurm, cfg.layout.world_size, cfg.layout
+    s, world, lay = cfg.slurm, cfg.world_size, cfg.layout
     _check(s.nodes >= 1, "slurm.nodes", f"must be >= 1 (got {s.nodes})")
     _check(
         s.tasks_per_node >= 0,
