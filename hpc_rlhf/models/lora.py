@@ -62,19 +62,39 @@ def base_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def _check_targets(model: torch.nn.Module, cfg: Config) -> None:
+    have = linear_names(model)
+    missing = [t for t in cfg.model.lora.target_modules if t not in have]
+    if missing:
+        raise UserError(
+            f"config key 'model.lora.target_modules': {missing} are not modules of the policy "
+            f"({model.config.model_type}); its Linear modules are {have}"
+        )
+
+
+def check_targets(cfg: Config, run_dir: str) -> None:
+    """Raise UserError when model.lora.target_modules names a module the policy lacks: checked on the
+    policy's architecture without its weights (meta device), before any rank starts (launch/prepare.py)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from hpc_rlhf.models.build import arch_config, load_tokenizer
+
+    if cfg.model.policy_path:
+        conf = AutoConfig.from_pretrained(cfg.model.policy_path, local_files_only=True)
+    else:
+        conf = arch_config(cfg.model.arch, load_tokenizer(cfg, run_dir))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(conf)
+    _check_targets(model, cfg)
+
+
 def apply(model: PreTrainedModel, cfg: Config) -> PreTrainedModel:
     """Inject the adapters of `cfg.model.lora` into `model` (in place; returned for chaining): the base is
     frozen, only the adapters require grad. Raises UserError naming target modules the model lacks."""
     import peft
 
     lo = cfg.model.lora
-    have = linear_names(model)
-    missing = [t for t in lo.target_modules if t not in have]
-    if missing:
-        raise UserError(
-            f"config key 'model.lora.target_modules': {missing} are not modules of the policy "
-            f"({model.config.model_type}); its Linear modules are {have}"
-        )
+    _check_targets(model, cfg)
     sha = base_sha256(model)
     conf = peft.LoraConfig(
         r=lo.r, lora_alpha=lo.alpha, lora_dropout=0.0, target_modules=list(lo.target_modules), bias="none"
