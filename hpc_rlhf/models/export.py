@@ -4,6 +4,7 @@
 
 Written aside under a temporary name, then renamed into place: a kill never leaves a half-written
 final policy.
+A LoRA policy (models/lora.py) is written merged or as a peft adapter folder (model.lora.export).
 """
 
 from __future__ import annotations

@@ -117,3 +117,25 @@ def test_target_modules_the_policy_lacks_fail_before_the_run(base, tmp_path):
     bad_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, lora=bad))
     with pytest.raises(UserError, match=r"model.lora.target_modules.*c_attn.*q_proj"):
         lora.check_targets(bad_cfg, str(tmp_path))
+
+
+@pytest.mark.gpu
+def test_lora_on_cuda_in_bf16_trains_adapters_and_keeps_the_base_as_reference(base):
+    """The GPU path (runtime.bf16 places every model in bf16 on CUDA): the reference view is still the
+    base bit for bit, and a backward pass reaches the adapters only."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from hpc_rlhf.models.build import place
+
+    cfg, tok, _ = base
+    dev = torch.device("cuda")
+    policy = place(_trained(cfg, tok), dev, True)
+    ref = place(build_reference(cfg, tok), dev, True)
+    batch = _batch(tok).to(dev)
+    with torch.no_grad():
+        want, _ = response_logprobs(ref, batch)
+        got, _ = response_logprobs(lora.BaseView(policy), batch)
+    assert torch.equal(got, want)
+    lp, _ = response_logprobs(policy, batch)
+    lp.sum().backward()
+    assert all((p.grad is not None) == ("lora_" in n) for n, p in policy.named_parameters())
