@@ -81,11 +81,13 @@ def role_child(role: str, run_dir: str) -> dict:
     from hpc_rlhf.roles.generator import Generator
     from hpc_rlhf.roles.scorer import Scorer
     from hpc_rlhf.roles.trainer import Trainer
+    from hpc_rlhf.rundir import RunDir
 
-    cfg = load_config(os.path.join(run_dir, "config.yaml"))
+    rd = RunDir(run_dir)
+    cfg = load_config(rd.config)
     torch.set_num_threads(2)
     cpu = torch.device("cpu")
-    scored = os.path.join(run_dir, "rollouts", "step_000000", "scored_0000.h5")
+    scored = rd.shard(0, 0, "scored")
     if role == "trainer":
         tr = Trainer(cfg, run_dir, cpu, DataParallel(0, 1))
         built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -97,7 +99,7 @@ def role_child(role: str, run_dir: str) -> dict:
         gen = Generator(cfg, run_dir, cpu, 0)
         built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         gen.load_state(0, cpu_state(gen.policy))
-        shutil.rmtree(os.path.join(run_dir, "rollouts", "step_000000"))  # generate afresh, not reuse
+        shutil.rmtree(os.path.dirname(scored))  # generate afresh, not reuse the recorded shards
         gen.generate(0, 0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"rss_after_build_mib": built, "peak_rss_mib": peak}
