@@ -101,6 +101,7 @@ def apply(model: PreTrainedModel, cfg: Config) -> PreTrainedModel:
     )
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        warnings.filterwarnings("ignore", "fan_in_fan_out is set to False", UserWarning)  # gpt2's Conv1D: peft sets it
         torch.manual_seed(lo.init_seed)
         wrapped = peft.get_peft_model(model, conf)
     path = cfg.model.policy_path
