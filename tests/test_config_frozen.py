@@ -19,7 +19,8 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 #   python -c "from hpc_rlhf.config import *; print(fingerprint(load_config(PATH, OVERRIDES)))"
 # Shards and checkpoints carry the fingerprint: the same config must keep it. Re-printed when the
 # `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint;
-# again when `stage`, `sft:`, `rm.chat_template` and `rm.ranks` were added (the SFT and reward-model stages).
+# again when `stage`, `sft:`, `rm.chat_template`, `rm.ranks` (the SFT and reward-model stages) and `model.lora`
+# (its keys but `export` are not resume-safe) were added.
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -29,10 +30,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "2187078af6b181cb"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "2187078af6b181cb"),
-    (TINY, [], "e555c989ace20f78"),
-    (TINY, OVERRIDES, "19ac8536312e29d0"),
+    (None, [], "4e6fe3cdc4a9b4b9"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "4e6fe3cdc4a9b4b9"),
+    (TINY, [], "c875c31e914335c9"),
+    (TINY, OVERRIDES, "0f005f69d8ae999a"),
 ]
 
 

@@ -6,6 +6,7 @@ shape or reward-model value fails at load time, before anything is written or qu
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -96,6 +97,35 @@ def _validate_algo(cfg: Config) -> None:
     _check(a.kl_loss_coef >= 0, "algo.kl_loss_coef", "must be >= 0")
 
 
+def _validate_lora(cfg: Config) -> None:
+    """`model.lora`: a rank, a scale and module names (checked against the model when it is built:
+    hpc_rlhf/models/lora.py)."""
+    lo = cfg.model.lora
+    _check(lo.r >= 0, "model.lora.r", f"must be >= 0 (0 = off), got {lo.r}")
+    if lo.r == 0:
+        return
+    _check(
+        importlib.util.find_spec("peft") is not None,
+        "model.lora.r",
+        "LoRA needs the peft package: pip install 'hpc-rlhf[lora]' (or set model.lora.r=0)",
+    )
+    _check(lo.alpha > 0, "model.lora.alpha", f"must be > 0, got {lo.alpha}")
+    _check(
+        len(lo.target_modules) >= 1,
+        "model.lora.target_modules",
+        "needs at least one module name, e.g. [q_proj, v_proj]",
+    )
+    for name in lo.target_modules:
+        ok = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name) is not None
+        _check(ok, "model.lora.target_modules", f"'{name}' is not a module name (letters, digits, _ and .)")
+    _check(
+        lo.export == "merged" or cfg.model.policy_path is not None,
+        "model.lora.export",
+        "'adapter' needs model.policy_path (the base folder the adapters apply to); a base built from "
+        "model.arch exists in no folder: use export=merged",
+    )
+
+
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express. Returns cfg."""
     for role in ("generate", "score", "train"):
@@ -142,6 +172,7 @@ def validate(cfg: Config) -> Config:
     _validate_runtime(cfg)
     _validate_reward(cfg)
     _validate_algo(cfg)
+    _validate_lora(cfg)
     a = cfg.model.arch
     _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
     if cfg.task.name == "jsonl":

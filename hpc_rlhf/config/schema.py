@@ -49,6 +49,29 @@ class ArchConfig:
     """Tie input and output embeddings."""
 
 
+LORA_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adapters on the policy (peft; docs/lora.md): only the adapters train, the reference is
+    the base with the adapters disabled, publishing and checkpoints carry the adapters only. No dropout
+    (as in all four models: a dropout mask would be a random draw outside the seeded plan)."""
+
+    r: int = 0
+    """Adapter rank (0 = off: the whole policy trains)."""
+    alpha: float = 16.0
+    """Scale numerator: the adapter update is (alpha / r) * B @ A."""
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_DEFAULT_TARGETS))
+    """Names of the Linear modules that get adapters (llama family: attention q/k/v/o and the MLP
+    projections; gpt2: c_attn, c_proj, c_fc); names the model lacks fail when the policy is built."""
+    export: Literal["merged", "adapter"] = "merged"
+    """RUN_DIR/final/policy as `merged`: a plain Hugging Face folder (base + adapters folded in), or
+    `adapter`: a peft adapter folder (adapter_config.json names the base folder)."""
+    init_seed: int = 4321
+    """Seed of the adapters' random init (A; B starts at zero, so version 0 is the base exactly)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     policy_path: Optional[str] = None
@@ -63,6 +86,8 @@ class ModelConfig:
     """Architecture used when building models from scratch."""
     init_seed: int = 1234
     """Seed of the random init of models built from `arch` (independent of the run seed)."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """Train low-rank adapters instead of the whole policy (lora.r > 0)."""
 
 
 @dataclass(frozen=True)

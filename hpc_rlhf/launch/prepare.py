@@ -33,6 +33,10 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
 
         check_start(info.path, cfg)  # the config may resume it; its optimizer state is plain data
     save_run_tokenizer(cfg, run_dir)  # fails early with a one-line error; the archive decodes with it
+    if cfg.model.lora.r > 0:  # adapters on modules the policy has (its architecture, no weights)
+        from hpc_rlhf.models.lora import check_targets
+
+        check_targets(cfg, run_dir)
     if cfg.stage != "rl":  # sft, rm: their data, read and checked row by row before any rank starts
         check_stage_data(cfg, run_dir)
     elif cfg.model.reward_path is None and any(s.kind == "model" for s in cfg.reward.sources):  # else none is loaded
