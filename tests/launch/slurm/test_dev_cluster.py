@@ -91,16 +91,23 @@ def start_requeued_now(job_id: str, timeout: float = 60.0) -> None:
     wait_for(started, f"requeued job {job_id} to start", timeout=timeout, interval=1.0)
 
 
+def cluster_nodes() -> int:
+    """Nodes of the dev cluster (tools/slurm/dev_cluster.sh start --nodes N)."""
+    r = subprocess.run(["sinfo", "-h", "-p", "high", "-o", "%D"], capture_output=True, text=True, timeout=30)
+    return int(r.stdout.split()[0])
+
+
 def preempt_with_high_job(tmp_path: Path, jobs: list) -> None:
-    """A job in the `high` partition that needs every CPU preempts ours (GraceTime 30 s, REQUEUE)."""
+    """A job in the `high` partition that needs every node, whole, preempts ours (GraceTime 30 s, REQUEUE)."""
     r = subprocess.run(
         [
             "sbatch",
             "--parsable",
             "-p",
             "high",
-            "-n",
-            "16",
+            "--exclusive",
+            "-N",
+            str(cluster_nodes()),
             f"--chdir={tmp_path}",
             "-o",
             "/dev/null",
