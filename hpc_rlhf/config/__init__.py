@@ -31,6 +31,7 @@ from hpc_rlhf.config.schema import (
     LayoutConfig,
     LoggingConfig,
     ModelConfig,
+    PlacementConfig,
     PPOConfig,
     RewardConfig,
     RewardSourceConfig,
@@ -51,6 +52,7 @@ __all__ = [
     "LayoutConfig",
     "LoggingConfig",
     "ModelConfig",
+    "PlacementConfig",
     "PPOConfig",
     "RewardConfig",
     "RewardSourceConfig",
@@ -83,7 +85,11 @@ RESUME_SAFE_KEYS = (
     "runtime.lease_ttl_s",
     "runtime.mpiexec",
     "runtime.launcher",
+    "runtime.rendezvous_addr",
+    "runtime.rendezvous_port",
+    "runtime.allow_shared_gpu",
     "slurm.",
+    "placement.",
 )
 
 
@@ -184,6 +190,6 @@ def check_resumable(saved: Config, new: Config, where: str) -> None:
         raise ConfigError(
             f"config differs from checkpoint '{where}' in keys not safe to change on resume: "
             + "; ".join(diff)
-            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts and slurm.* may change;"
+            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts, slurm.* and placement.* may change;"
             " start a new run_dir, or undo the change)"
         )
