@@ -1,7 +1,8 @@
 """One MPI rank of a run: `python -m hpc_rlhf.launch.worker RUN_DIR` (what mpiexec/srun start).
 
-Reads RUN_DIR/config.yaml, finds its role from the world size and the layout, resumes from the
-latest checkpoint, and runs its role loop. Exit status: 0 = run finished; runtime.requeue_exit_code
+Reads RUN_DIR/config.yaml, finds the nodes (dist/nodes.py: every node must see the same RUN_DIR; rank 0
+logs hosts and clocks), its role from the world size, the layout and `placement.*`, its device (GPU
+<local rank>), resumes from the latest checkpoint, and runs its role loop. Exit status: 0 = run finished; runtime.requeue_exit_code
 (75) = stopped by a signal after a checkpoint, requeue me; 1 = this rank failed: it prints its rank,
 role and error, then aborts the whole MPI world so no rank is left waiting.
 
@@ -44,11 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     from hpc_rlhf.config import load_config
     from hpc_rlhf.errors import UserError, first_line
 
+    if not os.path.isfile(RunDir(run_dir).config):  # a node-local run_dir: the submitting host wrote it elsewhere
+        import socket
+
+        print(
+            f"error: {RunDir(run_dir).config} does not exist on host {socket.gethostname()}: run_dir must be a "
+            "prepared run directory every node sees (a shared filesystem, not a node-local path)",
+            file=sys.stderr,
+        )
+        return 2
     cfg = dataclasses.replace(load_config(RunDir(run_dir).config), run_dir=run_dir)
     from mpi4py import MPI
 
+    from hpc_rlhf.dist.nodes import NodeMap, check_shared_run_dir, local_device
     from hpc_rlhf.dist.topology import Topology
-    from hpc_rlhf.models.build import pick_device
 
     comm = MPI.COMM_WORLD
     rank, role = comm.Get_rank(), "?"
@@ -63,12 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     attempt = comm.bcast(uuid.uuid4().hex[:12] if rank == 0 else None, root=0)  # this start's token
     hb = None
     try:
-        topo = Topology.build(comm.Get_size(), cfg.layout)
+        nodes = NodeMap.gather(comm)  # which node each rank is on, by MPI itself (dist/nodes.py)
+        if rank == 0:
+            print(nodes.report(), flush=True)  # hosts and clocks, in the run's log
+        if nodes.count > 1:
+            check_shared_run_dir(comm, run_dir, nodes, attempt)
+        topo = Topology.build(comm.Get_size(), cfg.layout, cfg.placement, nodes.node_of_rank)
         role = topo.role(rank)
         register_rank(run_dir, rank, role, topo.index(rank), attempt)
         hb = _start_heartbeat(cfg, run_dir, comm, role, attempt)
         torch.set_num_threads(_threads(cfg, comm))
-        device = pick_device(cfg.runtime.device)
+        device = local_device(cfg.runtime, nodes, rank)  # cuda:<local rank> + set_device, or cpu
         if topo.single:
             from hpc_rlhf.launch.single import run_single
 
