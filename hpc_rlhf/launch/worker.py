@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # noqa: BLE001 - any failure must take the whole world down
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
+        from hpc_rlhf.dist.heartbeat import lost_peer
+
+        if hb is not None and lost_peer(e):  # a peer vanished (e.g. a trainer on another node): the
+            hb.wait_verdict()  # heartbeats name it, with its host, and end the job (they abort the world)
         note_exit(run_dir, rank, "failed", attempt)
         print(f"error: rank {rank} ({role}) failed: {type(e).__name__}: {first_line(e)}", file=sys.stderr, flush=True)
         if not isinstance(e, UserError):
