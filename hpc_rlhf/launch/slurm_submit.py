@@ -117,7 +117,7 @@ def executor_parameters(cfg: Config, run_dir: Path) -> dict[str, Any]:
     setup = list(s.setup)
     setup.append("# hpc_rlhf: drop MPICH shared memory left by a killed attempt (a requeued job keeps its id)")
     if nodes > 1:
-        setup.append(f"srun --nodes={nodes} --ntasks-per-node=1 --mpi=none bash -c '{SHM_CLEANUP}'")
+        setup.append(f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --mpi=none bash -c '{SHM_CLEANUP}'")
     else:
         setup.append(SHM_CLEANUP)
     setup.append(f"export HPC_RLHF_RUN_DIR={_q(str(run_dir))}")
