@@ -40,20 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = argv[0]
     stop = StopFlag().install()  # first: a stop signal during the imports below only sets the flag
     watch_launcher()  # a local run's rank ends with its launcher, however that dies (launch/orphans.py)
-    import torch
-
-    from hpc_rlhf.config import load_config
-    from hpc_rlhf.errors import UserError, first_line
-
-    if not os.path.isfile(RunDir(run_dir).config):  # a node-local run_dir: the submitting host wrote it elsewhere
+    if not os.path.isfile(RunDir(run_dir).config):  # a node-local run_dir (checked before the
+        # seconds of importing torch): the submitting host wrote it elsewhere
         import socket
 
         print(
             f"error: {RunDir(run_dir).config} does not exist on host {socket.gethostname()}: run_dir must be a "
             "prepared run directory every node sees (a shared filesystem, not a node-local path)",
             file=sys.stderr,
+            flush=True,
         )
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.Abort(2)  # ranks on nodes that do see it must not wait for this one
         return 2
+    import torch
+
+    from hpc_rlhf.config import load_config
+    from hpc_rlhf.errors import UserError, first_line
+
     cfg = dataclasses.replace(load_config(RunDir(run_dir).config), run_dir=run_dir)
     from mpi4py import MPI
 
