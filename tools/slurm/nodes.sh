@@ -22,8 +22,8 @@ NODE_LOCAL="${DEV_SLURM_NODE_LOCAL:-/var/tmp/dev-node-local}"
 node_name() { echo "node$1"; }
 node_addr() { echo "$NET.$((10 + $1))"; }
 
-nodes_up() { # N: bridge, namespaces, veths, /etc/hosts lines (idempotent)
-    local n=$1 i name
+nodes_up() { # N: bridge, namespaces, veths, /etc/hosts lines (idempotent; drops nodes beyond N)
+    local n=$1 i name ns
     if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
         ip link add "$BRIDGE" type bridge
         ip addr add "$NET.1/24" dev "$BRIDGE"
@@ -38,6 +38,13 @@ nodes_up() { # N: bridge, namespaces, veths, /etc/hosts lines (idempotent)
             ip -n "$name" addr add "$(node_addr "$i")/24" dev eth0
             ip -n "$name" link set eth0 up
             ip -n "$name" link set lo up
+        fi
+    done
+    for ns in /run/netns/node[0-9]*; do # nodes of a larger cluster started before
+        name=$(basename "$ns")
+        if [ -e "$ns" ] && [ "${name#node}" -gt "$n" ]; then
+            ip link del "veth-$name" 2>/dev/null || true
+            ip netns del "$name"
         fi
     done
     hosts_lines "$n"
