@@ -150,6 +150,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(f"{SLURM}/{JOBS}", "`submit`, the job", "event log: submit, resume, requeue, cancel, ..."),
     Entry(f"{CODE}/hpc_rlhf/", "`submit`", "the package as it was at submission (slurm.snapshot_code)"),
     Entry(f"{RANKS}/rank_R.json", "every rank", "this attempt's rank R: pid, host, role; `rank_R.exit` on leaving"),
+    Entry(f"{RANKS}/node_K.token", "each node's first rank", "this attempt's token: proves RUN_DIR is shared"),
 )
 
 
@@ -281,6 +282,9 @@ class RunDir:
 
     def rank_exit(self, rank: int) -> str:
         return self._p(RANKS, f"rank_{rank:05d}.exit")
+
+    def node_token(self, node: int) -> str:
+        return self._p(RANKS, f"node_{node:03d}.token")
 
 
 def rank_of_info_name(name: str) -> Optional[int]:

@@ -32,6 +32,7 @@ from hpc_rlhf.config.schema import (
     LoggingConfig,
     LoRAConfig,
     ModelConfig,
+    PlacementConfig,
     PPOConfig,
     RewardConfig,
     RewardSourceConfig,
@@ -54,6 +55,7 @@ __all__ = [
     "LoggingConfig",
     "LoRAConfig",
     "ModelConfig",
+    "PlacementConfig",
     "PPOConfig",
     "RewardConfig",
     "RewardSourceConfig",
@@ -88,7 +90,11 @@ RESUME_SAFE_KEYS = (
     "runtime.lease_ttl_s",
     "runtime.mpiexec",
     "runtime.launcher",
+    "runtime.rendezvous_addr",
+    "runtime.rendezvous_port",
+    "runtime.allow_shared_gpu",
     "slurm.",
+    "placement.",
 )
 
 
@@ -189,6 +195,6 @@ def check_resumable(saved: Config, new: Config, where: str) -> None:
         raise ConfigError(
             f"config differs from checkpoint '{where}' in keys not safe to change on resume: "
             + "; ".join(diff)
-            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts and slurm.* may change;"
+            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts, slurm.* and placement.* may change;"
             " start a new run_dir, or undo the change)"
         )

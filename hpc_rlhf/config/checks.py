@@ -56,6 +56,26 @@ def _validate_runtime(cfg: Config) -> None:
     _check(rt.wait_timeout_s > 0, "runtime.wait_timeout_s", "must be > 0")
     _check(rt.heartbeat_timeout_s >= 0, "runtime.heartbeat_timeout_s", "must be >= 0 (0 = off)")
     _check(rt.lease_ttl_s >= 1, "runtime.lease_ttl_s", "must be >= 1 (the lease is renewed every ttl/4 s)")
+    _check(0 <= rt.rendezvous_port <= 65535, "runtime.rendezvous_port", "must be in [0, 65535] (0 = a free port)")
+
+
+def _validate_placement(cfg: Config) -> None:
+    """`placement.*` syntax and the node indices against slurm.nodes (the allocation itself, i.e. which
+    ranks each node holds, is checked by dist/topology.py at submission and at start-up)."""
+    for role in ("generate", "score", "train"):
+        key, value = f"placement.{role}", getattr(cfg.placement, role)
+        try:
+            nodes = cfg.placement.nodes(role)
+        except ValueError:
+            raise ConfigError(
+                f"config key '{key}': '{value}' is not 'any' or distinct node indices such as 0 or 1,2"
+            ) from None
+        if nodes is not None and cfg.slurm.nodes > 1:
+            _check(
+                max(nodes) < cfg.slurm.nodes,
+                key,
+                f"names node {max(nodes)} but the job has slurm.nodes={cfg.slurm.nodes} (nodes 0-{cfg.slurm.nodes - 1})",
+            )
 
 
 def _validate_reward(cfg: Config) -> None:
@@ -188,6 +208,7 @@ def validate(cfg: Config) -> Config:
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"config key '{key}': path '{path}' does not exist; give a local folder or file")
     _validate_slurm(cfg)
+    _validate_placement(cfg)
     return cfg
 
 

@@ -345,6 +345,15 @@ class RuntimeConfig:
     lease_ttl_s: float = 60.0
     """The run directory's lease (RUN_DIR/owner.json) expires this long after its owner's last renewal:
     the longest a crashed owner on another node blocks a resume (launch/lease.py)."""
+    rendezvous_addr: str = ""
+    """Address the train group's torch.distributed (gloo/NCCL) rendezvous listens on ("" = the address of
+    the first trainer's host name, as the other nodes resolve it; set it to pick a network interface)."""
+    rendezvous_port: int = 0
+    """TCP port of that rendezvous (0 = a free port the first trainer picks; set it where a firewall
+    opens only some ports)."""
+    allow_shared_gpu: bool = False
+    """Let several ranks of a node use one GPU (more ranks on a node than its visible GPUs); refused
+    otherwise, since two ranks on one GPU share its memory and time without saying so."""
 
 
 @dataclass(frozen=True)
@@ -388,6 +397,30 @@ class SlurmConfig:
 
 
 @dataclass(frozen=True)
+class PlacementConfig:
+    """Which nodes of the job each role group runs on: `any`, or node indices such as `0` or `1,2`
+    (node i = the i-th node of the allocation, which holds ranks i*tasks_per_node and on). Checked against
+    the allocation by `hpc-rlhf submit` (--dry-run too) and again at start-up (dist/topology.py)."""
+
+    generate: str = "any"
+    """Nodes of the generation group (`any` or comma-separated node indices)."""
+    score: str = "any"
+    """Nodes of the scoring group (`any` or comma-separated node indices)."""
+    train: str = "any"
+    """Nodes of the training group (`any` or comma-separated node indices)."""
+
+    def nodes(self, role: str) -> Optional[tuple[int, ...]]:
+        """The node indices of `role` (None = any node); ValueError on a malformed value."""
+        value = str(getattr(self, role)).strip()
+        if value == "any":
+            return None
+        out = tuple(int(x) for x in value.split(","))  # ValueError: not integers
+        if not out or min(out) < 0 or len(set(out)) != len(out):
+            raise ValueError(value)
+        return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
 class Config:
     run_dir: str = "runs/demo"
     """Everything of a run lives here: config, rollouts, checkpoints, metrics, final model."""
@@ -426,6 +459,8 @@ class Config:
     """Devices, threads, timeouts, launcher."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     """Submission to Slurm (`hpc-rlhf submit`)."""
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    """Which nodes each role group runs on (a multi-node job); results do not depend on it."""
 
     @property
     def world_size(self) -> int:

@@ -51,8 +51,11 @@ class StageRun:
         self.stop, self.persist = stop, persist
         self.rank = comm.Get_rank() if comm is not None else 0
         self.size = comm.Get_size() if comm is not None else 1
+        rt = cfg.runtime
         self.dp = (
-            DataParallel.from_mpi(comm, device, cfg.runtime.wait_timeout_s) if comm is not None else DataParallel(0, 1)
+            DataParallel.from_mpi(comm, device, rt.wait_timeout_s, rt.rendezvous_addr, rt.rendezvous_port)
+            if comm is not None
+            else DataParallel(0, 1)
         )
         self.lead = self.rank == 0
         self.last_ckpt_step: Optional[int] = None
