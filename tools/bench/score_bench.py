@@ -2,7 +2,7 @@
 
     python tools/bench/score_bench.py [--sizes small large] [--repeats 20] [--out score.json]
 
-Records one generated shard per size: a one-step single-rank run of the workload (common.py's sizes,
+Records one generated shard per size: step 0 of a two-step single-rank run of the workload (common.py's sizes,
 4 prompts x 4 samples = 16 samples, 32 + 32 tokens). Then, in one process with 2 torch threads, two
 Scorers of that run (roles/scorer.py) that differ only in `reward.sources`: `function` = the gold rule
 (`hpc_rlhf.demo.task:gold_reward`: responses decoded, the rule called; no reward model loaded) and
@@ -17,7 +17,6 @@ phases: `compute/score` (reference forward, plus the reward model's beside it), 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -41,10 +40,11 @@ def measure(size: str, repeats: int, workdir: str) -> dict:
 
     from hpc_rlhf.config import load_config
     from hpc_rlhf.roles.scorer import Scorer
+    from hpc_rlhf.rollout.plan import shard_path
 
     run_dir = os.path.join(workdir, f"score_{size}")
-    common.run_ours([*common.our_overrides(size, run_dir, steps=1), *GROUPS, SOURCES["function"]])
-    gen = sorted(glob.glob(os.path.join(run_dir, "rollouts", "step_000000", "generated_*.h5")))[0]
+    common.run_ours([*common.our_overrides(size, run_dir, steps=2), *GROUPS, SOURCES["function"]])
+    gen, scored = shard_path(run_dir, 0, 0, "generated"), shard_path(run_dir, 0, 0, "scored")
     torch.set_num_threads(common.THREADS)
     scorers = {}
     for kind, src in SOURCES.items():
@@ -53,8 +53,8 @@ def measure(size: str, repeats: int, workdir: str) -> dict:
     out: dict = {k: {"score_s": [], "phases": []} for k in scorers}
     for i in range(repeats + 1):  # the first call of each is a warm-up
         for kind, sc in scorers.items():
-            for f in glob.glob(os.path.join(run_dir, "rollouts", "step_000000", "scored_*.h5")):
-                os.remove(f)
+            if os.path.exists(scored):
+                os.remove(scored)
             sc.timer.phases = {}
             t0 = time.perf_counter()
             _, _, data = sc.score(gen)
