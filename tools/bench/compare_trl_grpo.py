@@ -1,12 +1,13 @@
 """Side-by-side GRPO throughput: this project (single rank, 2 threads) vs TRL 1.12.0's GRPOTrainer on
 the same workload (tools/bench/common.py's sizes and lengths, groups of G samples, a reward function).
 
-    python tools/bench/compare_trl_grpo.py [--sizes small large] [--rounds 4] [--out results.json]
+    python tools/bench/compare_trl_grpo.py [--sizes small large] [--rounds 4] [--threads 2] [--out results.json]
 
 Workload, both sides: 4 prompts x G=4 samples = 16 samples per step (common.py's PPO workload has 16
 prompts x 1), 32-token prompts, exactly 32 new tokens (EOS never sampled), minibatch 4 samples, epochs
 (TRL: num_iterations) 1 at hidden 64 / 2 layers and 4 at hidden 256 / 4 layers, lr 3e-4, clip 0.2, fp32,
-2 torch threads. The reward is a function on both sides, the demo's gold rule on the response's
+2 torch threads (--threads: both sides; 1 keeps a loaded machine's descheduled OpenMP threads from
+stalling every kernel). The reward is a function on both sides, the demo's gold rule on the response's
 token ids (`hpc_rlhf.demo.task:gold_reward`; TRL: the same rule in tools/bench/trl_grpo.py): no reward
 model and no value model on either side. Advantages (r - group mean) / (group std + eps); KL(policy ||
 reference) as a k3 loss term with coefficient 0.04 (ours: algo.kl_loss=k3, kl_reward=false; TRL:
@@ -87,14 +88,14 @@ def workload_file(size: str, d: str) -> str:
     return path
 
 
-def run_trl(workload: str) -> dict:
+def run_trl(workload: str, threads: int) -> dict:
     if not os.path.exists(common.TRL_PYTHON):
         raise SystemExit(
             f"{common.TRL_PYTHON} not found: python -m venv .venv-trl && "
             ".venv-trl/bin/pip install torch==2.13.0 trl==1.12.0 transformers==5.24.0"
         )
     cmd = [common.TRL_PYTHON, os.path.join(common.REPO, "tools", "bench", "trl_grpo.py"), "--workload", workload]
-    p = subprocess.run(cmd + ["--threads", str(common.THREADS)], capture_output=True, text=True, timeout=1800)
+    p = subprocess.run(cmd + ["--threads", str(threads)], capture_output=True, text=True, timeout=3600)
     lines = [x for x in p.stdout.splitlines() if x.startswith("{") and '"side"' in x]
     if p.returncode != 0 or not lines:
         raise SystemExit(f"TRL run failed ({p.returncode}):\n{p.stderr[-3000:]}")
@@ -107,8 +108,9 @@ def run_trl(workload: str) -> dict:
     }
 
 
-def run_ours(size: str, workdir: str) -> dict:
-    res = common.run_ours([*common.our_overrides(size, os.path.join(workdir, f"grpo_ours_{size}")), *OURS])
+def run_ours(size: str, workdir: str, threads: int) -> dict:
+    overrides = [*common.our_overrides(size, os.path.join(workdir, f"grpo_ours_{size}")), *OURS]
+    res = common.run_ours([*overrides, f"runtime.torch_threads={threads}"], timeout=3600)
     with open(os.path.join(res["run_dir"], "metrics.jsonl")) as f:
         m = [json.loads(x) for x in f if x.strip()]
     return {
@@ -123,14 +125,15 @@ def samples_per_s(step_s: list[float]) -> float:
     return SAMPLES * len(step_s) / sum(step_s)
 
 
-def compare(sizes: list[str], rounds: int, workdir: str) -> dict:
-    out: dict = {"rounds": rounds, "prompts_per_step": PROMPTS, "samples_per_prompt": G, "sizes": {}}
+def compare(sizes: list[str], rounds: int, workdir: str, threads: int = common.THREADS) -> dict:
+    out: dict = {"rounds": rounds, "threads": threads, "prompts_per_step": PROMPTS, "samples_per_prompt": G}
+    out["sizes"] = {}
     for size in sizes:
         wl = workload_file(size, workdir)
         runs: dict[str, list[dict]] = {"ours": [], "trl": []}
         for r in range(rounds):
             for side in ("ours", "trl"):
-                rec = run_ours(size, workdir) if side == "ours" else run_trl(wl)
+                rec = run_ours(size, workdir, threads) if side == "ours" else run_trl(wl, threads)
                 rec["samples_per_s"] = samples_per_s(rec["step_s"])
                 runs[side].append(rec)
                 print(f"[grpo] {size} round {r + 1}/{rounds} {side}: {rec['samples_per_s']:.2f} samples/s", flush=True)
@@ -161,12 +164,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=list(common.SIZES), choices=list(common.SIZES))
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=common.THREADS, help="torch threads of each side")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None, help="write the JSON here")
     args = ap.parse_args()
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_trl_grpo_")
-    res = compare(args.sizes, args.rounds, workdir)
-    res["machine"] = common.machine()
+    machine = common.machine()
+    res = {**compare(args.sizes, args.rounds, workdir, args.threads), "machine": machine}
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "runs"} for k, v in res["sizes"].items()}))
     if args.out:
         common.write_json(args.out, res)

@@ -31,10 +31,12 @@ def grpo_trl(c: dict[str, Any]) -> list[str]:
     L = [
         "## Against TRL's GRPOTrainer",
         "",
-        f"Measured by {_measured(c, 'python tools/bench/compare_trl_grpo.py')}: {c['rounds']} rounds per size,",
+        f"Measured by {_measured(c, 'python tools/bench/compare_trl_grpo.py')}: "
+        + ", ".join(f"{len(r['runs']['ours'])} rounds at {size}" for size, r in c["sizes"].items())
+        + ",",
         "ours and TRL alternated (ours, TRL, ours, TRL, ...), each run a fresh process with one warm-up step and",
         "10 timed steps. Workload (both sides): one randomly initialised Llama-style policy of the sizes above",
-        f"and its frozen reference, fp32, 2 torch threads; {c['prompts_per_step']} prompts x G="
+        f"and its frozen reference, fp32, {c.get('threads', 2)} torch thread(s); {c['prompts_per_step']} prompts x G="
         f"{c['samples_per_prompt']} samples = 16 samples per step, 32-token prompts, exactly 32 new tokens",
         "(EOS suppressed on both sides), minibatch 4 samples, epochs = TRL's `num_iterations`, lr 3e-4,",
         "clip 0.2; the reward is a function on both sides (the demo's gold rule on the response's token ids),",
@@ -88,8 +90,37 @@ def grpo_trl(c: dict[str, Any]) -> list[str]:
         )
         + ".",
         "",
+        *TRL_DIFFERS,
+        "",
     ]
     return L
+
+
+TRL_DIFFERS = [
+    "What TRL's GRPOTrainer does differently on this workload (trl 1.12.0, `trl/trainer/grpo_trainer.py`):",
+    "",
+    "1. *Old log-probs.* With `steps_per_generation * num_iterations` above `gradient_accumulation_steps` it",
+    "   recomputes the generation batch's log-probs with an extra no-grad forward of the policy; ours keeps",
+    "   the sampler's own log-probs (`gen_logprobs`, computed while sampling) as the old policy's.",
+    "2. *Forwards in chunks.* The old and reference log-probs are computed `per_device_train_batch_size`",
+    "   (4) rows at a time; ours runs the reference over the whole shard at once.",
+    "3. *Entropy.* Every training forward also computes the per-token entropy (a logged metric), whatever",
+    "   the loss uses; ours computes it only when `ppo.entropy_coef > 0`.",
+    "4. *KL default.* `beta` defaults to 0.0 (no reference model loaded at all); set to 0.04 here so both",
+    "   sides run the reference. With beta 0 TRL skips that forward, while our scorer still computes",
+    "   `ref_logprobs` (a field of every scored shard).",
+    "5. *Loss aggregation.* `dapo` divides by the active tokens of the whole generation batch per",
+    "   minibatch, ours (`token_mean`) by the minibatch's own tokens: equal here (every response has 32",
+    "   tokens), different with ragged lengths. TRL's advantage eps is 1e-4, ours 1e-6.",
+    "6. *Generation.* Hugging Face `generate()` with a KV cache on the 16 prompts (each prompt repeated G",
+    "   times), EOS and pad suppressed through `generation_kwargs`, then `batch_decode` of prompts and",
+    "   completions; ours samples with its own decoder and decodes only because a reward function takes text.",
+    "7. *Defaults set off.* GRPOConfig defaults to bf16 and gradient checkpointing: both off here (fp32).",
+    "   GRPOTrainer calls no `gc.collect()` (PPOTrainer calls it twice a step), so there is no",
+    "   without-gc variant.",
+    "8. *Nothing kept.* TRL writes nothing per step (`save_strategy=no`); ours writes the generated and",
+    "   the scored shard (the archive) and a metrics line every step.",
+]
 
 
 def algos(a: dict[str, Any]) -> list[str]:
@@ -138,7 +169,8 @@ def scoring(sc: dict[str, Any]) -> list[str]:
         "## Scoring: a reward function against the reward model",
         "",
         f"Measured by {_measured(sc, 'python tools/bench/score_bench.py')}: the scorer (`Scorer.score`) on",
-        "one generated shard of 16 samples (4 prompts x 4, 32 + 32 tokens), in one process, 2 threads, the",
+        "one generated shard of 16 samples (4 prompts x 4, 32 + 32 tokens), in one process"
+        f" ({next(iter(sc['sizes'].values())).get('threads', 2)} torch thread(s)), the",
         "two scorers alternated call by call, each differing only in `reward.sources`: the gold rule",
         "(`kind: function`: responses decoded, the function called; no reward model loaded) or the reward",
         "model (a random one of the policy's size, its forward beside the reference's). Milliseconds per",

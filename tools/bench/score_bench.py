@@ -1,9 +1,9 @@
 """The scorer's seconds per shard: the reward as a FUNCTION (the demo's gold rule) against the reward MODEL.
 
-    python tools/bench/score_bench.py [--sizes small large] [--repeats 20] [--out score.json]
+    python tools/bench/score_bench.py [--sizes small large] [--repeats 20] [--threads 2] [--out score.json]
 
 Records one generated shard per size: step 0 of a two-step single-rank run of the workload (common.py's sizes,
-4 prompts x 4 samples = 16 samples, 32 + 32 tokens). Then, in one process with 2 torch threads, two
+4 prompts x 4 samples = 16 samples, 32 + 32 tokens). Then, in one process with 2 torch threads (--threads), two
 Scorers of that run (roles/scorer.py) that differ only in `reward.sources`: `function` = the gold rule
 (`hpc_rlhf.demo.task:gold_reward`: responses decoded, the rule called; no reward model loaded) and
 `model` = the reward model (a randomly initialised one of the policy's size; its forward runs beside
@@ -34,7 +34,7 @@ SOURCES = {
 GROUPS = ["generate.prompts_per_step=4", "generate.samples_per_prompt=4"]
 
 
-def measure(size: str, repeats: int, workdir: str) -> dict:
+def measure(size: str, repeats: int, workdir: str, threads: int = common.THREADS) -> dict:
     os.environ["HPC_RLHF_TIMING"] = "1"  # the scorer's phase timer
     import torch
 
@@ -45,7 +45,7 @@ def measure(size: str, repeats: int, workdir: str) -> dict:
     run_dir = os.path.join(workdir, f"score_{size}")
     common.run_ours([*common.our_overrides(size, run_dir, steps=2), *GROUPS, SOURCES["function"]])
     gen, scored = shard_path(run_dir, 0, 0, "generated"), shard_path(run_dir, 0, 0, "scored")
-    torch.set_num_threads(common.THREADS)
+    torch.set_num_threads(threads)
     scorers = {}
     for kind, src in SOURCES.items():
         cfg = load_config(os.path.join(run_dir, "config.yaml"), [src, f"run_dir={run_dir}"])
@@ -63,7 +63,7 @@ def measure(size: str, repeats: int, workdir: str) -> dict:
             if i:
                 out[kind]["score_s"].append(dt)
                 out[kind]["phases"].append(dict(sc.timer.phases))
-    res = {"size": size, "arch": common.arch(size), "samples_per_shard": 16, "repeats": repeats}
+    res = {"size": size, "arch": common.arch(size), "samples_per_shard": 16, "repeats": repeats, "threads": threads}
     for kind, r in out.items():
         names = sorted({k for p in r["phases"] for k in p})
         res[kind] = {
@@ -80,11 +80,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=list(common.SIZES), choices=list(common.SIZES))
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=common.THREADS)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     wd = args.workdir or tempfile.mkdtemp(prefix="bench_score_")
-    res = {"machine": common.machine(), "sizes": {s: measure(s, args.repeats, wd) for s in args.sizes}}
+    res = {"machine": common.machine(), "sizes": {s: measure(s, args.repeats, wd, args.threads) for s in args.sizes}}
     for s, r in res["sizes"].items():
         f, m = r["function"], r["model"]
         print(
