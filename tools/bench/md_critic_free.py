@@ -173,8 +173,8 @@ def scoring(sc: dict[str, Any]) -> list[str]:
         f" ({next(iter(sc['sizes'].values())).get('threads', 2)} torch thread(s)), the",
         "two scorers alternated call by call, each differing only in `reward.sources`: the gold rule",
         "(`kind: function`: responses decoded, the function called; no reward model loaded) or the reward",
-        "model (a random one of the policy's size, its forward beside the reference's). Milliseconds per",
-        "shard, medians (best in brackets).",
+        "model (a random one of the policy's size; its forward beside the reference's with 2 threads, after",
+        "it with 1). Milliseconds per shard, medians (best in brackets).",
         "",
         "| size | reward | whole score() | reference (+ reward model) forward | reward sources (decode + function) "
         "| shard read + write |",

@@ -1,6 +1,6 @@
 """Every benchmark in one command: JSON plus the markdown summary of docs/performance.md.
 
-    python tools/bench/run_all.py                      # ~30 min on a quiet 2-core machine, 60+ loaded
+    python tools/bench/run_all.py                      # every part (17 min quiet before the GRPO parts)
     python tools/bench/run_all.py --quick              # 1 round of the TRL comparisons, no demo
     python tools/bench/run_all.py --skip compare e2e   # the other parts; these two kept from the last run
     python tools/bench/run_all.py --from-json docs/performance.json --add grpo_trl=G.json   # no measuring
