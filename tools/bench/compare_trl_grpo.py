@@ -2,6 +2,7 @@
 the same workload (tools/bench/common.py's sizes and lengths, groups of G samples, a reward function).
 
     python tools/bench/compare_trl_grpo.py [--sizes small large] [--rounds 4] [--threads 2] [--out results.json]
+    python tools/bench/compare_trl_grpo.py --merge A.json B.json --out all.json   # runs of several invocations
 
 Workload, both sides: 4 prompts x G=4 samples = 16 samples per step (common.py's PPO workload has 16
 prompts x 1), 32-token prompts, exactly 32 new tokens (EOS never sampled), minibatch 4 samples, epochs
@@ -125,6 +126,28 @@ def samples_per_s(step_s: list[float]) -> float:
     return SAMPLES * len(step_s) / sum(step_s)
 
 
+def summarize(size: str, runs: dict[str, list[dict]]) -> dict:
+    """Medians and ratios of one size's runs ({"ours": [...], "trl": [...]}, paired by round)."""
+    med = {k: common.median([x["samples_per_s"] for x in v]) for k, v in runs.items()}
+    per_round = [o["samples_per_s"] / t["samples_per_s"] for o, t in zip(runs["ours"], runs["trl"])]
+    phases = {side: {k: common.median([x["phases"][k] for x in v]) for k in v[0]["phases"]} for side, v in runs.items()}
+    print(
+        f"[grpo] {size}: ours {med['ours']:.2f}, TRL {med['trl']:.2f} samples/s -> "
+        f"{med['ours'] / med['trl']:.2f}x (per-round median {common.median(per_round):.2f}x)",
+        flush=True,
+    )
+    return {
+        "arch": common.arch(size),
+        "samples_per_s_median": med,
+        "step_s_median": {k: common.median([s for x in v for s in x["step_s"]]) for k, v in runs.items()},
+        "ratio_vs_trl": med["ours"] / med["trl"],
+        "ratio_per_round": per_round,
+        "ratio_per_round_median": common.median(per_round),
+        "phases_median": phases,
+        "runs": runs,
+    }
+
+
 def compare(sizes: list[str], rounds: int, workdir: str, threads: int = common.THREADS) -> dict:
     out: dict = {"rounds": rounds, "threads": threads, "prompts_per_step": PROMPTS, "samples_per_prompt": G}
     out["sizes"] = {}
@@ -137,26 +160,25 @@ def compare(sizes: list[str], rounds: int, workdir: str, threads: int = common.T
                 rec["samples_per_s"] = samples_per_s(rec["step_s"])
                 runs[side].append(rec)
                 print(f"[grpo] {size} round {r + 1}/{rounds} {side}: {rec['samples_per_s']:.2f} samples/s", flush=True)
-        med = {k: common.median([x["samples_per_s"] for x in v]) for k, v in runs.items()}
-        per_round = [o["samples_per_s"] / t["samples_per_s"] for o, t in zip(runs["ours"], runs["trl"])]
-        phases = {
-            side: {k: common.median([x["phases"][k] for x in v]) for k in v[0]["phases"]} for side, v in runs.items()
-        }
-        out["sizes"][size] = {
-            "arch": common.arch(size),
-            "samples_per_s_median": med,
-            "step_s_median": {k: common.median([s for x in v for s in x["step_s"]]) for k, v in runs.items()},
-            "ratio_vs_trl": med["ours"] / med["trl"],
-            "ratio_per_round": per_round,
-            "ratio_per_round_median": common.median(per_round),
-            "phases_median": phases,
-            "runs": runs,
-        }
-        print(
-            f"[grpo] {size}: ours {med['ours']:.2f}, TRL {med['trl']:.2f} samples/s -> "
-            f"{med['ours'] / med['trl']:.2f}x (per-round median {common.median(per_round):.2f}x)",
-            flush=True,
-        )
+        out["sizes"][size] = summarize(size, runs)
+    return out
+
+
+def merge(paths: list[str]) -> dict:
+    """The runs of several --out files of the same settings (e.g. more rounds later) as one result."""
+    parts = []
+    for p in paths:
+        with open(p) as f:
+            parts.append(json.load(f))
+    out = {k: v for k, v in parts[0].items() if k != "sizes"}
+    out["merged_from"] = [{"path": p, "date": x.get("machine", {}).get("date")} for p, x in zip(paths, parts)]
+    runs: dict[str, dict[str, list]] = {}
+    for x in parts:
+        assert x["threads"] == out["threads"], "runs with different thread counts do not merge"
+        for size, r in x["sizes"].items():
+            for side, v in r["runs"].items():
+                runs.setdefault(size, {}).setdefault(side, []).extend(v)
+    out["sizes"] = {size: summarize(size, r) for size, r in runs.items()}
     return out
 
 
@@ -167,10 +189,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=common.THREADS, help="torch threads of each side")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None, help="write the JSON here")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="F.json", help="no runs: merge these --out files")
     args = ap.parse_args()
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench_trl_grpo_")
-    machine = common.machine()
-    res = {**compare(args.sizes, args.rounds, workdir, args.threads), "machine": machine}
+    if args.merge:
+        res = merge(args.merge)
+    else:
+        workdir = args.workdir or tempfile.mkdtemp(prefix="bench_trl_grpo_")
+        machine = common.machine()
+        res = {**compare(args.sizes, args.rounds, workdir, args.threads), "machine": machine}
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "runs"} for k, v in res["sizes"].items()}))
     if args.out:
         common.write_json(args.out, res)
