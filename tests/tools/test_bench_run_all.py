@@ -70,7 +70,7 @@ def test_a_skipped_part_and_the_notes_are_kept_and_added_parts_render(tmp_path):
     res = {"machine": {"date": "now"}}
     run_all.keep_earlier(res, earlier)
     assert res["algos"] == earlier["algos"] and res["notes"] == "**Kept notes.**"
-    assert res["carried"] == {"algos": "2026-11-27 12:54:10 UTC"}
+    assert res["carried"] == {"algos": "2026-11-30 03:51:47 UTC"}  # the part's own date, not the page's
 
     grpo = tmp_path / "grpo.json"
     grpo.write_text(json.dumps(_grpo_trl()))

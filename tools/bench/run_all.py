@@ -97,7 +97,8 @@ def keep_earlier(res: dict, prev: dict) -> None:
     for part in PARTS:
         if part not in res and part in prev:
             res[part] = prev[part]
-            when = prev.get("carried", {}).get(part) or prev.get("machine", {}).get("date", "an earlier run")
+            own = res[part].get("machine", {}).get("date") if isinstance(res[part], dict) else None
+            when = own or prev.get("carried", {}).get(part) or prev.get("machine", {}).get("date", "an earlier run")
             res.setdefault("carried", {})[part] = when
     if "notes" not in res and "notes" in prev:
         res["notes"] = prev["notes"]
