@@ -21,7 +21,8 @@ timed steps; samples/s of a run = 16 * 10 / (seconds of the 10 timed steps). Pri
 median samples/s of each side over its runs, the ratio of the medians and the median per-round ratio,
 and where each side's step goes (ours: the time/* metrics; TRL: its generate and generate-and-score
 calls). TRL runs in .venv-trl: `python -m venv .venv-trl && .venv-trl/bin/pip install torch==2.13.0
-trl==1.12.0 transformers==5.24.0`.
+trl==1.12.0 transformers==5.24.0 requests` (trl 1.12.0's GRPOTrainer imports requests, which its
+package does not require; the PPO harness does not need it).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def run_trl(workload: str, threads: int) -> dict:
     if not os.path.exists(common.TRL_PYTHON):
         raise SystemExit(
             f"{common.TRL_PYTHON} not found: python -m venv .venv-trl && "
-            ".venv-trl/bin/pip install torch==2.13.0 trl==1.12.0 transformers==5.24.0"
+            ".venv-trl/bin/pip install torch==2.13.0 trl==1.12.0 transformers==5.24.0 requests"
         )
     cmd = [common.TRL_PYTHON, os.path.join(common.REPO, "tools", "bench", "trl_grpo.py"), "--workload", workload]
     p = subprocess.run(cmd + ["--threads", str(threads)], capture_output=True, text=True, timeout=3600)
