@@ -32,6 +32,7 @@ from hpc_rlhf.dist.faults import maybe_fail
 from hpc_rlhf.models import lora
 from hpc_rlhf.models.build import build_policy, build_value, load_tokenizer, place
 from hpc_rlhf.models.generate import banned_tokens
+from hpc_rlhf.roles.metrics_log import source_means
 from hpc_rlhf.roles.timing import PhaseTimer, Spans
 from hpc_rlhf.roles.trainer_step import StepData, advantages, close_step, minibatch_epochs, old_values
 from hpc_rlhf.rollout.shard import read_shard
@@ -105,6 +106,7 @@ class Trainer:
         t_update = time.perf_counter() - t0 - t_read - t_prep
         t_opt = spans.paired_max("optimizer/policy", "optimizer/value")  # the two models step side by side
         out = close_step(self, sd, tg, means)
+        out.update(source_means(parts, [s.name for s in self.cfg.reward.sources]))
         out.update(
             {
                 "time/train_read_s": t_read,
