@@ -119,13 +119,14 @@ def run_pair(f: Callable[[], A], g: Callable[[], B]) -> tuple[A, B]:
 # -- the lean decoder: Llama-family forward passes without the Hugging Face module overhead ------------
 
 
-_LEAN_FAMILIES = ("llama", "qwen2")
+_LEAN_FAMILIES = ("llama", "qwen2", "mistral")
 _STATIC_ROPE = ("default", "linear", "llama3", "yarn")
 
 
 def _lean_ok(model: torch.nn.Module) -> bool:
     """Whether `model` (a *ForCausalLM / *ForSequenceClassification) can run on the lean path:
-    a Llama or Qwen2 decoder with SiLU MLP, RMSNorm, full attention and a static RoPE table."""
+    a Llama, Qwen2 or Mistral decoder with SiLU MLP, RMSNorm, full attention (no sliding window in use)
+    and a static RoPE table. Any other family runs on its Hugging Face forward."""
     cached = getattr(model, "_hpc_lean_ok", None)
     if cached is not None:
         return cached
@@ -136,7 +137,7 @@ def _lean_ok(model: torch.nn.Module) -> bool:
         and getattr(c, "hidden_act", None) == "silu"
         and rope.get("rope_type", "default") in _STATIC_ROPE
         and all(t == "full_attention" for t in (getattr(c, "layer_types", None) or ["full_attention"]))
-        and not getattr(c, "use_sliding_window", False)
+        and (getattr(c, "sliding_window", None) is None or not getattr(c, "use_sliding_window", True))
         and getattr(model, getattr(model, "base_model_prefix", "model"), None) is not None
         and hasattr(getattr(model, model.base_model_prefix), "rotary_emb")
     )
