@@ -33,7 +33,7 @@ class Generator:
     def __init__(self, cfg: Config, run_dir: str, device, rank: int):
         self.cfg, self.run_dir, self.rank = cfg, run_dir, rank
         self.tok = load_tokenizer(cfg, run_dir)
-        self.policy = place(build_policy(cfg, self.tok), device, cfg.runtime.bf16)
+        self.policy = place(build_policy(cfg, self.tok, device), device, cfg.runtime.bf16)
         self.prompts = PromptSet(cfg, self.tok)
         self.version = -1  # no weights loaded yet: trainer 0 publishes every version a generator uses
         self.fp = fingerprint(cfg)
