@@ -12,7 +12,8 @@ trainer's initial policy without sending weights. Dropout is off in all four mod
 
 A folder may hold any decoder family transformers knows (llama, qwen2, mistral, gpt_neox, phi3,
 gemma, ...). It loads straight into its run dtype (`model_dtype`: fp32, or bf16 on a GPU with
-runtime.bf16) and onto `device`: no fp32 CPU copy made first and cast after. The one head a folder may
+runtime.bf16) and onto `device`: no fp32 CPU copy made first and cast after. A policy whose output
+layer is wider than its tokenizer (a padded vocabulary) samples and scores only the tokenizer's ids. The one head a folder may
 lack is a classifier's `score` (a value model from a causal-LM folder, a reward model before
 `train-rm`): it is drawn from a generator seeded by the model's seed, never from torch's global RNG,
 so every rank and every run gets the same head.
@@ -35,6 +36,7 @@ from transformers import (
 
 from hpc_rlhf.config import ArchConfig, Config
 from hpc_rlhf.errors import UserError, first_line
+from hpc_rlhf.models.forward import limit_vocab
 from hpc_rlhf.rundir import RunDir
 
 _DROPOUT_KEYS = (
@@ -183,6 +185,7 @@ def build_policy(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreT
         conf = _folder_config(cfg.model.policy_path, "model.policy_path", tok)
         dtype = model_dtype(cfg, device)
         model = _from_folder(AutoModelForCausalLM, cfg.model.policy_path, "model.policy_path", conf, device, dtype, 0)
+        limit_vocab(model, len(tok))
     else:
         conf = _no_dropout(arch_config(cfg.model.arch, tok))
         model = _seeded(cfg.model.init_seed, lambda: AutoModelForCausalLM.from_config(conf))

@@ -318,6 +318,20 @@ class Lean:
         return x[:, -1] if last_only else x
 
 
+def limit_vocab(model: torch.nn.Module, n_tokens: int) -> None:
+    """Restrict `model`'s next-token distribution to ids < n_tokens (its tokenizer's) when its output
+    layer is wider: padded vocabularies (Qwen2.5, Phi-3, GPT-NeoX) hold rows no token decodes to.
+    `sample` never draws them and `response_logprobs` normalises without them."""
+    if n_tokens < model.get_output_embeddings().weight.shape[0]:
+        model.__dict__["_hpc_n_tokens"] = n_tokens
+
+
+def vocab_logits(model: torch.nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """`logits` (..., V) cut to the ids `model` may emit (see limit_vocab)."""
+    n = model.__dict__.get("_hpc_n_tokens")
+    return logits if n is None else logits[..., :n]
+
+
 def _key_mask(batch: Batch, width: int) -> torch.Tensor | None:
     m = batch.attention_mask[:, :width]
     return None if bool(m.all()) else m.bool()
@@ -362,7 +376,7 @@ def response_logprobs(
             use_cache=False,
         )
         logits = out.logits[:, -(r + 1) : -1]  # columns P-1 .. P+R-2 predict response tokens
-    logp, scaled = _logits_to_logprobs(logits, batch.input_ids[:, p:], temperature, banned)
+    logp, scaled = _logits_to_logprobs(vocab_logits(model, logits), batch.input_ids[:, p:], temperature, banned)
     keep = batch.response_mask > 0
     logp = torch.where(keep, logp, torch.zeros_like(logp))
     ent = None

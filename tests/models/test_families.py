@@ -40,7 +40,7 @@ LEAN = {"llama", "qwen2", "mistral"}
 
 def family_config(family: str, tok, **extra) -> AutoConfig:
     kw = dict(
-        vocab_size=len(tok),
+        vocab_size=len(tok) + 3,  # a padded vocabulary: rows no token decodes to (never sampled)
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -84,7 +84,7 @@ def family_cfg(folders: dict, *overrides: str):
 def _row_reference(model, prompt: np.ndarray, response: np.ndarray, banned) -> tuple[torch.Tensor, torch.Tensor]:
     """Slow reference on one unpadded row: response log-probs from the HF forward, and the hidden states."""
     ids = torch.as_tensor(np.concatenate([prompt, response]).astype(np.int64))[None]
-    logits = model(input_ids=ids, use_cache=False).logits[0].float()
+    logits = model(input_ids=ids, use_cache=False).logits[0, :, : model.config.vocab_size - 3].float()
     logits[:, list(banned)] = -math.inf
     lp = torch.log_softmax(logits, -1)[len(prompt) - 1 : -1]
     return lp.gather(-1, torch.as_tensor(response.astype(np.int64))[:, None])[:, 0], ids
@@ -106,6 +106,7 @@ def test_generate_logprobs_values_scores(folders):
     batch = make_batch(prompts, out.responses, tok.pad_token_id)
     lp, _ = response_logprobs(policy, batch, 1.0, banned)
     lp_t, _ = response_logprobs(policy, batch, 0.9, banned)
+    assert max(int(r.max()) for r in out.responses) < len(tok)
     for i, r in enumerate(out.logprobs):  # the KV-cache path against a no-cache forward
         assert np.allclose(lp_t[i, : len(r)].numpy(), r, atol=1e-5), folders["family"]
     assert float(lp[batch.response_mask > 0].std()) > 1e-3  # not a degenerate (uniform) model
