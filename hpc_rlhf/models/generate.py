@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hpc_rlhf.models.forward import Lean, positions, run_pair, vocab_logits
+from hpc_rlhf.models.forward import positions, run_pair, vocab_logits
+from hpc_rlhf.models.lean import Lean
 
 
 @dataclass(frozen=True)

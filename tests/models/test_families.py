@@ -22,8 +22,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 from hpc_rlhf.config import load_config
 from hpc_rlhf.demo.task import GoldTask, build_tokenizer
 from hpc_rlhf.models.build import build_policy, build_reward, build_value, load_tokenizer
-from hpc_rlhf.models.forward import Lean, make_batch, response_logprobs, sequence_scores, token_values
+from hpc_rlhf.models.forward import make_batch, response_logprobs, sequence_scores, token_values
 from hpc_rlhf.models.generate import SamplingParams, banned_tokens, sample
+from hpc_rlhf.models.lean import Lean
 from tests.conftest import TINY
 
 FAMILIES = {  # model_type -> config keys beyond the shared tiny shape
