@@ -120,6 +120,10 @@ def arch_config(arch: ArchConfig, tok: PreTrainedTokenizerBase) -> PretrainedCon
         bos_token_id=tok.bos_token_id,
         tie_word_embeddings=arch.tie_embeddings,
     )
+    if arch.model_type == "mistral":  # full attention, as Mistral v0.2+ (the lean path)
+        common["sliding_window"] = None
+    if arch.model_type == "gemma":  # hidden_size // num_heads, not gemma's default of 256
+        common["head_dim"] = arch.hidden_size // arch.num_heads
     if arch.model_type == "gpt2":
         return AutoConfig.for_model(
             "gpt2",

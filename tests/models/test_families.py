@@ -166,3 +166,22 @@ def test_a_folder_that_does_not_fit_is_a_one_line_error(tmp_path):
             build_policy(cfg, load_tokenizer(cfg))
         msg = str(e.value)
         assert "\n" not in msg and "model.policy_path" in msg and all(w in msg for w in words), msg
+
+
+@pytest.mark.parametrize("family", ["mistral", "gpt_neox", "phi3", "gemma"])
+@torch.no_grad()
+def test_built_from_model_arch(family, tmp_path):
+    """model.arch.model_type: a small random-init model of the family (no folder), its value model on
+    the policy's backbone, sampling equal to a no-cache forward."""
+    torch.set_num_threads(1)
+    cfg = load_config(TINY, [f"model.arch.model_type={family}", "model.value_init=policy"])
+    tok = build_tokenizer(cfg.task.vocab_words, str(tmp_path))
+    policy, value = build_policy(cfg, tok), build_value(cfg, tok)
+    assert policy.config.model_type == family and (Lean.of(policy) is not None) == (family in LEAN)
+    backbone = getattr(policy, policy.base_model_prefix).state_dict()
+    assert all(torch.equal(v, backbone[k]) for k, v in getattr(value, value.base_model_prefix).state_dict().items())
+    prompts = [GoldTask(0, cfg.task.vocab_words, 2, 6).prompt(i) for i in range(3)]
+    out = sample(policy, prompts, [0, 1, 2], SamplingParams(max_new_tokens=6), tok.eos_token_id, tok.pad_token_id)
+    lp, _ = response_logprobs(policy, make_batch(prompts, out.responses, tok.pad_token_id), 1.0, (tok.pad_token_id,))
+    for i, r in enumerate(out.logprobs):
+        assert np.allclose(lp[i, : len(r)].numpy(), r, atol=1e-5)
