@@ -33,6 +33,10 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+)
 
 from hpc_rlhf.config import ArchConfig, Config
 from hpc_rlhf.errors import UserError, first_line
@@ -75,6 +79,25 @@ def _folder_config(path: str, key: str, tok: PreTrainedTokenizerBase | None = No
             f"use the model's own tokenizer (model.tokenizer_path)"
         )
     return _no_dropout(conf)
+
+
+def check_folders(cfg: Config, tok: PreTrainedTokenizerBase) -> None:
+    """Before any rank starts (launch/prepare.py): the policy and reward folders are model folders of a
+    family transformers has that model class for, and the policy embeds every token of `tok`. Reads
+    config.json only; a missing weight is found when a rank loads the folder."""
+    for path, key, mapping, what in (
+        (cfg.model.policy_path, "model.policy_path", MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal LM"),
+        (
+            cfg.model.reward_path,
+            "model.reward_path",
+            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+            "sequence classifier",
+        ),
+    ):
+        if path:
+            conf = _folder_config(path, key, tok if key == "model.policy_path" else None)
+            if conf.model_type not in mapping:
+                raise UserError(f"{key} '{path}': transformers has no {what} class for model_type '{conf.model_type}'")
 
 
 def _from_folder(cls, path: str, key: str, conf: PretrainedConfig, device, dtype: torch.dtype, seed: int):

@@ -10,6 +10,7 @@ forward: the others.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -150,6 +151,7 @@ def test_a_ppo_step_exports_a_folder_transformers_reloads(folders, tmp_path):
 
 def test_a_folder_that_does_not_fit_is_a_one_line_error(tmp_path):
     from hpc_rlhf.errors import UserError
+    from hpc_rlhf.launch.prepare import prepare_run
 
     tok = build_tokenizer(load_config(TINY).task.vocab_words, str(tmp_path / "small"))
     AutoModelForSequenceClassification.from_config(
@@ -166,6 +168,8 @@ def test_a_folder_that_does_not_fit_is_a_one_line_error(tmp_path):
             build_policy(cfg, load_tokenizer(cfg))
         msg = str(e.value)
         assert "\n" not in msg and "model.policy_path" in msg and all(w in msg for w in words), msg
+    with pytest.raises(UserError, match="tokenizer has"):  # before any rank starts (config.json only)
+        prepare_run(dataclasses.replace(cfg, run_dir=str(tmp_path / "run")))
 
 
 @pytest.mark.parametrize("family", ["mistral", "gpt_neox", "phi3", "gemma"])
