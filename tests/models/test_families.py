@@ -5,7 +5,9 @@ Per family: the KV-cache sampler's recorded log-probs equal a no-cache forward's
 forward equals a plain per-row forward of the unpadded sequence (log-probs, values, scores); a
 one-step run in this process (roles, trainer step, checkpoint, export) whose exported folder reloads
 with transformers to the checkpoint's logits exactly. Lean path: llama, qwen2, mistral; transformers'
-forward: the others.
+forward: gpt_neox, phi3, gemma, gemma2, gemma3_text. Every policy has a padded vocabulary (3 rows more
+than its tokenizer), the value model is the policy folder loaded as a classifier, the reward model a
+classifier folder of the same family.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ FAMILIES = {  # model_type -> config keys beyond the shared tiny shape
     "phi3": {},
     "gemma": {"head_dim": 8},
     "gemma2": {"head_dim": 8, "sliding_window": 4},  # soft-capping and a sliding window the responses cross
+    "gemma3_text": {"head_dim": 8, "sliding_window": 4},  # QK-norm, sliding-window layers
 }
 LEAN = {"llama", "qwen2", "mistral"}
 
