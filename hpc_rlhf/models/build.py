@@ -43,16 +43,6 @@ from hpc_rlhf.errors import UserError, first_line
 from hpc_rlhf.models.forward import limit_vocab
 from hpc_rlhf.rundir import RunDir
 
-_DROPOUT_KEYS = (
-    "attention_dropout",
-    "hidden_dropout",
-    "resid_pdrop",
-    "embd_pdrop",
-    "attn_pdrop",
-    "summary_first_dropout",
-    "dropout",
-)
-
 
 def _check_folder(path: str, key: str) -> None:
     if not os.path.isdir(path) or not os.path.exists(os.path.join(path, "config.json")):
@@ -170,9 +160,12 @@ def arch_config(arch: ArchConfig, tok: PreTrainedTokenizerBase) -> PretrainedCon
 
 
 def _no_dropout(config: PretrainedConfig) -> PretrainedConfig:
-    for k in _DROPOUT_KEYS:
-        if isinstance(getattr(config, k, None), float):
-            setattr(config, k, 0.0)
+    """Every dropout probability of `config` (and its text config) set to 0: any key holding "dropout"
+    or ending in "pdrop", whatever the family names it (attention_dropout, resid_pdrop, classifier_dropout...)."""
+    for c in {id(config): config, id(config.get_text_config()): config.get_text_config()}.values():
+        for k, v in list(vars(c).items()):
+            if isinstance(v, float) and ("dropout" in k or k.endswith("pdrop")):
+                setattr(c, k, 0.0)
     return config
 
 

@@ -102,6 +102,8 @@ def test_generate_logprobs_values_scores(folders):
     tok = load_tokenizer(cfg)
     policy = build_policy(cfg, tok)
     assert policy.config.model_type == folders["family"] and policy.dtype == torch.float32
+    for model in (policy, build_value(cfg, tok)):  # dropout off, whatever the family calls it
+        assert not [k for k, v in model.config.to_dict().items() if "drop" in k and isinstance(v, float) and v > 0]
     assert (Lean.of(policy) is not None) == (folders["family"] in LEAN)
     task = GoldTask(0, cfg.task.vocab_words, 2, 7)
     prompts = [task.prompt(i) for i in range(5)]
