@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "hpc_rlhf")
 
 BASE = {"errors", "rundir"}
-L1 = BASE | {"algo", "config", "plugins"}
+L1 = BASE | {"algo", "config", "plugins", "data"}
 L2 = L1 | {"rollout", "models"}
 # top-level unit (a package folder, or a module at the top) -> units it may import
 ALLOWED = {
@@ -20,6 +20,7 @@ ALLOWED = {
     "algo": set(),
     "config": BASE | {"plugins"},
     "plugins": BASE,
+    "data": BASE,
     "rollout": L1,
     "models": L1,
     "demo": L1 | {"models"},

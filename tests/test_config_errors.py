@@ -20,6 +20,7 @@ from tests.conftest import TINY, cli
         ("checkpoint.sync_rollouts=sometimes", ["checkpoint.sync_rollouts", "every_shard"]),
         ("rm.pairs_path=/no/such/pairs.jsonl", ["rm.pairs_path", "/no/such/pairs.jsonl"]),  # checked at load
         ("rm.heldout_frac=1.0", ["rm.heldout_frac", "[0, 1)"]),
+        ("model.lora.r=-1", ["model.lora.r", ">= 0"]),
     ],
 )
 def test_cli_bad_input_is_one_line(override, words, tmp_path):

@@ -18,7 +18,9 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 # Printed by the code before the config was frozen (commit 1e4f3bc, /work/main) with
 #   python -c "from hpc_rlhf.config import *; print(fingerprint(load_config(PATH, OVERRIDES)))"
 # Shards and checkpoints carry the fingerprint: the same config must keep it. Re-printed when the
-# `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint.
+# `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint;
+# again when `stage`, `sft:`, `rm.chat_template`, `rm.ranks` (the SFT and reward-model stages) and `model.lora`
+# (its keys but `export` are not resume-safe) were added.
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -28,10 +30,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "394b6412a14e0d72"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "394b6412a14e0d72"),
-    (TINY, [], "8cd699cb9ef679d6"),
-    (TINY, OVERRIDES, "90cda757c13f9286"),
+    (None, [], "4e6fe3cdc4a9b4b9"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "4e6fe3cdc4a9b4b9"),
+    (TINY, [], "c875c31e914335c9"),
+    (TINY, OVERRIDES, "0f005f69d8ae999a"),
 ]
 
 

@@ -74,7 +74,7 @@ def slurm_shape(cfg: Config) -> tuple[int, int]:
     and every other `slurm:` value, with one-line ConfigErrors; nothing here raises.
     """
     s = cfg.slurm
-    return s.nodes, s.tasks_per_node or cfg.layout.world_size // s.nodes
+    return s.nodes, s.tasks_per_node or cfg.world_size // s.nodes
 
 
 def _parse_extra_sbatch(options: list[str]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """One MPI rank of a run: `python -m hpc_rlhf.launch.worker RUN_DIR` (what mpiexec/srun start).
 
 Reads RUN_DIR/config.yaml, finds its role from the world size and the layout, resumes from the
-latest checkpoint, and runs its role loop. Exit status: 0 = run finished; runtime.requeue_exit_code
+latest checkpoint, and runs its role loop (stage=sft or rm: every rank runs that stage, stages/). Exit status: 0 = run finished; runtime.requeue_exit_code
 (75) = stopped by a signal after a checkpoint, requeue me; 1 = this rank failed: it prints its rank,
 role and error, then aborts the whole MPI world so no rank is left waiting.
 
@@ -63,13 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     attempt = comm.bcast(uuid.uuid4().hex[:12] if rank == 0 else None, root=0)  # this start's token
     hb = None
     try:
-        topo = Topology.build(comm.Get_size(), cfg.layout)
-        role = topo.role(rank)
-        register_rank(run_dir, rank, role, topo.index(rank), attempt)
+        topo = Topology.build(comm.Get_size(), cfg.layout) if cfg.stage == "rl" else None
+        role = topo.role(rank) if topo is not None else cfg.stage  # sft, rm: every rank trains
+        register_rank(run_dir, rank, role, topo.index(rank) if topo is not None else rank, attempt)
         hb = _start_heartbeat(cfg, run_dir, comm, role, attempt)
         torch.set_num_threads(_threads(cfg, comm))
         device = pick_device(cfg.runtime.device)
-        if topo.single:
+        if topo is None:
+            verdict = _run_stage(cfg, run_dir, comm, device, stop)
+        elif topo.single:
             from hpc_rlhf.launch.single import run_single
 
             verdict = run_single(cfg, run_dir, device, stop)
@@ -112,6 +114,19 @@ def _start_heartbeat(cfg, run_dir: str, comm, role: str, attempt: str):
         comm.Abort(1)
 
     return Heartbeat(run_dir, rank, world, timeout, peer_lost, attempt=attempt).start()
+
+
+def _run_stage(cfg, run_dir: str, comm, device, stop) -> str:
+    """A supervised stage (stage=sft or rm, stages/): every rank of the world trains, data-parallel."""
+    if comm.Get_size() != cfg.world_size:
+        from hpc_rlhf.errors import ConfigError
+
+        raise ConfigError(f"MPI world size {comm.Get_size()} != {cfg.stage}.ranks = {cfg.world_size}")
+    if cfg.stage == "sft":
+        from hpc_rlhf.stages.sft import run_rank
+    else:
+        from hpc_rlhf.stages.reward_model import run_rank
+    return run_rank(cfg, run_dir, comm, device, stop)
 
 
 def _run_role(cfg, run_dir: str, comm, topo, device, stop) -> str:

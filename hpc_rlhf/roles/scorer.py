@@ -34,7 +34,9 @@ from hpc_rlhf.rollout.shard import normalize, read_shard, reusable, unpack_ragge
 
 
 class Scorer:
-    def __init__(self, cfg: Config, run_dir: str, device, rank: int):
+    def __init__(self, cfg: Config, run_dir: str, device, rank: int, reference=None):
+        """reference: the reference model to use instead of building one (the single-rank loop's LoRA base,
+        models/lora.BaseView: no second copy)."""
         self.cfg, self.run_dir, self.rank, self.device = cfg, run_dir, rank, device
         self.tok = load_tokenizer(cfg, run_dir)
         self.sources = RewardSources(cfg)
@@ -42,7 +44,9 @@ class Scorer:
             place(build_reward(cfg, self.tok, device), device, cfg.runtime.bf16) if self.sources.needs_model else None
         )
         self.prompts = PromptSet(cfg, self.tok) if self.sources.needs_text else None  # the labels
-        self.reference = place(build_reference(cfg, self.tok, device), device, cfg.runtime.bf16)
+        if reference is None:  # the initial policy; with LoRA that is the base (adapters start at zero)
+            reference = place(build_reference(cfg, self.tok, device), device, cfg.runtime.bf16)
+        self.reference = reference
         self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
         self.fp = fingerprint(cfg)
         self.durable = cfg.checkpoint.sync_rollouts == "every_shard"
