@@ -33,8 +33,8 @@ class LayoutConfig:
 class ArchConfig:
     """A small decoder built with random init when `model.policy_path` is unset."""
 
-    model_type: Literal["llama", "qwen2", "gpt2"] = "llama"
-    """Hugging Face architecture family of all four models."""
+    model_type: Literal["llama", "qwen2", "mistral", "gpt_neox", "phi3", "gemma", "gpt2"] = "llama"
+    """Hugging Face architecture family of all four models (a model folder may be of any family)."""
     hidden_size: int = 64
     """Width of the residual stream."""
     num_layers: int = 2

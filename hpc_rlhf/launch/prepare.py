@@ -93,6 +93,8 @@ def save_run_tokenizer(cfg: Config, run_dir: str) -> None:
 
             build_tokenizer(cfg.task.vocab_words, rd.tokenizer)
         return
-    from hpc_rlhf.models.build import load_tokenizer
+    from hpc_rlhf.models.build import check_folders, load_tokenizer
 
-    load_tokenizer(cfg, run_dir).save_pretrained(rd.tokenizer)
+    tok = load_tokenizer(cfg, run_dir)
+    check_folders(cfg, tok)  # config.json only: a folder that cannot be the policy fails here, not in a rank
+    tok.save_pretrained(rd.tokenizer)

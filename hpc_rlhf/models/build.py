@@ -1,14 +1,22 @@
 """Build or load the four models (policy, reference, reward, value) on one decoder family.
 
     tok = load_tokenizer(cfg, run_dir)                  # local folder, or the run's saved tokenizer
-    policy = build_policy(cfg, tok)                     # AutoModelForCausalLM
-    reward = build_reward(cfg, tok)                     # AutoModelForSequenceClassification, 1 label
-    value = build_value(cfg, tok)                       # same class; used per token (models.heads)
+    policy = build_policy(cfg, tok, device)             # AutoModelForCausalLM, on `device`
+    reward = build_reward(cfg, tok, device)             # AutoModelForSequenceClassification, 1 label
+    value = build_value(cfg, tok, device)               # same class; used per token (models.forward)
 
 Everything loads from local folders (no hub access: `local_files_only=True`) or is built from
 `cfg.model.arch` with a random init seeded by `cfg.model.init_seed`, so every rank that builds the
 "initial policy" gets bit-identical weights; that is how the scorer's frozen reference equals the
 trainer's initial policy without sending weights. Dropout is off in all four models.
+
+A folder may hold any decoder family transformers knows (llama, qwen2, mistral, gpt_neox, phi3,
+gemma, ...). It loads straight into its run dtype (`model_dtype`: fp32, or bf16 on a GPU with
+runtime.bf16) and onto `device`: no fp32 CPU copy made first and cast after. A policy whose output
+layer is wider than its tokenizer (a padded vocabulary) samples and scores only the tokenizer's ids. The one head a folder may
+lack is a classifier's `score` (a value model from a causal-LM folder, a reward model before
+`train-rm`): it is drawn from a generator seeded by the model's seed, never from torch's global RNG,
+so every rank and every run gets the same head.
 """
 
 from __future__ import annotations
@@ -25,25 +33,95 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+)
 
 from hpc_rlhf.config import ArchConfig, Config
 from hpc_rlhf.errors import UserError, first_line
+from hpc_rlhf.models.forward import limit_vocab
 from hpc_rlhf.rundir import RunDir
-
-_DROPOUT_KEYS = (
-    "attention_dropout",
-    "hidden_dropout",
-    "resid_pdrop",
-    "embd_pdrop",
-    "attn_pdrop",
-    "summary_first_dropout",
-    "dropout",
-)
 
 
 def _check_folder(path: str, key: str) -> None:
     if not os.path.isdir(path) or not os.path.exists(os.path.join(path, "config.json")):
         raise UserError(f"{key} '{path}' is not a Hugging Face model folder (no config.json); give a local folder")
+
+
+def model_dtype(cfg: Config, device: torch.device | str | None) -> torch.dtype:
+    """The dtype the models run in on `device`: bf16 on a GPU when runtime.bf16, else fp32."""
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    return torch.bfloat16 if cfg.runtime.bf16 and on_gpu else torch.float32
+
+
+def _folder_config(path: str, key: str, tok: PreTrainedTokenizerBase | None = None) -> PretrainedConfig:
+    """The folder's config, dropout off; with `tok`: checked to embed every token of `tok`."""
+    _check_folder(path, key)
+    try:
+        conf = AutoConfig.from_pretrained(path, local_files_only=True)
+    except Exception as e:
+        raise UserError(f"{key} '{path}': config.json could not be read ({first_line(e)})") from None
+    vocab = getattr(conf.get_text_config(), "vocab_size", None)
+    if tok is not None and vocab is not None and len(tok) > vocab:
+        raise UserError(
+            f"{key} '{path}' has {vocab} embeddings but the tokenizer has {len(tok)} tokens; "
+            f"use the model's own tokenizer (model.tokenizer_path)"
+        )
+    return _no_dropout(conf)
+
+
+def check_folders(cfg: Config, tok: PreTrainedTokenizerBase) -> None:
+    """Before any rank starts (launch/prepare.py): the policy and reward folders are model folders of a
+    family transformers has that model class for, and the policy embeds every token of `tok`. Reads
+    config.json only; a missing weight is found when a rank loads the folder."""
+    for path, key, mapping, what in (
+        (cfg.model.policy_path, "model.policy_path", MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal LM"),
+        (
+            cfg.model.reward_path,
+            "model.reward_path",
+            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+            "sequence classifier",
+        ),
+    ):
+        if path:
+            conf = _folder_config(path, key, tok if key == "model.policy_path" else None)
+            if conf.model_type not in mapping:
+                raise UserError(f"{key} '{path}': transformers has no {what} class for model_type '{conf.model_type}'")
+
+
+def _from_folder(cls, path: str, key: str, conf: PretrainedConfig, device, dtype: torch.dtype, seed: int):
+    """`cls` loaded from a local folder straight into `dtype` on `device`. Only a classifier's `score`
+    head may be missing from the folder; it is initialised from `seed` (see the module docstring)."""
+    device = torch.device(device or "cpu")
+    place_kw = {} if device.type == "cpu" else {"device_map": {"": device}}
+    try:
+        model, info = cls.from_pretrained(
+            path, config=conf, local_files_only=True, dtype=dtype, output_loading_info=True, **place_kw
+        )
+    except Exception as e:
+        raise UserError(f"{key} '{path}' could not be loaded as {cls.__name__} ({first_line(e)})") from None
+    head = sorted(k for k in info["missing_keys"] if k.split(".")[0] == "score")
+    missing = sorted(set(info["missing_keys"]) - set(head))
+    if missing or (head and cls is not AutoModelForSequenceClassification):
+        raise UserError(
+            f"{key} '{path}' lacks weights {', '.join((missing or head)[:3])}: not a complete "
+            f"{cls.__name__.replace('AutoModelFor', '')} folder"
+        )
+    _init_head(model, head, conf, seed)
+    return model
+
+
+@torch.no_grad()
+def _init_head(model: PreTrainedModel, names: list[str], conf: PretrainedConfig, seed: int) -> None:
+    """Weights N(0, initializer_range), biases 0, drawn on the CPU from a generator seeded by `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    std = float(getattr(conf.get_text_config(), "initializer_range", 0.02))
+    params = dict(model.named_parameters())
+    for name in names:
+        p = params[name]
+        value = torch.zeros(p.shape) if name.endswith("bias") else torch.randn(p.shape, generator=gen) * std
+        p.copy_(value)
 
 
 def arch_config(arch: ArchConfig, tok: PreTrainedTokenizerBase) -> PretrainedConfig:
@@ -55,6 +133,10 @@ def arch_config(arch: ArchConfig, tok: PreTrainedTokenizerBase) -> PretrainedCon
         bos_token_id=tok.bos_token_id,
         tie_word_embeddings=arch.tie_embeddings,
     )
+    if arch.model_type == "mistral":  # full attention, as Mistral v0.2+ (the lean path)
+        common["sliding_window"] = None
+    if arch.model_type == "gemma":  # hidden_size // num_heads, not gemma's default of 256
+        common["head_dim"] = arch.hidden_size // arch.num_heads
     if arch.model_type == "gpt2":
         return AutoConfig.for_model(
             "gpt2",
@@ -78,9 +160,12 @@ def arch_config(arch: ArchConfig, tok: PreTrainedTokenizerBase) -> PretrainedCon
 
 
 def _no_dropout(config: PretrainedConfig) -> PretrainedConfig:
-    for k in _DROPOUT_KEYS:
-        if isinstance(getattr(config, k, None), float):
-            setattr(config, k, 0.0)
+    """Every dropout probability of `config` (and its text config) set to 0: any key holding "dropout"
+    or ending in "pdrop", whatever the family names it (attention_dropout, resid_pdrop, classifier_dropout...)."""
+    for c in {id(config): config, id(config.get_text_config()): config.get_text_config()}.values():
+        for k, v in list(vars(c).items()):
+            if isinstance(v, float) and ("dropout" in k or k.endswith("pdrop")):
+                setattr(c, k, 0.0)
     return config
 
 
@@ -112,57 +197,68 @@ def load_tokenizer(cfg: Config, run_dir: str | None = None) -> PreTrainedTokeniz
     return tok
 
 
-def build_policy(cfg: Config, tok: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """The initial policy: from model.policy_path, or random init of model.arch."""
+def build_policy(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreTrainedModel:
+    """The initial policy on `device` (default CPU), in model_dtype: from model.policy_path, or
+    random init of model.arch (built in fp32 on the CPU, the same on every rank, then moved)."""
+    device = torch.device(device or "cpu")
     if cfg.model.policy_path:
-        _check_folder(cfg.model.policy_path, "model.policy_path")
-        conf = _no_dropout(AutoConfig.from_pretrained(cfg.model.policy_path, local_files_only=True))
-        model = AutoModelForCausalLM.from_pretrained(cfg.model.policy_path, config=conf, local_files_only=True)
+        conf = _folder_config(cfg.model.policy_path, "model.policy_path", tok)
+        dtype = model_dtype(cfg, device)
+        model = _from_folder(AutoModelForCausalLM, cfg.model.policy_path, "model.policy_path", conf, device, dtype, 0)
+        limit_vocab(model, len(tok))
     else:
         conf = _no_dropout(arch_config(cfg.model.arch, tok))
         model = _seeded(cfg.model.init_seed, lambda: AutoModelForCausalLM.from_config(conf))
-    return model.float().eval()
+        model.to(device=device, dtype=model_dtype(cfg, device))
+    return model.eval()
 
 
-def build_reference(cfg: Config, tok: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """A frozen copy of the initial policy (rebuilt identically; no weights are sent)."""
-    ref = build_policy(cfg, tok)
+def build_reference(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreTrainedModel:
+    """A frozen copy of the initial policy (loaded again in place; no weights are sent or copied)."""
+    ref = build_policy(cfg, tok, device)
     ref.requires_grad_(False)
     return ref
 
 
-def _classifier(path: str | None, key: str, cfg: Config, tok: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+def _classifier(
+    path: str | None, key: str, cfg: Config, tok: PreTrainedTokenizerBase, seed: int, device=None
+) -> PreTrainedModel:
+    device = torch.device(device or "cpu")
     if path:
-        _check_folder(path, key)
-        conf = _no_dropout(AutoConfig.from_pretrained(path, local_files_only=True))
+        conf = _folder_config(path, key)  # a reward model may have its own tokenizer
         conf.num_labels = 1
-        model = AutoModelForSequenceClassification.from_pretrained(path, config=conf, local_files_only=True)
+        model = _from_folder(
+            AutoModelForSequenceClassification, path, key, conf, device, model_dtype(cfg, device), seed
+        )
     else:
         conf = _no_dropout(arch_config(cfg.model.arch, tok))
         conf.num_labels = 1
         model = _seeded(seed, lambda: AutoModelForSequenceClassification.from_config(conf))
-    return model.float().eval()
+        model.to(device=device, dtype=model_dtype(cfg, device))
+    return model.eval()
 
 
-def build_reward(cfg: Config, tok: PreTrainedTokenizerBase) -> PreTrainedModel:
+def build_reward(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreTrainedModel:
     """The reward model: model.reward_path, else a fresh random one (what `train-rm` starts from)."""
-    return _classifier(cfg.model.reward_path, "model.reward_path", cfg, tok, cfg.model.init_seed + 1)
+    return _classifier(cfg.model.reward_path, "model.reward_path", cfg, tok, cfg.model.init_seed + 1, device)
 
 
-def build_value(cfg: Config, tok: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """The value model: from the reward model (value_init=reward) or from the policy's backbone."""
+def build_value(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreTrainedModel:
+    """The value model: from the reward model (value_init=reward) or from the policy's backbone
+    (the policy folder loaded once as a classifier, its score head seeded from init_seed + 2)."""
     if cfg.model.value_init == "reward" and cfg.model.reward_path:
-        return build_reward(cfg, tok)
+        return build_reward(cfg, tok, device)
     path = cfg.model.policy_path
-    model = _classifier(path, "model.policy_path", cfg, tok, cfg.model.init_seed + 2)
+    model = _classifier(path, "model.policy_path", cfg, tok, cfg.model.init_seed + 2, device)
     if path is None:  # copy the initial policy's backbone into the value model
-        policy = build_policy(cfg, tok)
+        policy = build_policy(cfg, tok, device)
         prefix = model.base_model_prefix
         getattr(model, prefix).load_state_dict(getattr(policy, policy.base_model_prefix).state_dict())
     return model
 
 
 def place(model: torch.nn.Module, device: torch.device, bf16: bool) -> torch.nn.Module:
+    """`model` on `device` (bf16 on a GPU when `bf16`); a no-op for a model built there by build_*."""
     model.to(device)
     if bf16 and device.type == "cuda":
         model.to(torch.bfloat16)

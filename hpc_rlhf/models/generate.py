@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hpc_rlhf.models.forward import Lean, positions, run_pair
+from hpc_rlhf.models.forward import positions, run_pair, vocab_logits
+from hpc_rlhf.models.lean import Lean
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def _sample(
     lengths = torch.full((b,), t_max, dtype=torch.long)
     nxt = None
     for t in range(t_max):
-        logits = steps.send(nxt).float()
+        logits = vocab_logits(model, steps.send(nxt)).float()
         if params.temperature != 1.0:
             logits = logits / params.temperature
         if banned_idx is not None:

@@ -40,10 +40,12 @@ class Scorer:
         self.cfg, self.run_dir, self.rank, self.device = cfg, run_dir, rank, device
         self.tok = load_tokenizer(cfg, run_dir)
         self.sources = RewardSources(cfg)
-        self.reward = place(build_reward(cfg, self.tok), device, cfg.runtime.bf16) if self.sources.needs_model else None
+        self.reward = (
+            place(build_reward(cfg, self.tok, device), device, cfg.runtime.bf16) if self.sources.needs_model else None
+        )
         self.prompts = PromptSet(cfg, self.tok) if self.sources.needs_text else None  # the labels
         if reference is None:  # the initial policy; with LoRA that is the base (adapters start at zero)
-            reference = place(build_reference(cfg, self.tok), device, cfg.runtime.bf16)
+            reference = place(build_reference(cfg, self.tok, device), device, cfg.runtime.bf16)
         self.reference = reference
         self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
         self.fp = fingerprint(cfg)

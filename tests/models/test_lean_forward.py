@@ -1,4 +1,4 @@
-"""The lean Llama/Qwen2 forward (models.forward.Lean) against the Hugging Face modules it replaces:
+"""The lean Llama/Qwen2/Mistral forward (models.lean.Lean) against the Hugging Face modules it replaces:
 log-probs, values, scores and gradients, on configurations real checkpoints use (GQA, attention
 biases, Llama-3 RoPE scaling), with padding on both sides."""
 
@@ -26,6 +26,7 @@ VARIANTS = {
         },
     ),
     "qwen2": dict(model_type="qwen2", num_key_value_heads=2),
+    "mistral": dict(model_type="mistral", num_key_value_heads=2, sliding_window=None),  # as Mistral v0.2+
 }
 
 
@@ -75,7 +76,7 @@ def test_logprobs_values_scores_and_grads_match_hugging_face(name):
     b = batch()
     lm = AutoModelForCausalLM.from_config(conf).eval()
     lp_lean, _ = response_logprobs(lean_on(lm), b, 0.8, (0,))
-    from hpc_rlhf.models.forward import Lean
+    from hpc_rlhf.models.lean import Lean
 
     assert Lean.of(lm) is not None, f"{name} should take the lean path"
     lp_lean.sum().backward()
@@ -95,7 +96,14 @@ def test_logprobs_values_scores_and_grads_match_hugging_face(name):
     assert torch.allclose(v_lean, v_hf, atol=2e-5) and torch.allclose(s_lean, s_hf, atol=2e-5)
 
 
-@pytest.mark.parametrize("name", ["llama_gqa_bias", "qwen2"])
+def test_a_sliding_window_keeps_the_hugging_face_path():
+    from hpc_rlhf.models.lean import Lean
+
+    lm = AutoModelForCausalLM.from_config(config(dict(model_type="mistral", sliding_window=16)))
+    assert Lean.of(lm) is None
+
+
+@pytest.mark.parametrize("name", ["llama_gqa_bias", "qwen2", "mistral"])
 def test_cached_decoding_matches_the_hugging_face_forward(name):
     torch.manual_seed(1)
     lm = AutoModelForCausalLM.from_config(config(VARIANTS[name])).eval()

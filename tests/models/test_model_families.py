@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from hpc_rlhf.config import load_config
 from hpc_rlhf.demo.task import build_tokenizer
@@ -39,3 +40,29 @@ def test_policy_from_a_local_folder(tmp_path):
     assert os.path.exists(run / "final" / "policy" / "model.safetensors")
     proc = cli("train", TINY, f"run_dir={tmp_path}/r2", f"model.policy_path={tmp_path}/tok_only_nope", check=False)
     assert proc.returncode == 2 and "model.policy_path" in proc.stderr
+
+
+@pytest.mark.mpi
+def test_a_gpt_neox_folder_on_two_trainers_ends_as_on_one_rank(tmp_path, mpiexec):
+    """A policy folder of a family on transformers' forward, its value model made from it (a seeded
+    score head: every trainer starts from the same one), multi-rank against one rank."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from hpc_rlhf.launch.prepare import prepare_run
+    from hpc_rlhf.launch.signals import StopFlag
+    from hpc_rlhf.launch.single import run_single
+    from hpc_rlhf.rundir import RunDir
+    from tests.models.test_families import family_config
+
+    tok = build_tokenizer(load_config(TINY).task.vocab_words, str(tmp_path / "neox"))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(family_config("gpt_neox", tok)).save_pretrained(tmp_path / "neox")
+    common = [f"model.policy_path={tmp_path}/neox", "model.value_init=policy", "total_steps=1"]
+    cfg, run_dir = prepare_run(load_config(TINY, [*common, f"run_dir={tmp_path}/one"]))
+    assert run_single(cfg, run_dir, torch.device("cpu"), StopFlag()) == "done"  # one rank, in this process
+    cli("train", TINY, f"run_dir={tmp_path}/many", *common, "layout.generate=1", "layout.score=1", "layout.train=2")
+    a, b = (
+        load_file(os.path.join(RunDir(f"{tmp_path}/{r}").final_policy, "model.safetensors")) for r in ("one", "many")
+    )
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5  # the gradient-sum order only
