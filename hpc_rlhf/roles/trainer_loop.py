@@ -65,7 +65,8 @@ class TrainSession:
         self.tr = Trainer(cfg, run_dir, device, dp)
         self.n_prompts = len(PromptSet(cfg, self.tr.tok))  # for the data cursor of checkpoints
         # publish_files=False: the generator is in this process (takes the versions' tensors)
-        self.versions = PolicyVersions(run_dir, cfg.max_policy_lag, lead and publish_files)
+        # only the lead checkpoints: the other train ranks hold no version tensors
+        self.versions = PolicyVersions(run_dir, cfg.max_policy_lag, lead and publish_files, hold=lead)
         self.ledger = StepLedger(run_dir)
         if lead:  # no rank of this attempt writes before the lead publishes weights: safe to sweep
             clean_temporaries(run_dir)
@@ -85,7 +86,7 @@ class TrainSession:
             info = find_latest(self.run_dir)
         tr = self.tr
         if info is None:
-            self.versions.keep(0, cpu_state(tr.policy))
+            self.versions.keep(0, self._policy_state())
             return 0
         st = load_train_state(info.path, self.cfg)
         try:
@@ -100,10 +101,16 @@ class TrainSession:
         tr.version = st.version
         for v, tensors in st.behaviour.items():
             self.versions.keep(v, tensors)
-        self.versions.keep(st.version, cpu_state(tr.policy))
+        self.versions.keep(st.version, self._policy_state())
         if self.lead:
             self.ledger.restore(st.ledger)
         return st.step
+
+    def _policy_state(self) -> dict:
+        """The current policy's CPU tensors for the versions: a copy when older versions must be held
+        (max_policy_lag > 0), else the model's own tensors (no copy on a CPU rank; the one held
+        version is replaced before the next update could change them)."""
+        return cpu_state(self.tr.policy, copy=self.cfg.max_policy_lag > 0)
 
     def publish_initial(self) -> list[tuple[int, str]]:
         """Versions max(0, start-k) .. start, which the generators need before the next update."""
@@ -143,7 +150,7 @@ class TrainSession:
     def after_step(self, step: int, metrics: dict, entry: dict) -> tuple[int, str]:
         """Publish the new version, record the ledger line and the metrics, maybe checkpoint."""
         v = self.tr.version
-        path = self.versions.add(v, cpu_state(self.tr.policy))
+        path = self.versions.add(v, self._policy_state())
         if self.lead:
             self.ledger.append(step, entry)
             self.log.write(step, metrics)
