@@ -29,6 +29,7 @@ from hpc_rlhf.algo import make_kl_controller
 from hpc_rlhf.config import Config
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.dist.faults import maybe_fail
+from hpc_rlhf.dist.malloc import return_freed_memory
 from hpc_rlhf.models.build import build_policy, build_value, load_tokenizer, place
 from hpc_rlhf.models.generate import banned_tokens
 from hpc_rlhf.roles.timing import PhaseTimer, Spans
@@ -56,6 +57,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: str, device, dp: DataParallel):
         self.cfg, self.run_dir, self.device, self.dp = cfg, run_dir, device, dp
+        return_freed_memory()  # freed gradients and buffers leave the resident set (dist/malloc.py)
         self.tok = load_tokenizer(cfg, run_dir)
         self.policy = place(build_policy(cfg, self.tok), device, cfg.runtime.bf16)
         critic = cfg.algo.uses_critic
