@@ -18,7 +18,8 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 # Printed by the code before the config was frozen (commit 1e4f3bc, /work/main) with
 #   python -c "from hpc_rlhf.config import *; print(fingerprint(load_config(PATH, OVERRIDES)))"
 # Shards and checkpoints carry the fingerprint: the same config must keep it. Re-printed when the
-# `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint.
+# `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint;
+# and when layout.train became resume-safe (checkpoints hold full states: issue 16, resharded resume).
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -28,10 +29,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "394b6412a14e0d72"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "394b6412a14e0d72"),
-    (TINY, [], "8cd699cb9ef679d6"),
-    (TINY, OVERRIDES, "90cda757c13f9286"),
+    (None, [], "f5194ec65a7c0860"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "f5194ec65a7c0860"),
+    (TINY, [], "50c68e0c7e77ca1f"),
+    (TINY, OVERRIDES, "d45e302c87a410ed"),
 ]
 
 
@@ -89,7 +90,6 @@ def test_a_run_config_round_trips_through_its_yaml(tmp_path):
     back = load_config(str(path))
     assert back == cfg and flatten(to_dict(back)) == flatten(to_dict(cfg)) and fingerprint(back) == fingerprint(cfg)
     assert resume_diff(load_config(TINY), cfg) == [
-        "layout.train: 1 -> 2",
         "ppo.kl.estimator: 'k1' -> 'k3'",
         "seed: 0 -> 3",
     ]

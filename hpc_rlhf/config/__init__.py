@@ -38,6 +38,7 @@ from hpc_rlhf.config.schema import (
     RuntimeConfig,
     SlurmConfig,
     TaskConfig,
+    TrainConfig,
 )
 from hpc_rlhf.errors import ConfigError, first_line
 
@@ -56,6 +57,7 @@ __all__ = [
     "RewardSourceConfig",
     "RMConfig",
     "RuntimeConfig",
+    "TrainConfig",
     "SlurmConfig",
     "TaskConfig",
     "RESUME_SAFE_KEYS",
@@ -84,6 +86,9 @@ RESUME_SAFE_KEYS = (
     "runtime.mpiexec",
     "runtime.launcher",
     "slurm.",
+    "layout.train",  # checkpoints hold full states, whatever the train ranks' number or sharding
+    "train.sharding",
+    "train.activation_checkpointing",
 )
 
 
@@ -184,6 +189,7 @@ def check_resumable(saved: Config, new: Config, where: str) -> None:
         raise ConfigError(
             f"config differs from checkpoint '{where}' in keys not safe to change on resume: "
             + "; ".join(diff)
-            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts and slurm.* may change;"
+            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts, slurm.*, "
+            "layout.train and train.sharding/activation_checkpointing may change;"
             " start a new run_dir, or undo the change)"
         )
