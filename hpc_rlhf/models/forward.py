@@ -20,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -169,6 +170,7 @@ class Lean:
         self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // self.n_heads
         self.eps = float(c.rms_norm_eps)
         self.rope = base.rotary_emb
+        self.checkpoint = bool(getattr(model, "_hpc_checkpoint_layers", False))  # checkpoint_layers()
 
     @staticmethod
     def of(model: torch.nn.Module) -> Lean | None:
@@ -225,6 +227,9 @@ class Lean:
         h, hd, nkv = self.n_heads, self.head_dim, self.n_kv
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
+            if self.checkpoint and i != last and torch.is_grad_enabled():  # recomputed in backward
+                x = checkpoint(self._full_layer, layer, x, cos, sin, mask, use_reentrant=False)
+                continue
             att = layer.self_attn
             y = self.norm(x, layer.input_layernorm)
             k = _linear(y, att.k_proj).view(b, t, nkv, hd).transpose(1, 2)
@@ -251,6 +256,23 @@ class Lean:
         if q_from > 0 and not self.layers:
             x = x[:, q_from:]
         return self.norm(x, self.base.norm)
+
+    def _full_layer(self, layer, x, cos, sin, mask) -> torch.Tensor:
+        """One decoder layer over every column: the same operations as hidden()'s loop body."""
+        b, t, _ = x.shape
+        h, hd, nkv = self.n_heads, self.head_dim, self.n_kv
+        att = layer.self_attn
+        y = self.norm(x, layer.input_layernorm)
+        k = _linear(y, att.k_proj).view(b, t, nkv, hd).transpose(1, 2)
+        v = _linear(y, att.v_proj).view(b, t, nkv, hd).transpose(1, 2)
+        k = self.rotate(k, cos, sin)
+        q = _linear(y, att.q_proj).view(b, t, h, hd).transpose(1, 2)
+        q = self.rotate(q, cos, sin)
+        a = self.attend(q, k, v, mask, causal=True)
+        x = x + _linear(a, att.o_proj)
+        mlp = layer.mlp
+        y = self.norm(x, layer.post_attention_layernorm)
+        return x + _linear(F.silu(_linear(y, mlp.gate_proj)) * _linear(y, mlp.up_proj), mlp.down_proj)
 
     # -- generation: prefill + one-token steps over a preallocated KV cache (no autograd) ----------------
     @torch.no_grad()
@@ -315,6 +337,23 @@ class Lean:
             x = x + _linear(F.silu(g) * u, layer.mlp.down_proj)
         x = self.norm(x, self.base.norm)
         return x[:, -1] if last_only else x
+
+
+def checkpoint_layers(model: torch.nn.Module) -> None:
+    """Activation checkpointing per decoder layer for training `model`: its activations inside each
+    layer are recomputed in the backward pass (non-reentrant torch.utils.checkpoint), not kept. The
+    lean path checkpoints every layer but the last; other models take Hugging Face's
+    activation (gradient) checkpointing, which acts in train mode only (dropout is off in every model
+    built here, so train mode changes nothing else)."""
+    model._hpc_checkpoint_layers = True
+    model.__dict__.pop("_hpc_lean", None)
+    if not _lean_ok(model):
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        model.train()
 
 
 def _key_mask(batch: Batch, width: int) -> torch.Tensor | None:
