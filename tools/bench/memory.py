@@ -10,6 +10,11 @@ kernel's high-water mark of its resident set. Prints one JSON object: the policy
 per rank {role, peak_rss_mib, bytes_per_param}, the largest train rank's peak and bytes per policy
 parameter, each step's time/train_s (metrics.jsonl) and the wall time. The polling reads VmHWM, so a peak between two polls is not missed;
 only growth in a rank's last poll interval before it exits is.
+
+    PYTHONPATH=$PWD python tools/bench/memory.py --activations [--batch 4 --prompt-len 128 ...]
+
+measures activation checkpointing in one process instead: the bytes autograd saves for the backward
+pass (saved-tensor hooks) and the seconds of one forward + backward, without and with it.
 """
 
 from __future__ import annotations
@@ -148,6 +153,55 @@ def _train_s(run_dir: str) -> list[float]:
         return [round(json.loads(ln)["time/train_s"], 2) for ln in f if ln.strip()]
 
 
+def activations(args: argparse.Namespace) -> dict:
+    """Bytes the autograd graph keeps for the backward pass (saved-tensor hooks) and the seconds of
+    one forward + backward of the policy's response log-probs, without and with
+    train.activation_checkpointing, on --batch rows of --prompt-len + --response-len tokens."""
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from hpc_rlhf.models.forward import checkpoint_layers, make_batch, response_logprobs
+
+    torch.manual_seed(0)
+    conf = AutoConfig.for_model(
+        "llama",
+        vocab_size=512,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=max(1, args.hidden // 64),
+        max_position_embeddings=args.prompt_len + args.response_len,
+        tie_word_embeddings=False,
+    )
+    model = AutoModelForCausalLM.from_config(conf).eval()
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(4, 512, args.prompt_len) for _ in range(args.batch)]
+    responses = [rng.integers(4, 512, args.response_len) for _ in range(args.batch)]
+    batch = make_batch(prompts, responses, 0)
+    out = {}
+    for name in ("off", "on"):
+        if name == "on":
+            checkpoint_layers(model)
+        saved = [0]
+
+        def pack(t, saved=saved):
+            saved[0] += t.numel() * t.element_size()
+            return t
+
+        secs = []
+        for _ in range(3):
+            model.zero_grad(set_to_none=True)
+            saved[0] = 0
+            t0 = time.perf_counter()
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                logp, _ = response_logprobs(model, batch)
+            logp.sum().backward()
+            secs.append(time.perf_counter() - t0)
+        out[name] = {"saved_mib": round(saved[0] / 2**20, 1), "fwd_bwd_s": round(min(secs), 3)}
+    return {"batch": [args.batch, args.prompt_len + args.response_len], "activation_checkpointing": out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layout", default="1+1+2", help="generate+score+train ranks")
@@ -158,8 +212,13 @@ def main() -> None:
     ap.add_argument("--work", default=tempfile.gettempdir(), help="folder for the run directory")
     ap.add_argument("--poll-s", type=float, default=0.05)
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument("--activations", action="store_true", help="measure activation checkpointing instead")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--response-len", type=int, default=128)
     ap.add_argument("overrides", nargs="*", help="extra key=value config overrides")
-    print(json.dumps(measure(ap.parse_args()), indent=1))
+    args = ap.parse_args()
+    print(json.dumps(activations(args) if args.activations else measure(args), indent=1))
 
 
 if __name__ == "__main__":
