@@ -1,6 +1,6 @@
 """kill -9 of the whole multi-rank job at seeded-random instants, resumed each time: the final weights
 are bit-identical to an uninterrupted run and every prompt is consumed exactly once per pass; for PPO and
-for GRPO (no value model)."""
+for GRPO (no value model); for two FSDP-sharded trainers."""
 
 from __future__ import annotations
 
@@ -45,3 +45,20 @@ def test_grpo_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, grpo_
     assert events[-1] == {"attempt": 2, "killed": False, "exit": 0}
     assert kr.check_run(run, FAULT_STEPS, grpo_reference) == []
     assert not glob.glob(f"{run}/checkpoints/*/value*")
+
+
+FSDP = ["layout.train=2", "train.sharding=fsdp", "total_steps=8"]
+
+
+def test_fsdp_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, mpiexec):
+    """Two trainers holding FSDP shards (the checkpoint gathers full states): killed twice, resumed on
+    the same two, the run ends bit-identical to an uninterrupted one of the same layout."""
+    ref = tmp_path / "reference"
+    cli("train", *train_args, *FSDP, f"run_dir={ref}")
+    run = str(tmp_path / "run")
+    events = kr.kill_resume_cycle(
+        run, [*train_args, *FSDP], random.Random(20261130), kills=2, log=str(tmp_path / "log")
+    )
+    assert sum(1 for e in events if e.get("killed")) == 2, events
+    assert events[-1] == {"attempt": 2, "killed": False, "exit": 0}
+    assert kr.check_run(run, 8, kr.final_sha(str(ref))) == []
