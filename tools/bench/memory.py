@@ -14,7 +14,8 @@ only growth in a rank's last poll interval before it exits is.
     PYTHONPATH=$PWD python tools/bench/memory.py --activations [--batch 4 --prompt-len 128 ...]
 
 measures activation checkpointing in one process instead: the bytes autograd saves for the backward
-pass (saved-tensor hooks) and the seconds of one forward + backward, without and with it.
+pass (saved-tensor hooks) and the seconds of one forward + backward, without and with it; `--matmul`
+times fp32 and bf16 matmuls on one thread.
 """
 
 from __future__ import annotations
@@ -202,6 +203,24 @@ def activations(args: argparse.Namespace) -> dict:
     return {"batch": [args.batch, args.prompt_len + args.response_len], "activation_checkpointing": out}
 
 
+def matmul(args: argparse.Namespace) -> dict:
+    """Best of 5 (n x n) @ (n x n) matmuls in fp32 and bf16 on one torch thread: ms and GFLOP/s."""
+    import torch
+
+    torch.set_num_threads(1)
+    out = {}
+    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(args.n, args.n, dtype=dt), torch.randn(args.n, args.n, dtype=dt)
+        a @ b
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+        out[name] = {"ms": round(best * 1e3, 2), "gflops": round(2 * args.n**3 / best / 1e9, 1)}
+    return {"n": args.n, "matmul": out, "bf16_speedup": round(out["fp32"]["ms"] / out["bf16"]["ms"], 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layout", default="1+1+2", help="generate+score+train ranks")
@@ -216,9 +235,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--response-len", type=int, default=128)
+    ap.add_argument("--matmul", action="store_true", help="time fp32 and bf16 matmuls instead")
+    ap.add_argument("--n", type=int, default=1024, help="matrix size of --matmul")
     ap.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     args = ap.parse_args()
-    print(json.dumps(activations(args) if args.activations else measure(args), indent=1))
+    run = matmul if args.matmul else activations if args.activations else measure
+    print(json.dumps(run(args), indent=1))
 
 
 if __name__ == "__main__":
