@@ -19,8 +19,9 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 #   python -c "from hpc_rlhf.config import *; print(fingerprint(load_config(PATH, OVERRIDES)))"
 # Shards and checkpoints carry the fingerprint: the same config must keep it. Re-printed when the
 # `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint;
-# again when `stage`, `sft:`, `rm.chat_template`, `rm.ranks` (the SFT and reward-model stages) and `model.lora`
-# (its keys but `export` are not resume-safe) were added.
+# again when `stage`, `sft:`, `rm.chat_template`, `rm.ranks` (the SFT and reward-model stages), `model.lora`
+# (its keys but `export` are not resume-safe) and `train:` were added, and layout.train became resume-safe
+# (checkpoints hold full states: issue 16, resharded resume).
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -30,10 +31,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "4e6fe3cdc4a9b4b9"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "4e6fe3cdc4a9b4b9"),
-    (TINY, [], "c875c31e914335c9"),
-    (TINY, OVERRIDES, "0f005f69d8ae999a"),
+    (None, [], "ad55e57de898086e"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "ad55e57de898086e"),
+    (TINY, [], "19743fbb58308e8c"),
+    (TINY, OVERRIDES, "27cf29d2665da69b"),
 ]
 
 
@@ -91,7 +92,6 @@ def test_a_run_config_round_trips_through_its_yaml(tmp_path):
     back = load_config(str(path))
     assert back == cfg and flatten(to_dict(back)) == flatten(to_dict(cfg)) and fingerprint(back) == fingerprint(cfg)
     assert resume_diff(load_config(TINY), cfg) == [
-        "layout.train: 1 -> 2",
         "ppo.kl.estimator: 'k1' -> 'k3'",
         "seed: 0 -> 3",
     ]

@@ -41,6 +41,7 @@ from hpc_rlhf.config.schema import (
     SFTConfig,
     SlurmConfig,
     TaskConfig,
+    TrainConfig,
 )
 from hpc_rlhf.errors import ConfigError, first_line
 
@@ -62,6 +63,7 @@ __all__ = [
     "RMConfig",
     "RuntimeConfig",
     "SFTConfig",
+    "TrainConfig",
     "SlurmConfig",
     "TaskConfig",
     "RESUME_SAFE_KEYS",
@@ -95,6 +97,9 @@ RESUME_SAFE_KEYS = (
     "runtime.allow_shared_gpu",
     "slurm.",
     "placement.",
+    "layout.train",  # checkpoints hold full states, whatever the train ranks' number or sharding
+    "train.sharding",
+    "train.activation_checkpointing",
 )
 
 
@@ -195,6 +200,7 @@ def check_resumable(saved: Config, new: Config, where: str) -> None:
         raise ConfigError(
             f"config differs from checkpoint '{where}' in keys not safe to change on resume: "
             + "; ".join(diff)
-            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts, slurm.* and placement.* may change;"
+            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts, slurm.*, placement.*, "
+            "layout.train and train.sharding/activation_checkpointing may change;"
             " start a new run_dir, or undo the change)"
         )

@@ -139,6 +139,11 @@ def _validate_lora(cfg: Config) -> None:
         ok = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name) is not None
         _check(ok, "model.lora.target_modules", f"'{name}' is not a module name (letters, digits, _ and .)")
     _check(
+        cfg.train.sharding == "none",
+        "train.sharding",
+        "fsdp with LoRA (model.lora.r > 0) is not supported yet: the adapters are small, set train.sharding=none",
+    )
+    _check(
         lo.export == "merged" or cfg.model.policy_path is not None,
         "model.lora.export",
         "'adapter' needs model.policy_path (the base folder the adapters apply to); a base built from "

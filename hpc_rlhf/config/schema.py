@@ -357,6 +357,18 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    sharding: Literal["none", "fsdp"] = "none"
+    """How the train ranks hold the policy, the value model and their AdamW states: `none` = full
+    copies on every rank (gradients all-reduced); `fsdp` = FSDP2 shards over the train ranks
+    (fully_shard per decoder layer; gradients reduce-scattered; a no-op with one train rank).
+    Checkpoints are the same either way, so it may change on resume (dist/fsdp.py)."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them
+    (less memory, one more forward per update; the same numbers). May change on resume."""
+
+
+@dataclass(frozen=True)
 class SlurmConfig:
     nodes: int = 1
     """Nodes of the job."""
@@ -457,6 +469,8 @@ class Config:
     """Progress bar and TensorBoard."""
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     """Devices, threads, timeouts, launcher."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """How the train ranks hold the models: sharding, activation checkpointing."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     """Submission to Slurm (`hpc-rlhf submit`)."""
     placement: PlacementConfig = field(default_factory=PlacementConfig)

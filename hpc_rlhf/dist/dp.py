@@ -2,7 +2,7 @@
 
     dp = DataParallel.from_mpi(train_comm, device, timeout_s, rt.rendezvous_addr, rt.rendezvous_port)
                                                        # gloo on CPU, NCCL on GPU; a no-op for 1 rank
-    dp.allreduce_grads(model.parameters())            # one flat SUM all-reduce per model
+    dp.allreduce_grads(model.parameters())            # SUM all-reduce, in place, in 16 MiB buckets
 
 Losses are normalised by the global token count, so the SUM of gradients over ranks equals the
 single-rank gradient (see docs/algorithms.md).
@@ -22,6 +22,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+BUCKET_ELEMS = 1 << 22  # 16 MiB of fp32 gradients per all-reduce bucket
+
+
+def _reduce_flat(grads: list[torch.Tensor]) -> None:
+    """One SUM all-reduce of `grads` packed into a flat buffer, copied back."""
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
+    off = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[off : off + n].view_as(g))
+        off += n
 
 
 class DataParallel:
@@ -51,16 +65,24 @@ class DataParallel:
         return cls(rank, size)
 
     def allreduce_grads(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """SUM-all-reduce the gradients in place: a gradient of at least BUCKET_ELEMS elements on its
+        own, smaller ones packed into flat buckets of about that size (never one flat copy of all
+        the gradients: that would cost a second full gradient's memory)."""
         if self.size == 1:
             return
-        grads = [p.grad for p in params if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
-        off = 0
-        for g in grads:
-            n = g.numel()
-            g.copy_(flat[off : off + n].view_as(g))
-            off += n
+        bucket: list[torch.Tensor] = []
+        n = 0
+        for g in (p.grad for p in params if p.grad is not None):
+            if g.numel() >= BUCKET_ELEMS and g.is_contiguous():
+                tdist.all_reduce(g, op=tdist.ReduceOp.SUM)
+                continue
+            bucket.append(g)
+            n += g.numel()
+            if n >= BUCKET_ELEMS:
+                _reduce_flat(bucket)
+                bucket, n = [], 0
+        if bucket:
+            _reduce_flat(bucket)
 
     def allreduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.size > 1:

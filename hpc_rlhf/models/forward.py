@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hpc_rlhf.models.lean import Lean
+from hpc_rlhf.models.lean import Lean, _lean_ok
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -136,6 +136,23 @@ def vocab_logits(model: torch.nn.Module, logits: torch.Tensor) -> torch.Tensor:
     """`logits` (..., V) cut to the ids `model` may emit (see limit_vocab)."""
     n = model.__dict__.get("_hpc_n_tokens")
     return logits if n is None else logits[..., :n]
+
+
+def checkpoint_layers(model: torch.nn.Module) -> None:
+    """Activation checkpointing per decoder layer for training `model`: its activations inside each
+    layer are recomputed in the backward pass (non-reentrant torch.utils.checkpoint), not kept. The
+    lean path checkpoints every layer but the last; other models take Hugging Face's
+    activation (gradient) checkpointing, which acts in train mode only (dropout is off in every model
+    built here, so train mode changes nothing else)."""
+    model._hpc_checkpoint_layers = True
+    model.__dict__.pop("_hpc_lean", None)
+    if not _lean_ok(model):
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        model.train()
 
 
 def _key_mask(batch: Batch, width: int) -> torch.Tensor | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 _LEAN_FAMILIES = ("llama", "qwen2", "mistral")
 _STATIC_ROPE = ("default", "linear", "llama3", "yarn")
@@ -65,6 +66,7 @@ class Lean:
         self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // self.n_heads
         self.eps = float(c.rms_norm_eps)
         self.rope = base.rotary_emb
+        self.checkpoint = bool(getattr(model, "_hpc_checkpoint_layers", False))  # forward.checkpoint_layers()
 
     @staticmethod
     def of(model: torch.nn.Module) -> Lean | None:
@@ -121,6 +123,9 @@ class Lean:
         h, hd, nkv = self.n_heads, self.head_dim, self.n_kv
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
+            if self.checkpoint and i != last and torch.is_grad_enabled():  # recomputed in backward
+                x = checkpoint(self._full_layer, layer, x, cos, sin, mask, use_reentrant=False)
+                continue
             att = layer.self_attn
             y = self.norm(x, layer.input_layernorm)
             k = _linear(y, att.k_proj).view(b, t, nkv, hd).transpose(1, 2)
@@ -147,6 +152,23 @@ class Lean:
         if q_from > 0 and not self.layers:
             x = x[:, q_from:]
         return self.norm(x, self.base.norm)
+
+    def _full_layer(self, layer, x, cos, sin, mask) -> torch.Tensor:
+        """One decoder layer over every column: the same operations as hidden()'s loop body."""
+        b, t, _ = x.shape
+        h, hd, nkv = self.n_heads, self.head_dim, self.n_kv
+        att = layer.self_attn
+        y = self.norm(x, layer.input_layernorm)
+        k = _linear(y, att.k_proj).view(b, t, nkv, hd).transpose(1, 2)
+        v = _linear(y, att.v_proj).view(b, t, nkv, hd).transpose(1, 2)
+        k = self.rotate(k, cos, sin)
+        q = _linear(y, att.q_proj).view(b, t, h, hd).transpose(1, 2)
+        q = self.rotate(q, cos, sin)
+        a = self.attend(q, k, v, mask, causal=True)
+        x = x + _linear(a, att.o_proj)
+        mlp = layer.mlp
+        y = self.norm(x, layer.post_attention_layernorm)
+        return x + _linear(F.silu(_linear(y, mlp.gate_proj)) * _linear(y, mlp.up_proj), mlp.down_proj)
 
     # -- generation: prefill + one-token steps over a preallocated KV cache (no autograd) ----------------
     @torch.no_grad()

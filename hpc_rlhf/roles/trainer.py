@@ -27,10 +27,14 @@ import torch
 
 from hpc_rlhf.algo import make_kl_controller
 from hpc_rlhf.config import Config
+from hpc_rlhf.dist import fsdp
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.dist.faults import maybe_fail
+from hpc_rlhf.dist.malloc import return_freed_memory
+from hpc_rlhf.dist.weights import cpu_state, load_state
 from hpc_rlhf.models import lora
 from hpc_rlhf.models.build import build_policy, build_value, load_tokenizer, place
+from hpc_rlhf.models.forward import checkpoint_layers
 from hpc_rlhf.models.generate import banned_tokens
 from hpc_rlhf.roles.metrics_log import source_means
 from hpc_rlhf.roles.timing import PhaseTimer, Spans
@@ -58,12 +62,26 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: str, device, dp: DataParallel):
         self.cfg, self.run_dir, self.device, self.dp = cfg, run_dir, device, dp
+        return_freed_memory()  # freed gradients and buffers leave the resident set (dist/malloc.py)
         self.tok = load_tokenizer(cfg, run_dir)
         policy = build_policy(cfg, self.tok, device)
         policy = lora.apply(policy, cfg) if lora.enabled(cfg) else policy  # LoRA: the adapters train
         self.policy = place(policy, device, cfg.runtime.bf16)
         critic = cfg.algo.uses_critic
         self.value = place(build_value(cfg, self.tok, device), device, cfg.runtime.bf16) if critic else None
+        # train.sharding=fsdp: FSDP2 shards over the train ranks (dist/fsdp.py); one rank: unsharded
+        self.sharded = cfg.train.sharding == "fsdp" and dp.size > 1
+        if self.sharded:
+            mesh = fsdp.train_mesh(dp.size, torch.device(device))
+            for model in (self.policy, self.value):
+                if model is not None:
+                    fsdp.shard_model(model, mesh)
+        # train.activation_checkpointing: each decoder layer's activations are recomputed in backward
+        # (after sharding: FSDP takes the HF path)
+        if cfg.train.activation_checkpointing:
+            for model in (self.policy, self.value):
+                if model is not None:
+                    checkpoint_layers(model)
         p = cfg.ppo
         # fused AdamW: one kernel per tensor instead of a dozen (4x faster per step on CPU)
         fused = {"fused": True} if torch.device(device).type in ("cpu", "cuda") else {}
@@ -127,12 +145,40 @@ class Trainer:
         self.last_step_data = sd
         return out
 
-    # -- state for checkpoints ------------------------------------------------------------------
+    # -- state for checkpoints and publishing ------------------------------------------------------
+    # With train.sharding=fsdp every method below is a collective of the train ranks (call it on all
+    # of them); the lead gets the full state, the others empty dicts. The layout is the unsharded one.
+    def policy_state(self, copy: bool = True) -> dict[str, torch.Tensor]:
+        """The policy's CPU tensors (dist/weights.cpu_state; copy=False: the model's own where it can)."""
+        return fsdp.full_model_state(self.policy) if self.sharded else cpu_state(self.policy, copy=copy)
+
+    def value_state(self) -> dict[str, torch.Tensor]:
+        """The value model's CPU tensors, not copied where they are the model's own."""
+        assert self.value is not None
+        return fsdp.full_model_state(self.value) if self.sharded else cpu_state(self.value, copy=False)
+
+    def load_weights(self, policy: dict, value: Optional[dict], what: str) -> None:
+        """Load full states (a checkpoint's) into the policy and, when given, the value model."""
+        if self.sharded:
+            fsdp.load_full_model_state(self.policy, policy)
+            if value is not None:
+                fsdp.load_full_model_state(self.value, value)
+            return
+        load_state(self.policy, policy, what)
+        if value is not None:
+            self.value.load_state_dict(value, strict=False)
+
+    def _optimizers(self) -> list[tuple[torch.nn.Module, torch.optim.Optimizer, str]]:
+        out = [(self.policy, self.opt_policy, "opt_policy")]
+        if self.value is not None and self.opt_value is not None:
+            out.append((self.value, self.opt_value, "opt_value"))
+        return out
+
     def optim_state(self) -> dict:
         """Optimizers, LR schedulers, KL controller, torch RNG; no value entries without a critic."""
-        out = {"opt_policy": self.opt_policy.state_dict()}
-        if self.opt_value is not None:
-            out["opt_value"] = self.opt_value.state_dict()
+        out = {}
+        for model, opt, key in self._optimizers():
+            out[key] = fsdp.full_optim_state(model, opt) if self.sharded else opt.state_dict()
         out["sched_policy"] = self.sched_policy.state_dict()
         if self.sched_value is not None:
             out["sched_value"] = self.sched_value.state_dict()
@@ -140,12 +186,12 @@ class Trainer:
 
     def load_optim_state(self, st: dict) -> None:
         """Restore `optim_state()`; raises KeyError when a value entry this trainer needs is missing."""
-        pairs = [(self.opt_policy, "opt_policy")]
-        if self.opt_value is not None:
-            pairs.append((self.opt_value, "opt_value"))
-        for opt, key in pairs:
+        for model, opt, key in self._optimizers():
             fused = [g.get("fused") for g in opt.param_groups]
-            opt.load_state_dict(st[key])
+            if self.sharded:
+                fsdp.load_full_optim_state(model, opt, st[key])
+            else:
+                opt.load_state_dict(st[key])
             for g, f in zip(opt.param_groups, fused):  # keep this build's kernel choice
                 g["fused"] = f
         self.sched_policy.load_state_dict(st["sched_policy"])

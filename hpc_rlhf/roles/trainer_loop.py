@@ -32,9 +32,9 @@ from hpc_rlhf.checkpoint.train_state import (
 from hpc_rlhf.config import Config
 from hpc_rlhf.dist.control import CTRL, SCORED, Control
 from hpc_rlhf.dist.dp import DataParallel
+from hpc_rlhf.dist.fsdp import unsharded
 from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.dist.versions import PolicyVersions
-from hpc_rlhf.dist.weights import cpu_state, load_state
 from hpc_rlhf.models.export import export_policy
 from hpc_rlhf.roles.metrics_log import MetricsLog, StepMetricHooks
 from hpc_rlhf.roles.trainer import Trainer
@@ -65,7 +65,8 @@ class TrainSession:
         self.tr = Trainer(cfg, run_dir, device, dp)
         self.n_prompts = len(PromptSet(cfg, self.tr.tok))  # for the data cursor of checkpoints
         # publish_files=False: the generator is in this process (takes the versions' tensors)
-        self.versions = PolicyVersions(run_dir, cfg.max_policy_lag, lead and publish_files)
+        # only the lead checkpoints: the other train ranks hold no version tensors
+        self.versions = PolicyVersions(run_dir, cfg.max_policy_lag, lead and publish_files, hold=lead)
         self.ledger = StepLedger(run_dir)
         if lead:  # no rank of this attempt writes before the lead publishes weights: safe to sweep
             clean_temporaries(run_dir)
@@ -85,25 +86,29 @@ class TrainSession:
             info = find_latest(self.run_dir)
         tr = self.tr
         if info is None:
-            self.versions.keep(0, cpu_state(tr.policy))
+            self.versions.keep(0, self._policy_state())
             return 0
         st = load_train_state(info.path, self.cfg)
         try:
-            load_state(tr.policy, st.policy, f"weights '{info.path}/policy.safetensors'")
-            if tr.value is not None:
-                if st.value is None:
-                    raise KeyError("no value model (value.safetensors) for algo.name=ppo")
-                tr.value.load_state_dict(st.value, strict=False)
+            if tr.value is not None and st.value is None:
+                raise KeyError("no value model (value.safetensors) for algo.name=ppo")
+            tr.load_weights(st.policy, st.value if tr.value is not None else None, f"weights '{info.path}'")
             tr.load_optim_state(st.optim)
         except (RuntimeError, KeyError) as e:
             raise unloadable(info.path, e) from None
         tr.version = st.version
         for v, tensors in st.behaviour.items():
             self.versions.keep(v, tensors)
-        self.versions.keep(st.version, cpu_state(tr.policy))
+        self.versions.keep(st.version, self._policy_state())
         if self.lead:
             self.ledger.restore(st.ledger)
         return st.step
+
+    def _policy_state(self) -> dict:
+        """The current policy's CPU tensors for the versions: a copy when older versions must be held
+        (max_policy_lag > 0), else the model's own tensors (no copy on a CPU rank; the one held
+        version is replaced before the next update could change them)."""
+        return self.tr.policy_state(copy=self.cfg.max_policy_lag > 0)
 
     def publish_initial(self) -> list[tuple[int, str]]:
         """Versions max(0, start-k) .. start, which the generators need before the next update."""
@@ -143,7 +148,7 @@ class TrainSession:
     def after_step(self, step: int, metrics: dict, entry: dict) -> tuple[int, str]:
         """Publish the new version, record the ledger line and the metrics, maybe checkpoint."""
         v = self.tr.version
-        path = self.versions.add(v, cpu_state(self.tr.policy))
+        path = self.versions.add(v, self._policy_state())
         if self.lead:
             self.ledger.append(step, entry)
             self.log.write(step, metrics)
@@ -165,18 +170,23 @@ class TrainSession:
         return True
 
     def checkpoint(self, next_step: int) -> None:
-        """Checkpoint the state before `next_step` (the lead writes; every rank notes the time)."""
+        """Checkpoint the state before `next_step` (the lead writes; every rank notes the time; with
+        train.sharding=fsdp every train rank takes part in gathering the full state)."""
         self.last_ckpt_time, self.last_ckpt_step = time.monotonic(), next_step
+        tr = self.tr
+        if not self.lead and not tr.sharded:
+            return
+        value = tr.value_state() if tr.value is not None else None
+        optim = tr.optim_state()
         if not self.lead:
             return
-        tr = self.tr
         self.sync.upto(next_step)
         st = TrainState(
             step=next_step,
             version=tr.version,
             policy=self.versions[tr.version],
-            value=cpu_state(tr.value, copy=False) if tr.value is not None else None,
-            optim=tr.optim_state(),
+            value=value,
+            optim=optim,
             behaviour={v: self.versions[v] for v in self.versions.older_than(tr.version)},
             ledger=self.ledger.read(),
             data_cursor=data_cursor(next_step, self.n_prompts, self.cfg.generate.prompts_per_step),
@@ -188,7 +198,10 @@ class TrainSession:
         if self.last_ckpt_step != self.cfg.total_steps:
             self.checkpoint(self.cfg.total_steps)
         if self.lead:
-            export_policy(self.run_dir, self.tr.policy, self.tr.tok)
+            policy = self.tr.policy
+            if self.tr.sharded:  # an unsharded model around the lead's full copy of the last version
+                policy = unsharded(policy, self.versions[self.tr.version])
+            export_policy(self.run_dir, policy, self.tr.tok)
 
     def close(self, verdict: str) -> None:
         """End the session: 'done' finishes the run (finish()); the metrics log is closed."""

@@ -91,7 +91,7 @@ def old_values(tr: Trainer, sd: StepData) -> Optional[torch.Tensor]:
     counts = [len(c) for c in np.array_split(np.arange(sd.size), dp.size)]
     lo = sum(counts[: dp.rank])
     idx = torch.arange(lo, lo + counts[dp.rank], device=tr.device)
-    if len(idx) >= 2 and torch.get_num_threads() >= 2:  # two halves of the rows side by side
+    if len(idx) >= 2 and torch.get_num_threads() >= 2 and not tr.sharded:  # two halves side by side
         half = len(idx) // 2
         a, b = run_pair(
             lambda: token_values(tr.value, sd.batch.select(idx[:half])),
@@ -238,18 +238,22 @@ def update(tr: Trainer, mb: Batch, sd: StepData, idx, tg: Targets, norms: Norms,
             out.update(optimizer_step(tr, "value", probe))
         return out
 
+    # FSDP (tr.sharded) runs collectives inside forward, backward and clipping: one model at a time,
+    # in the same order on every rank; its backward has reduce-scattered the gradients already
+    pair = run_pair if not tr.sharded else lambda f, g: (f(), g())
     if critic:
-        pol, val = run_pair(policy_part, value_part)
+        pol, val = pair(policy_part, value_part)
         out = {**pol, **val}
     else:
         out = policy_part()
     if not local:
-        with probe("wait/allreduce"):
-            tr.dp.allreduce_grads(tr.policy.parameters())
-            if critic:
-                tr.dp.allreduce_grads(tr.value.parameters())
+        if not tr.sharded:
+            with probe("wait/allreduce"):
+                tr.dp.allreduce_grads(tr.policy.parameters())
+                if critic:
+                    tr.dp.allreduce_grads(tr.value.parameters())
         if critic:
-            a, b = run_pair(lambda: optimizer_step(tr, "policy", probe), lambda: optimizer_step(tr, "value", probe))
+            a, b = pair(lambda: optimizer_step(tr, "policy", probe), lambda: optimizer_step(tr, "value", probe))
             out.update({**a, **b})
         else:
             out.update(optimizer_step(tr, "policy", probe))
@@ -266,6 +270,7 @@ def optimizer_step(tr: Trainer, name: str, probe: Probe = no_probe) -> dict[str,
         out = {}
         if tr.cfg.ppo.max_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tr.cfg.ppo.max_grad_norm, foreach=True)
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a DTensor
             out[f"ppo/{name}_grad_norm"] = float(norm)
         opt.step()
         sched.step()

@@ -1,6 +1,7 @@
 """kill -9 of the whole multi-rank job at seeded-random instants, resumed each time: the final weights
 are bit-identical to an uninterrupted run and every prompt is consumed exactly once per pass; for PPO, for
-GRPO (no value model) and for PPO with LoRA adapters (checkpoints hold the adapters only)."""
+GRPO (no value model), for PPO with LoRA adapters (checkpoints hold the adapters only) and for two
+FSDP-sharded trainers."""
 
 from __future__ import annotations
 
@@ -71,3 +72,20 @@ def test_lora_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, lora_
     for ckpt in glob.glob(f"{run}/checkpoints/step_*/policy.safetensors"):
         names = set(load_file(ckpt))
         assert names and all("lora_" in n or n == "hpc_rlhf.lora.base_sha256" for n in names), ckpt
+
+
+FSDP = ["layout.train=2", "train.sharding=fsdp", "total_steps=6"]
+
+
+def test_fsdp_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, mpiexec):
+    """Two trainers holding FSDP shards (the checkpoint gathers full states): killed once, resumed on
+    the same two, the run ends bit-identical to an uninterrupted one of the same layout."""
+    ref = tmp_path / "reference"
+    cli("train", *train_args, *FSDP, f"run_dir={ref}")
+    run = str(tmp_path / "run")
+    events = kr.kill_resume_cycle(
+        run, [*train_args, *FSDP], random.Random(20261130), kills=1, log=str(tmp_path / "log")
+    )
+    assert sum(1 for e in events if e.get("killed")) == 1, events
+    assert events[-1] == {"attempt": 1, "killed": False, "exit": 0}
+    assert kr.check_run(run, 6, kr.final_sha(str(ref))) == []

@@ -277,6 +277,7 @@ def test_disk_full_during_a_training_checkpoint(small_fs, tiny_rm):
     os.makedirs(run)
     sess = TrainSession(cfg, str(run), torch.device("cpu"), DataParallel(0, 1), lead=True)
     sess.checkpoint(1)
+    saved = {k: v.clone() for k, v in sess.versions[0].items()}  # the held version is the live policy
     first = find_latest(str(run))
     size = first.size_bytes
     st = os.statvfs(small_fs)
@@ -293,5 +294,5 @@ def test_disk_full_during_a_training_checkpoint(small_fs, tiny_rm):
     os.unlink(small_fs / "filler")
     again = TrainSession(cfg, str(run), torch.device("cpu"), DataParallel(0, 1), lead=True)
     assert again.start_step == 1
-    a, b = sess.versions[0], {k: v for k, v in again.tr.policy.state_dict().items() if k in sess.versions[0]}
+    a, b = saved, {k: v for k, v in again.tr.policy.state_dict().items() if k in saved}
     assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed weights are step 1's, not the failed save's

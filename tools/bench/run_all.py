@@ -104,6 +104,21 @@ def keep_earlier(res: dict, prev: dict) -> None:
         res["notes"] = prev["notes"]
 
 
+# Sections measured by scripts run_all.py does not run (tools/bench/memory.py, lora_memory.py) are written
+# by hand below this line of docs/performance.md; a rewrite copies them as they are.
+KEEP_MARK = "<!-- hand-written below: tools/bench/run_all.py keeps what follows as it is -->"
+
+
+def hand_written(md_path: str) -> str:
+    """The marked hand-written tail of the existing performance.md ("" when there is none)."""
+    if not os.path.exists(md_path):
+        return ""
+    with open(md_path) as f:
+        text = f.read()
+    i = text.find(KEEP_MARK)
+    return "" if i < 0 else "\n" + text[i:]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default=os.path.join(common.REPO, "docs"))
@@ -138,8 +153,10 @@ def main() -> int:
             res["notes"] = f.read()
     os.makedirs(args.out_dir, exist_ok=True)
     common.write_json(out_json, res)
-    with open(os.path.join(args.out_dir, "performance.md"), "w") as f:
-        f.write(markdown(res))
+    md_path = os.path.join(args.out_dir, "performance.md")
+    kept = hand_written(md_path)
+    with open(md_path, "w") as f:
+        f.write(markdown(res) + kept)
     print(f"[all] wrote {out_json} and performance.md", flush=True)
     return 0
 
