@@ -50,7 +50,8 @@ def open_table(path: str, what: str) -> datasets.Dataset:
 
 
 def _open_folder(path: str, what: str) -> datasets.Dataset:
-    if os.path.exists(os.path.join(path, "dataset_info.json")) or os.path.exists(os.path.join(path, "state.json")):
+    saved = (datasets.config.DATASET_INFO_FILENAME, datasets.config.DATASET_STATE_JSON_FILENAME)  # save_to_disk's
+    if any(os.path.exists(os.path.join(path, name)) for name in saved):
         try:
             ds = datasets.load_from_disk(path, keep_in_memory=True)
         except Exception as e:  # noqa: BLE001 -- any failure of the saved folder is the user's data
