@@ -18,7 +18,8 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 # Printed by the code before the config was frozen (commit 1e4f3bc, /work/main) with
 #   python -c "from hpc_rlhf.config import *; print(fingerprint(load_config(PATH, OVERRIDES)))"
 # Shards and checkpoints carry the fingerprint: the same config must keep it. Re-printed when the
-# `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint.
+# `reward:` and `algo:` sections (not resume-safe) were added, and again for the prompt-dataset keys (task.prompt_column,
+# label_column, chat_template, max_prompt_tokens, long_prompts): a new key changes every fingerprint.
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -28,10 +29,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "394b6412a14e0d72"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "394b6412a14e0d72"),
-    (TINY, [], "8cd699cb9ef679d6"),
-    (TINY, OVERRIDES, "90cda757c13f9286"),
+    (None, [], "fe2738bedd79776b"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "fe2738bedd79776b"),
+    (TINY, [], "30106e438b1193de"),
+    (TINY, OVERRIDES, "b6e80cf8ed855cf1"),
 ]
 
 

@@ -77,6 +77,23 @@ def _validate_algo(cfg: Config) -> None:
     _check(a.kl_loss_coef >= 0, "algo.kl_loss_coef", "must be >= 0")
 
 
+def _validate_task(cfg: Config) -> None:
+    """Where prompts come from; the file itself is read and checked by launch/prepare.py, before any job."""
+    t = cfg.task
+    if t.name in ("jsonl", "dataset"):
+        _check(t.prompts_path is not None, "task.prompts_path", f"must be set when task.name={t.name}")
+    _check(
+        t.max_prompt_tokens >= 0, "task.max_prompt_tokens", f"must be >= 0 (0 = no limit), got {t.max_prompt_tokens}"
+    )
+    if t.name != "dataset":
+        for key, value in (
+            ("chat_template", t.chat_template),
+            ("label_column", t.label_column is not None),
+            ("max_prompt_tokens", t.max_prompt_tokens != 0),
+        ):
+            _check(not value, f"task.{key}", f"applies to task.name=dataset only (got task.name={t.name})")
+
+
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express. Returns cfg."""
     for role in ("generate", "score", "train"):
@@ -124,8 +141,7 @@ def validate(cfg: Config) -> Config:
     _validate_algo(cfg)
     a = cfg.model.arch
     _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
-    if cfg.task.name == "jsonl":
-        _check(cfg.task.prompts_path is not None, "task.prompts_path", "must be set when task.name=jsonl")
+    _validate_task(cfg)
     _check(
         cfg.task.prompt_len_min >= 1 and cfg.task.prompt_len_max >= cfg.task.prompt_len_min,
         "task.prompt_len_max",
