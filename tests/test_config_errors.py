@@ -22,6 +22,7 @@ from tests.conftest import TINY, cli
         ("rm.heldout_frac=1.0", ["rm.heldout_frac", "[0, 1)"]),
         ("task.name=dataset", ["task.prompts_path", "task.name=dataset"]),
         ("task.chat_template=true", ["task.chat_template", "task.name=dataset only"]),  # the demo has no template
+        ("model.reward_tokenizer_path=configs", ["model.reward_tokenizer_path", "model.reward_path"]),
     ],
 )
 def test_cli_bad_input_is_one_line(override, words, tmp_path):

@@ -19,7 +19,8 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 #   python -c "from hpc_rlhf.config import *; print(fingerprint(load_config(PATH, OVERRIDES)))"
 # Shards and checkpoints carry the fingerprint: the same config must keep it. Re-printed when the
 # `reward:` and `algo:` sections (not resume-safe) were added, and again for the prompt-dataset keys (task.prompt_column,
-# label_column, chat_template, max_prompt_tokens, long_prompts): a new key changes every fingerprint.
+# label_column, chat_template, max_prompt_tokens, long_prompts) and the reward model's tokenizer keys
+# (model.reward_tokenizer_path, model.reward_chat_template): a new key changes every fingerprint.
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -29,10 +30,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "fe2738bedd79776b"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "fe2738bedd79776b"),
-    (TINY, [], "30106e438b1193de"),
-    (TINY, OVERRIDES, "b6e80cf8ed855cf1"),
+    (None, [], "e80964428eda85d8"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "e80964428eda85d8"),
+    (TINY, [], "7063bcba6e8171af"),
+    (TINY, OVERRIDES, "e42ef1c439ec8a2f"),
 ]
 
 

@@ -147,7 +147,13 @@ def validate(cfg: Config) -> Config:
         "task.prompt_len_max",
         "must be >= task.prompt_len_min >= 1",
     )
-    for key in ("model.policy_path", "model.reward_path", "model.tokenizer_path", "task.prompts_path", "rm.pairs_path"):
+    _check(
+        cfg.model.reward_tokenizer_path is None or cfg.model.reward_path is not None,
+        "model.reward_tokenizer_path",
+        "needs model.reward_path (a reward model built from model.arch reads the policy's tokens)",
+    )
+    paths = ("model.policy_path", "model.reward_path", "model.tokenizer_path", "model.reward_tokenizer_path")
+    for key in (*paths, "task.prompts_path", "rm.pairs_path"):
         path = get_key(cfg, key)
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"config key '{key}': path '{path}' does not exist; give a local folder or file")

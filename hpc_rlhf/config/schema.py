@@ -57,6 +57,13 @@ class ModelConfig:
     """Local folder written by `hpc-rlhf train-rm` (or any sequence classifier with one label)."""
     tokenizer_path: Optional[str] = None
     """Local tokenizer folder; unset = the policy folder's, or the demo's word-level tokenizer."""
+    reward_tokenizer_path: Optional[str] = None
+    """The reward model's tokenizer folder; unset = the reward model folder's own tokenizer files when it has
+    some, else the policy's. When it differs from the policy's, the scorer decodes prompt and response to text
+    and re-encodes them with it (models/retokenize.py); when the same, the policy's tokens are scored as they are."""
+    reward_chat_template: bool = False
+    """Re-encode for the reward model with its tokenizer's chat template (the prompt as the user turn, the
+    response as the assistant turn); applies only when the reward model's tokenizer differs from the policy's."""
     value_init: Literal["reward", "policy"] = "reward"
     """Initialise the value model from the reward model (NeMo-Aligner) or from the policy backbone."""
     arch: ArchConfig = field(default_factory=ArchConfig)
