@@ -110,3 +110,21 @@ def test_dataset_plain_text_gets_the_tokenizers_special_tokens_in_csv_and_saved_
         cfg = load_config(TINY, ["task.name=dataset", *over, f"model.tokenizer_path={tmp_path}/tok"])
         ps = PromptSet(cfg, load_tokenizer(cfg))
         assert ps[0].tolist() == [2, 4, 5] and ps.label(0) == "4" and ps.stats["data/prompts_dropped"] == 0
+
+
+def test_the_example_overlay_reads_a_chat_dataset(tmp_path):
+    """configs/dataset.yaml with the user's paths given: a Parquet file of chat messages, the chat template."""
+    import os
+
+    from hpc_rlhf.models.build import load_tokenizer
+    from tests.conftest import REPO
+    from tests.rollout.prompt_files import N_KEPT, chat_tokenizer, prompt_file
+
+    over = [
+        f"task.prompts_path={prompt_file(tmp_path / 'p.parquet')}",
+        f"model.tokenizer_path={chat_tokenizer(tmp_path / 't')}",
+    ]
+    cfg = load_config(os.path.join(REPO, "configs", "dataset.yaml"), over)
+    ps = PromptSet(cfg, load_tokenizer(cfg))
+    assert len(ps) == N_KEPT + 4 and ps.stats["data/prompts_dropped"] == 0  # 512 tokens: nothing dropped
+    assert ps[0][0] == ps[0][-1] == 2  # the template's <bos> turn ... <bos>
