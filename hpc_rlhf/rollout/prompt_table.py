@@ -49,12 +49,14 @@ def dataset_source(cfg: Config, tok: Any) -> TablePrompts:
     if t.chat_template:
         require_chat_template(tok, str(getattr(tok, "name_or_path", "the tokenizer")), "task.chat_template")
     column = ds.data.column(t.prompt_column).to_pylist()  # the Arrow column at once, not row by row
-    for i, prompt in enumerate(column):
+    for i, prompt in enumerate(column):  # every row, the ones a length limit drops too
         _check_prompt(prompt, f"{path}: row {i + 1}", t.prompt_column, t.chat_template)
+        if t.label_column is not None:
+            labels[i] = _label(labels[i], f"{path}: row {i + 1}", t.label_column)
     out = TablePrompts()
     out.labels, out.raw = [], []
     dropped = truncated = 0
-    for start in range(0, len(column), CHUNK):  # the tokenizer's batched call: ~10x faster than row by row
+    for start in range(0, len(column), CHUNK):  # the tokenizer's batched call
         chunk = column[start : start + CHUNK]
         for i, ids in enumerate(render_prompts(tok, chunk, t.chat_template), start):
             where = f"{path}: row {i + 1}"
@@ -67,7 +69,7 @@ def dataset_source(cfg: Config, tok: Any) -> TablePrompts:
                 ids, truncated = ids[-t.max_prompt_tokens :], truncated + 1
             out.append(np.asarray(ids, dtype=np.int32))
             out.raw.append(column[i])
-            out.labels.append(None if t.label_column is None else _label(labels[i], where, t.label_column))
+            out.labels.append(labels[i])
     if not out:
         raise UserError(
             f"{path}: all {len(ds)} prompts are longer than task.max_prompt_tokens={t.max_prompt_tokens} tokens; "
