@@ -53,9 +53,12 @@ JOBS = "jobs.jsonl"
 CODE = "code"
 RANKS = ".ranks"
 OWNER = "owner.json"
+RECIPE = "recipe.json"
+RECIPE_STAGES = ("sft", "rm", "rl")  # a recipe's stage run dirs, RUN_DIR/sft, RUN_DIR/rm, RUN_DIR/rl, in order
 
 # names inside a checkpoint folder (checkpoints/step_SSSSSS/)
 CKPT_POLICY = "policy.safetensors"
+CKPT_MODEL = "model.safetensors"  # the model of a supervised stage (sft, rm): stages/loop.py
 CKPT_VALUE = "value.safetensors"
 CKPT_OPTIM = "optim.safetensors"
 CKPT_OPTIM_SKELETON = "optim.json"
@@ -140,12 +143,14 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(f"{TIMING}/ROLE_R.jsonl", "every rank", "phase timings per step (HPC_RLHF_TIMING=1, tools/bench)"),
     Entry(f"{FINAL}/{FINAL_POLICY}/", "train lead", "the trained policy, a Hugging Face folder"),
     Entry(f"{REWARD_MODEL}/", "`train-rm`, demo", f"the reward model and its `{RM_REPORT}`"),
+    Entry(RECIPE, "`submit-recipe`", "a recipe's chain: each stage's run dir (`sft/`, `rm/`, `rl/`) and Slurm job"),
     Entry(DEMO_REPORT, "demo", "gold reward before and after, RM accuracy, KL, timings"),
     Entry(DEMO_CURVES, "demo", "gold reward, reward-model score and KL over the steps"),
     Entry(f"{SLURM}/", "submitit, `submit`", "sbatch scripts, per-task logs JOBID_R_log.{out,err}"),
     Entry(f"{SLURM}/{JOBS}", "`submit`, the job", "event log: submit, resume, requeue, cancel, ..."),
     Entry(f"{CODE}/hpc_rlhf/", "`submit`", "the package as it was at submission (slurm.snapshot_code)"),
     Entry(f"{RANKS}/rank_R.json", "every rank", "this attempt's rank R: pid, host, role; `rank_R.exit` on leaving"),
+    Entry(f"{RANKS}/node_K.token", "each node's first rank", "this attempt's token: proves RUN_DIR is shared"),
 )
 
 
@@ -261,6 +266,14 @@ class RunDir:
         return self._p(OWNER)
 
     @property
+    def recipe(self) -> str:
+        return self._p(RECIPE)
+
+    def recipe_stage(self, stage: str) -> str:
+        """The run dir of a recipe's stage (one of RECIPE_STAGES)."""
+        return self._p(stage)
+
+    @property
     def ranks(self) -> str:
         return self._p(RANKS)
 
@@ -269,6 +282,9 @@ class RunDir:
 
     def rank_exit(self, rank: int) -> str:
         return self._p(RANKS, f"rank_{rank:05d}.exit")
+
+    def node_token(self, node: int) -> str:
+        return self._p(RANKS, f"node_{node:03d}.token")
 
 
 def rank_of_info_name(name: str) -> Optional[int]:

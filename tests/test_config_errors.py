@@ -23,6 +23,7 @@ from tests.conftest import TINY, cli
         ("task.name=dataset", ["task.prompts_path", "task.name=dataset"]),
         ("task.chat_template=true", ["task.chat_template", "task.name=dataset only"]),  # the demo has no template
         ("model.reward_tokenizer_path=configs", ["model.reward_tokenizer_path", "model.reward_path"]),
+        ("model.lora.r=-1", ["model.lora.r", ">= 0"]),
     ],
 )
 def test_cli_bad_input_is_one_line(override, words, tmp_path):

@@ -18,9 +18,11 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 # Printed by the code before the config was frozen (commit 1e4f3bc, /work/main) with
 #   python -c "from hpc_rlhf.config import *; print(fingerprint(load_config(PATH, OVERRIDES)))"
 # Shards and checkpoints carry the fingerprint: the same config must keep it. Re-printed when the
-# `reward:` and `algo:` sections (not resume-safe) were added, and again for the prompt-dataset keys (task.prompt_column,
+# `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint;
+# again when `stage`, `sft:`, `rm.chat_template`, `rm.ranks` (the SFT and reward-model stages) and `model.lora`
+# (its keys but `export` are not resume-safe) were added, and for the prompt-dataset keys (task.prompt_column,
 # label_column, chat_template, max_prompt_tokens, long_prompts) and the reward model's tokenizer keys
-# (model.reward_tokenizer_path, model.reward_chat_template): a new key changes every fingerprint.
+# (model.reward_tokenizer_path, model.reward_chat_template).
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -30,10 +32,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "e80964428eda85d8"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "e80964428eda85d8"),
-    (TINY, [], "7063bcba6e8171af"),
-    (TINY, OVERRIDES, "e42ef1c439ec8a2f"),
+    (None, [], "fb2ff94fa2f1fc18"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "fb2ff94fa2f1fc18"),
+    (TINY, [], "626f8456436936d1"),
+    (TINY, OVERRIDES, "ae557c6ef8fe879c"),
 ]
 
 

@@ -30,12 +30,15 @@ from hpc_rlhf.config.schema import (
     KLConfig,
     LayoutConfig,
     LoggingConfig,
+    LoRAConfig,
     ModelConfig,
+    PlacementConfig,
     PPOConfig,
     RewardConfig,
     RewardSourceConfig,
     RMConfig,
     RuntimeConfig,
+    SFTConfig,
     SlurmConfig,
     TaskConfig,
 )
@@ -50,12 +53,15 @@ __all__ = [
     "KLConfig",
     "LayoutConfig",
     "LoggingConfig",
+    "LoRAConfig",
     "ModelConfig",
+    "PlacementConfig",
     "PPOConfig",
     "RewardConfig",
     "RewardSourceConfig",
     "RMConfig",
     "RuntimeConfig",
+    "SFTConfig",
     "SlurmConfig",
     "TaskConfig",
     "RESUME_SAFE_KEYS",
@@ -78,12 +84,17 @@ RESUME_SAFE_KEYS = (
     "checkpoint.every_min",
     "checkpoint.keep_last",
     "checkpoint.sync_rollouts",
+    "model.lora.export",
     "runtime.wait_timeout_s",
     "runtime.heartbeat_timeout_s",
     "runtime.lease_ttl_s",
     "runtime.mpiexec",
     "runtime.launcher",
+    "runtime.rendezvous_addr",
+    "runtime.rendezvous_port",
+    "runtime.allow_shared_gpu",
     "slurm.",
+    "placement.",
 )
 
 
@@ -184,6 +195,6 @@ def check_resumable(saved: Config, new: Config, where: str) -> None:
         raise ConfigError(
             f"config differs from checkpoint '{where}' in keys not safe to change on resume: "
             + "; ".join(diff)
-            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts and slurm.* may change;"
+            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts, slurm.* and placement.* may change;"
             " start a new run_dir, or undo the change)"
         )

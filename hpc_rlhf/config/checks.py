@@ -6,6 +6,7 @@ shape or reward-model value fails at load time, before anything is written or qu
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -29,6 +30,25 @@ def _validate_rm(cfg: Config) -> None:
     _check(0 <= r.heldout_frac < 1, "rm.heldout_frac", "must be in [0, 1) (the rest of the pairs trains)")
     _check(0 <= r.label_noise <= 1, "rm.label_noise", "must be in [0, 1]")
     _check(r.num_pairs >= 2, "rm.num_pairs", "must be >= 2 (one held out, one to train on)")
+    _check(r.ranks >= 1, "rm.ranks", "must be >= 1")
+
+
+def _validate_sft(cfg: Config) -> None:
+    """The SFT stage's values (`hpc-rlhf sft`); its data file is read (and its rows checked) by
+    launch/prepare.py before any rank starts or any job is queued."""
+    s = cfg.sft
+    for key in ("batch_size", "max_len", "ranks"):
+        _check(getattr(s, key) >= 1, f"sft.{key}", "must be >= 1")
+    _check(s.epochs >= 0, "sft.epochs", "must be >= 0")
+    _check(s.lr > 0, "sft.lr", "must be > 0")
+    _check(s.max_grad_norm >= 0, "sft.max_grad_norm", "must be >= 0 (0 = off)")
+    _check(
+        s.messages_column is None or s.chat_template,
+        "sft.chat_template",
+        "must be true when sft.messages_column is set (chat conversations are rendered with the template)",
+    )
+    if cfg.stage == "sft":
+        _check(s.data_path is not None, "sft.data_path", "must be set for `hpc-rlhf sft`: a JSONL, Parquet or CSV file")
 
 
 def _validate_runtime(cfg: Config) -> None:
@@ -36,6 +56,26 @@ def _validate_runtime(cfg: Config) -> None:
     _check(rt.wait_timeout_s > 0, "runtime.wait_timeout_s", "must be > 0")
     _check(rt.heartbeat_timeout_s >= 0, "runtime.heartbeat_timeout_s", "must be >= 0 (0 = off)")
     _check(rt.lease_ttl_s >= 1, "runtime.lease_ttl_s", "must be >= 1 (the lease is renewed every ttl/4 s)")
+    _check(0 <= rt.rendezvous_port <= 65535, "runtime.rendezvous_port", "must be in [0, 65535] (0 = a free port)")
+
+
+def _validate_placement(cfg: Config) -> None:
+    """`placement.*` syntax and the node indices against slurm.nodes (the allocation itself, i.e. which
+    ranks each node holds, is checked by dist/topology.py at submission and at start-up)."""
+    for role in ("generate", "score", "train"):
+        key, value = f"placement.{role}", getattr(cfg.placement, role)
+        try:
+            nodes = cfg.placement.nodes(role)
+        except ValueError:
+            raise ConfigError(
+                f"config key '{key}': '{value}' is not 'any' or distinct node indices such as 0 or 1,2"
+            ) from None
+        if nodes is not None and cfg.slurm.nodes > 1:
+            _check(
+                max(nodes) < cfg.slurm.nodes,
+                key,
+                f"names node {max(nodes)} but the job has slurm.nodes={cfg.slurm.nodes} (nodes 0-{cfg.slurm.nodes - 1})",
+            )
 
 
 def _validate_reward(cfg: Config) -> None:
@@ -94,6 +134,35 @@ def _validate_task(cfg: Config) -> None:
             _check(not value, f"task.{key}", f"applies to task.name=dataset only (got task.name={t.name})")
 
 
+def _validate_lora(cfg: Config) -> None:
+    """`model.lora`: a rank, a scale and module names (checked against the model when it is built:
+    hpc_rlhf/models/lora.py)."""
+    lo = cfg.model.lora
+    _check(lo.r >= 0, "model.lora.r", f"must be >= 0 (0 = off), got {lo.r}")
+    if lo.r == 0:
+        return
+    _check(
+        importlib.util.find_spec("peft") is not None,
+        "model.lora.r",
+        "LoRA needs the peft package: pip install 'hpc-rlhf[lora]' (or set model.lora.r=0)",
+    )
+    _check(lo.alpha > 0, "model.lora.alpha", f"must be > 0, got {lo.alpha}")
+    _check(
+        len(lo.target_modules) >= 1,
+        "model.lora.target_modules",
+        "needs at least one module name, e.g. [q_proj, v_proj]",
+    )
+    for name in lo.target_modules:
+        ok = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name) is not None
+        _check(ok, "model.lora.target_modules", f"'{name}' is not a module name (letters, digits, _ and .)")
+    _check(
+        lo.export == "merged" or cfg.model.policy_path is not None,
+        "model.lora.export",
+        "'adapter' needs model.policy_path (the base folder the adapters apply to); a base built from "
+        "model.arch exists in no folder: use export=merged",
+    )
+
+
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express. Returns cfg."""
     for role in ("generate", "score", "train"):
@@ -136,9 +205,11 @@ def validate(cfg: Config) -> Config:
     _check(p.clip_ratio > 0, "ppo.clip_ratio", "must be > 0")
     _check(cfg.checkpoint.keep_last >= 2, "checkpoint.keep_last", "must be >= 2")
     _validate_rm(cfg)
+    _validate_sft(cfg)
     _validate_runtime(cfg)
     _validate_reward(cfg)
     _validate_algo(cfg)
+    _validate_lora(cfg)
     a = cfg.model.arch
     _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
     _validate_task(cfg)
@@ -153,11 +224,12 @@ def validate(cfg: Config) -> Config:
         "needs model.reward_path (a reward model built from model.arch reads the policy's tokens)",
     )
     paths = ("model.policy_path", "model.reward_path", "model.tokenizer_path", "model.reward_tokenizer_path")
-    for key in (*paths, "task.prompts_path", "rm.pairs_path"):
+    for key in (*paths, "task.prompts_path", "rm.pairs_path", "sft.data_path"):
         path = get_key(cfg, key)
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"config key '{key}': path '{path}' does not exist; give a local folder or file")
     _validate_slurm(cfg)
+    _validate_placement(cfg)
     return cfg
 
 
@@ -168,7 +240,7 @@ def validate(cfg: Config) -> Config:
 
 def _validate_slurm(cfg: Config) -> None:
     """The Slurm shape against the layout (one MPI rank per Slurm task) and the `slurm:` values."""
-    s, world, lay = cfg.slurm, cfg.layout.world_size, cfg.layout
+    s, world, lay = cfg.slurm, cfg.world_size, cfg.layout
     _check(s.nodes >= 1, "slurm.nodes", f"must be >= 1 (got {s.nodes})")
     _check(
         s.tasks_per_node >= 0,

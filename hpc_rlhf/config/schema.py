@@ -49,6 +49,29 @@ class ArchConfig:
     """Tie input and output embeddings."""
 
 
+LORA_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adapters on the policy (peft; docs/lora.md): only the adapters train, the reference is
+    the base with the adapters disabled, publishing and checkpoints carry the adapters only. No dropout
+    (as in all four models: a dropout mask would be a random draw outside the seeded plan)."""
+
+    r: int = 0
+    """Adapter rank (0 = off: the whole policy trains)."""
+    alpha: float = 16.0
+    """Scale numerator: the adapter update is (alpha / r) * B @ A."""
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_DEFAULT_TARGETS))
+    """Names of the Linear modules that get adapters (llama family: attention q/k/v/o and the MLP
+    projections; gpt2: c_attn, c_proj, c_fc); names the model lacks fail when the policy is built."""
+    export: Literal["merged", "adapter"] = "merged"
+    """RUN_DIR/final/policy as `merged`: a plain Hugging Face folder (base + adapters folded in), or
+    `adapter`: a peft adapter folder (adapter_config.json names the base folder)."""
+    init_seed: int = 4321
+    """Seed of the adapters' random init (A; B starts at zero, so version 0 is the base exactly)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     policy_path: Optional[str] = None
@@ -70,6 +93,8 @@ class ModelConfig:
     """Architecture used when building models from scratch."""
     init_seed: int = 1234
     """Seed of the random init of models built from `arch` (independent of the run seed)."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """Train low-rank adapters instead of the whole policy (lora.r > 0)."""
 
 
 @dataclass(frozen=True)
@@ -227,6 +252,48 @@ class RMConfig:
     """Fraction of pairs held out for pairwise accuracy."""
     out_dir: Optional[str] = None
     """Where the trained reward model is saved (default RUN_DIR/reward_model)."""
+    chat_template: bool = False
+    """Render each pair's prompt (a `prompt` string or a `messages` list) with the tokenizer's chat template and
+    its generation prompt; false: the prompt text as it is (messages then need the template)."""
+    ranks: int = 1
+    """MPI ranks of `hpc-rlhf train-rm` (stage=rm), data-parallel: each takes an equal share of every batch."""
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Supervised fine-tuning, `hpc-rlhf sft` (stage=sft): the first stage of the recipe (docs/your_model.md)."""
+
+    data_path: Optional[str] = None
+    """Examples: a JSONL/JSON/Parquet/CSV/TSV file or a saved dataset folder (hpc_rlhf/data/tables.py)."""
+    prompt_column: str = "prompt"
+    """Column of the prompt text (prompt/response data)."""
+    response_column: str = "response"
+    """Column of the response text the model learns to write (the loss is on its tokens and the EOS only)."""
+    messages_column: Optional[str] = None
+    """When set: the column of chat conversations (lists of {role, content}) used instead of prompt/response; the
+    loss is on the assistant turns' tokens. Needs sft.chat_template=true."""
+    chat_template: bool = False
+    """Render the prompt with the tokenizer's chat template and its generation prompt, the response appended
+    + EOS; false: prompt text (with the tokenizer's BOS if it adds one) + response text + EOS."""
+    max_len: int = 512
+    """Longest example in tokens: longer ones are cut at the end (of the response); one left with no response
+    token is dropped and counted (sft/dropped in the report). With packing: the length of a packed row."""
+    packing: bool = False
+    """Pack examples (in their shuffled order) into rows of max_len tokens; attention never crosses from one
+    example to another (a block-diagonal causal mask, positions restart per example)."""
+    epochs: int = 1
+    """Passes over the examples."""
+    batch_size: int = 8
+    """Examples (packing: packed rows) per optimizer step, over all ranks."""
+    lr: float = 1e-4
+    """AdamW learning rate (constant)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip (0 = off)."""
+    ranks: int = 1
+    """MPI ranks, data-parallel: each takes an equal share of every batch; the loss is normalised by the batch's
+    global token count, so any number of ranks computes the single-rank update (up to float order)."""
 
 
 REWARD_FUNCTION_ARGS = ("prompts", "responses", "prompt_ids", "response_ids", "labels")  # hpc_rlhf/rewards
@@ -303,6 +370,15 @@ class RuntimeConfig:
     lease_ttl_s: float = 60.0
     """The run directory's lease (RUN_DIR/owner.json) expires this long after its owner's last renewal:
     the longest a crashed owner on another node blocks a resume (launch/lease.py)."""
+    rendezvous_addr: str = ""
+    """Address the train group's torch.distributed (gloo/NCCL) rendezvous listens on ("" = the address of
+    the first trainer's host name, as the other nodes resolve it; set it to pick a network interface)."""
+    rendezvous_port: int = 0
+    """TCP port of that rendezvous (0 = a free port the first trainer picks; set it where a firewall
+    opens only some ports)."""
+    allow_shared_gpu: bool = False
+    """Let several ranks of a node use one GPU (more ranks on a node than its visible GPUs); refused
+    otherwise, since two ranks on one GPU share its memory and time without saying so."""
 
 
 @dataclass(frozen=True)
@@ -346,9 +422,36 @@ class SlurmConfig:
 
 
 @dataclass(frozen=True)
+class PlacementConfig:
+    """Which nodes of the job each role group runs on: `any`, or node indices such as `0` or `1,2`
+    (node i = the i-th node of the allocation, which holds ranks i*tasks_per_node and on). Checked against
+    the allocation by `hpc-rlhf submit` (--dry-run too) and again at start-up (dist/topology.py)."""
+
+    generate: str = "any"
+    """Nodes of the generation group (`any` or comma-separated node indices)."""
+    score: str = "any"
+    """Nodes of the scoring group (`any` or comma-separated node indices)."""
+    train: str = "any"
+    """Nodes of the training group (`any` or comma-separated node indices)."""
+
+    def nodes(self, role: str) -> Optional[tuple[int, ...]]:
+        """The node indices of `role` (None = any node); ValueError on a malformed value."""
+        value = str(getattr(self, role)).strip()
+        if value == "any":
+            return None
+        out = tuple(int(x) for x in value.split(","))  # ValueError: not integers
+        if not out or min(out) < 0 or len(set(out)) != len(out):
+            raise ValueError(value)
+        return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
 class Config:
     run_dir: str = "runs/demo"
     """Everything of a run lives here: config, rollouts, checkpoints, metrics, final model."""
+    stage: Literal["rl", "sft", "rm"] = "rl"
+    """What the run dir runs: `rl` (PPO/GRPO/..., `hpc-rlhf train`), `sft` (`hpc-rlhf sft`) or `rm`
+    (`hpc-rlhf train-rm`); set by those commands. It decides the MPI world size (`world_size`)."""
     seed: int = 0
     """Run seed: every random draw derives from it and the identity of what is drawn."""
     total_steps: int = 40
@@ -369,6 +472,8 @@ class Config:
     """The algorithm: ppo or a critic-free one, loss aggregation, where the KL goes."""
     rm: RMConfig = field(default_factory=RMConfig)
     """The reward-model stage (`hpc-rlhf train-rm`)."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """The supervised fine-tuning stage (`hpc-rlhf sft`)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Where the reward comes from: the reward model and/or functions (`reward.sources`)."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -379,6 +484,13 @@ class Config:
     """Devices, threads, timeouts, launcher."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     """Submission to Slurm (`hpc-rlhf submit`)."""
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    """Which nodes each role group runs on (a multi-node job); results do not depend on it."""
+
+    @property
+    def world_size(self) -> int:
+        """MPI ranks of the run: the layout's sum for stage=rl, sft.ranks or rm.ranks for those stages."""
+        return {"sft": self.sft.ranks, "rm": self.rm.ranks}.get(self.stage, self.layout.world_size)
 
 
 def _sections(cls: type, path: str = "") -> dict[type, str]:

@@ -50,8 +50,8 @@ def open_table(path: str, what: str) -> datasets.Dataset:
 
 
 def _open_folder(path: str, what: str) -> datasets.Dataset:
-    saved = (datasets.config.DATASET_INFO_FILENAME, datasets.config.DATASET_STATE_JSON_FILENAME)  # save_to_disk's
-    if any(os.path.exists(os.path.join(path, name)) for name in saved):
+    markers = (datasets.config.DATASET_INFO_FILENAME, datasets.config.DATASET_STATE_JSON_FILENAME)
+    if any(os.path.exists(os.path.join(path, m)) for m in markers):  # dataset_info.json, state.json
         try:
             ds = datasets.load_from_disk(path, keep_in_memory=True)
         except Exception as e:  # noqa: BLE001 -- any failure of the saved folder is the user's data

@@ -1,6 +1,7 @@
 """Data parallelism of the train group with torch.distributed, initialised from its MPI communicator.
 
-    dp = DataParallel.from_mpi(train_comm, device)   # gloo on CPU, NCCL on GPU; a no-op for 1 rank
+    dp = DataParallel.from_mpi(train_comm, device, timeout_s, rt.rendezvous_addr, rt.rendezvous_port)
+                                                       # gloo on CPU, NCCL on GPU; a no-op for 1 rank
     dp.allreduce_grads(model.parameters())            # one flat SUM all-reduce per model
 
 Losses are normalised by the global token count, so the SUM of gradients over ranks equals the
@@ -9,7 +10,6 @@ single-rank gradient (see docs/algorithms.md).
 
 from __future__ import annotations
 
-import os
 import socket
 from datetime import timedelta
 from typing import Iterable
@@ -29,20 +29,24 @@ class DataParallel:
         self.rank, self.size, self.group = rank, size, group
 
     @classmethod
-    def from_mpi(cls, comm, device: torch.device, timeout_s: float = 600.0) -> DataParallel:
-        """comm: the train group's mpi4py communicator (or None for a single trainer)."""
+    def from_mpi(
+        cls, comm, device: torch.device, timeout_s: float = 600.0, addr: str = "", port: int = 0
+    ) -> DataParallel:
+        """comm: the train group's mpi4py communicator (or None for a single trainer). The rendezvous is
+        the first trainer's `addr`:`port` (runtime.rendezvous_addr/_port): "" = the address its host name
+        resolves to, 0 = a free port it picks; it tells the others over MPI."""
         if comm is None or comm.Get_size() == 1:
             return cls(0, 1)
         rank, size = comm.Get_rank(), comm.Get_size()
-        addr = None
+        url = None
         if rank == 0:
-            host = os.environ.get("HPC_RLHF_MASTER_ADDR") or socket.gethostbyname(socket.gethostname())
-            addr = f"tcp://{host}:{_free_port()}"
-        addr = comm.bcast(addr, root=0)
+            host = addr or socket.gethostbyname(socket.gethostname())
+            url = f"tcp://{host}:{port or _free_port()}"
+        url = comm.bcast(url, root=0)
         backend = "nccl" if device.type == "cuda" else "gloo"
         if not tdist.is_initialized():
             tdist.init_process_group(
-                backend, init_method=addr, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s)
+                backend, init_method=url, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s)
             )
         return cls(rank, size)
 

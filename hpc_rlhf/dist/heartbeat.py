@@ -3,6 +3,7 @@
     hb = Heartbeat(run_dir, rank, world, timeout_s=30, on_dead=abort_world, attempt=token)
     hb.start()        # a thread beats into RUN_DIR/.ranks/rank_R.beat and reads every other rank's beat
     hb.stop()         # this rank leaves on purpose (it writes its exit note next)
+    hb.wait_verdict() # after lost_peer(error): let the watch name the vanished peer first
 
 Every rank writes a counter to its beat file every timeout/6 s and watches the counters of the others.
 A rank whose counter has not moved for `timeout_s` by the watcher's own clock, and which left no exit
@@ -49,6 +50,7 @@ class Heartbeat:
         self._thread: Optional[threading.Thread] = None
         self.beats = 0
         self.verdict = ""
+        self._dead = threading.Event()
 
     def beat_path(self, rank: int) -> str:
         return self.rd.rank_info(rank)[: -len(".json")] + ".beat"
@@ -64,6 +66,14 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+
+    def wait_verdict(self) -> str:
+        """Wait (at most the timeout and two beats) for this watch to name a dead or stopped peer; its
+        verdict, or "" when none came. For a rank whose collective failed because a peer vanished (see
+        lost_peer): the heartbeat then names the peer, its role and host, where the transport error
+        names an address at best."""
+        self._dead.wait(self.timeout_s + 2 * self.interval_s)
+        return self.verdict
 
     def _beat(self) -> None:
         self.beats += 1
@@ -109,6 +119,7 @@ class Heartbeat:
                 limit = self.timeout_s if last is not None else self.startup_s
                 if now - since > limit and not self._stop.is_set():
                     self.verdict = self._describe(r, now - since, last is None)
+                    self._dead.set()
                     self.on_dead(self.verdict)
                     return
 
@@ -125,3 +136,13 @@ class Heartbeat:
             f"{who} sent no heartbeat for {silent_s:.0f} s (killed, stopped or its node lost; "
             f"runtime.heartbeat_timeout_s={self.timeout_s:g})"
         )
+
+
+# What torch.distributed's transports say when the rank at the other end of a connection vanished.
+_PEER_LOSS = ("connection reset by peer", "connection closed by peer", "broken pipe", "remote process exited")
+
+
+def lost_peer(e: BaseException) -> bool:
+    """`e` says a peer of a collective vanished (gloo/NCCL), not what failed here."""
+    text = f"{type(e).__name__} {e}".lower()
+    return type(e).__name__ in ("DistNetworkError",) or any(p in text for p in _PEER_LOSS)

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from hpc_rlhf.checkpoint.tensorfile import write_tensors
+from hpc_rlhf.models import lora
 from hpc_rlhf.rundir import RunDir, parse_weights_name, tmp_path
 
 
@@ -27,7 +28,10 @@ def weights_path(run_dir: str, version: int) -> str:
 
 def cpu_state(model: torch.nn.Module, copy: bool = True) -> dict[str, torch.Tensor]:
     """The model's tensors, detached, on the CPU, tied weights stored once; copy=False: the model's own
-    CPU tensors where they already are (valid until the model changes)."""
+    CPU tensors where they already are (valid until the model changes). A policy with LoRA adapters:
+    the adapters alone (copies) and its base's hash (models/lora.py): what is published and checkpointed."""
+    if lora.is_lora(model):
+        return lora.adapter_state(model)
     seen: dict[int, str] = {}
     out = {}
     for k, v in model.state_dict().items():
@@ -61,6 +65,8 @@ def load_into(model: torch.nn.Module, path: str) -> None:
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """Copy `state` (a cpu_state of the same architecture; tied weights stored once) into `model`."""
+    if lora.is_lora(model):  # adapters only, onto the same base (models/lora.py)
+        return lora.load_adapters(model, state, what)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if "lm_head" in k or "wte" in k or "embed" in k}
     if set(missing) - tied or unexpected:

@@ -3,7 +3,9 @@
     hpc-rlhf demo [key=value ...]              # the embedded default: RM stage + multi-rank PPO + report
     hpc-rlhf train CONFIG [key=value ...]      # PPO (resumes when RUN_DIR holds a checkpoint)
     hpc-rlhf resume RUN_DIR                    # continue a stopped run locally (see also: submit/resume)
-    hpc-rlhf train-rm CONFIG [key=value ...]   # reward model on preference pairs (Bradley-Terry)
+    hpc-rlhf train-rm CONFIG [key=value ...]   # reward model on preference pairs (Bradley-Terry; rm.ranks)
+    hpc-rlhf sft CONFIG [key=value ...]        # supervised fine-tuning (sft.ranks); exports RUN_DIR/final/policy
+    hpc-rlhf submit-recipe CONFIG [--dry-run]  # SFT -> reward model -> RL as three chained Slurm jobs
     hpc-rlhf checkpoints RUN_DIR               # committed checkpoints: step, time, size, validity
     hpc-rlhf submit|status|cancel|logs ...     # Slurm (submitit)
     hpc-rlhf archive summary|show|export|plot|verify RUN_DIR
@@ -68,14 +70,21 @@ def _cmd_checkpoints(args) -> int:
     return 0
 
 
-def _cmd_train_rm(args) -> int:
+def _cmd_stage(args) -> int:
+    """`sft` and `train-rm`: the supervised stages, run like `train` (mpiexec -n sft.ranks / rm.ranks, resume)."""
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.stages.reward_model import train_reward_model
+    from hpc_rlhf.launch.prepare import prepare_run, run_local
 
-    cfg = load_config(args.config, args.overrides)
-    with _owned(cfg, "train-rm"):
-        report = train_reward_model(cfg)
-    print(f"reward model saved to {report['out_dir']}; held-out pairwise accuracy {report['rm_pairwise_accuracy']:.3f}")
+    cfg = load_config(args.config, [*args.overrides, f"stage={args.stage}"])
+    with _owned(cfg, args.command):
+        return run_local(*prepare_run(cfg))
+
+
+def _cmd_recipe(args) -> int:
+    from hpc_rlhf.config import load_config
+    from hpc_rlhf.launch.recipe import submit_recipe
+
+    submit_recipe(load_config(args.config, args.overrides), args.config, dry_run=args.dry_run)
     return 0
 
 
@@ -96,10 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*", help="resume-safe overrides (e.g. total_steps=80)")
     p.set_defaults(func=_cmd_resume)
-    p = sub.add_parser("train-rm", help="train the reward model on preference pairs")
+    p = sub.add_parser("train-rm", help="train the reward model on preference pairs (resumes a stopped run)")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
-    p.set_defaults(func=_cmd_train_rm)
+    p.set_defaults(func=_cmd_stage, stage="rm")
+    p = sub.add_parser("sft", help="supervised fine-tuning on prompt/response or chat data (resumes a stopped run)")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_stage, stage="sft")
+    p = sub.add_parser("submit-recipe", help="SFT, reward model and RL as three chained Slurm jobs")
+    p.add_argument("config", help="YAML config with sft:, rm: and the RL sections (RUN_DIR holds the three stages)")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--dry-run", action="store_true", help="print the three sbatch scripts; submit nothing")
+    p.set_defaults(func=_cmd_recipe)
     p = sub.add_parser("demo", help="the synthetic gold-rule demo: RM stage, PPO, report")
     p.add_argument("--config", default=None, help="YAML config (default: configs/demo.yaml values, embedded)")
     p.add_argument("overrides", nargs="*")

@@ -58,7 +58,7 @@ def mpiexec_command(cfg: Config, run_dir: str, watched: bool = False) -> list[st
         raise UserError(
             f"runtime.mpiexec '{cfg.runtime.mpiexec}' not found on PATH; `pip install mpich` or point it at your site MPI"
         )
-    world = cfg.layout.world_size
+    world = cfg.world_size
     extra = ["-disable-auto-cleanup"] if watched else []
     return [exe, *extra, "-n", str(world), sys.executable, "-m", "hpc_rlhf.launch.worker", run_dir]
 
@@ -71,7 +71,7 @@ def launch_local(cfg: Config, run_dir: str) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1", **launcher_env())  # the ranks watch this process
     clear_rank_notes(run_dir)  # notes of an earlier attempt
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=die_with_parent)
-    world = cfg.layout.world_size
+    world = cfg.world_size
     stopper = _Stopper(proc, world)
     watcher = _Watcher(proc, run_dir, world) if watched else None
     hits = {"n": 0}

@@ -6,8 +6,9 @@
 `prepare_run` is what every way of starting a run does before any rank starts (`hpc-rlhf train`,
 `resume`, `demo`, and the Slurm submission): refuse a config that differs from the run's latest
 checkpoint in keys not safe to change on resume, save the tokenizer to RUN_DIR/tokenizer (the
-archive decodes with it), read the prompt file and the reward model's tokenizer (bad data is a one-line
-error here, not a failed job) and write RUN_DIR/config.yaml, which every rank reads. The config is frozen:
+archive decodes with it), read the data of an SFT or reward-model stage, or an RL run's prompt file and
+reward-model tokenizer (bad data fails here, before any job is queued) and write RUN_DIR/config.yaml,
+which every rank reads. The config is frozen:
 it returns a copy whose run_dir is absolute, and that copy is the one to launch.
 """
 
@@ -34,8 +35,15 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
 
         check_start(info.path, cfg)  # the config may resume it; its optimizer state is plain data
     save_run_tokenizer(cfg, run_dir)  # fails early with a one-line error; the archive decodes with it
-    check_inputs(cfg, run_dir)  # the prompt file row by row, the reward model's tokenizer
-    if cfg.model.reward_path is None and any(s.kind == "model" for s in cfg.reward.sources):  # else none is loaded
+    if cfg.model.lora.r > 0:  # adapters on modules the policy has (its architecture, no weights)
+        from hpc_rlhf.models.lora import check_targets
+
+        check_targets(cfg, run_dir)
+    if cfg.stage != "rl":  # sft, rm: their data, read and checked row by row before any rank starts
+        check_stage_data(cfg, run_dir)
+    else:
+        check_inputs(cfg, run_dir)  # the prompt file row by row, the reward model's tokenizer
+    if cfg.stage == "rl" and cfg.model.reward_path is None and any(s.kind == "model" for s in cfg.reward.sources):
         print(
             "warning: model.reward_path is unset: PPO runs against a randomly initialised reward model "
             "(train one with `hpc-rlhf train-rm`)",
@@ -44,6 +52,21 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
     with open(RunDir(run_dir).config, "w") as f:
         f.write(to_yaml(cfg))
     return cfg, run_dir
+
+
+def check_stage_data(cfg: Config, run_dir: str) -> None:
+    """Read a supervised stage's data as its ranks will (a one-line UserError naming file, row and fix)."""
+    from hpc_rlhf.models.build import load_tokenizer
+
+    tok = load_tokenizer(cfg, run_dir)
+    if cfg.stage == "sft":
+        from hpc_rlhf.stages.sft import load_examples
+
+        load_examples(cfg, tok)
+    else:
+        from hpc_rlhf.stages.reward_model import load_pairs
+
+        load_pairs(cfg, tok)
 
 
 def run_local(cfg: Config, run_dir: str) -> int:

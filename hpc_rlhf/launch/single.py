@@ -13,6 +13,7 @@ import time
 
 from hpc_rlhf.config import Config
 from hpc_rlhf.dist.dp import DataParallel
+from hpc_rlhf.models import lora
 from hpc_rlhf.roles.generator import Generator
 from hpc_rlhf.roles.scorer import Scorer
 from hpc_rlhf.roles.trainer_loop import TrainSession
@@ -22,8 +23,10 @@ from hpc_rlhf.rollout.plan import behaviour_version
 def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
     """Run (or resume) the whole run in this process. Returns 'done' or 'stop'."""
     sess = TrainSession(cfg, run_dir, device, DataParallel(0, 1), lead=True, publish_files=False)
-    gen = Generator(cfg, run_dir, device, 0)
-    scorer = Scorer(cfg, run_dir, device, 0)
+    policy = sess.tr.policy  # LoRA: one base in the process (docs/lora.md); the generator shares it at lag 0
+    share = lora.enabled(cfg)
+    gen = Generator(cfg, run_dir, device, 0, policy if share and cfg.max_policy_lag == 0 else None)
+    scorer = Scorer(cfg, run_dir, device, 0, lora.BaseView(policy) if share else None)
     verdict = "done"
     for step in range(sess.start_step, cfg.total_steps):
         t0 = time.perf_counter()

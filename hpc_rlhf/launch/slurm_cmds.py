@@ -253,6 +253,11 @@ def _h_submit(args: argparse.Namespace) -> int:
 
 
 def _h_status(args: argparse.Namespace) -> int:
+    if os.path.exists(RunDir(str(args.run_dir)).recipe):  # a recipe's folder: the chain of its three jobs
+        from hpc_rlhf.launch.recipe import recipe_status
+
+        recipe_status(args.run_dir)
+        return 0
     status(args.run_dir)
     return 0
 

@@ -281,7 +281,7 @@ class SlurmTask:
         """The run's config, once SLURM_NTASKS and the MPI world both equal the layout's world size."""
         ntasks = int(os.environ.get("SLURM_NTASKS", "1"))
         cfg = load_config(RunDir(self.run_dir).config)
-        world = cfg.layout.world_size
+        world = cfg.world_size
         if ntasks != world:
             raise ConfigError(f"the job has SLURM_NTASKS={ntasks} tasks but the layout world size is {world}")
         from mpi4py import MPI

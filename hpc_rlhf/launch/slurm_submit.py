@@ -7,6 +7,7 @@ What a submission does
 1. Takes the Slurm shape from the config (`slurm_shape`): `slurm.nodes * slurm.tasks_per_node`
    (tasks_per_node=0 means world / nodes) equals `layout.generate + layout.score + layout.train`, one MPI
    rank per Slurm task; config.validate checked that, and every other `slurm:` value, at load time.
+   `placement.*` (which nodes each role group runs on) must fit that allocation (`check_placement`).
 2. Creates RUN_DIR, writes the resolved config to RUN_DIR/config.yaml (refusing a RUN_DIR that holds a run
    with a config that differs in keys that are not resume-safe), and with `slurm.snapshot_code` copies the
    `hpc_rlhf` package directory to RUN_DIR/code/hpc_rlhf; the job puts RUN_DIR/code first on PYTHONPATH, so
@@ -74,7 +75,19 @@ def slurm_shape(cfg: Config) -> tuple[int, int]:
     and every other `slurm:` value, with one-line ConfigErrors; nothing here raises.
     """
     s = cfg.slurm
-    return s.nodes, s.tasks_per_node or cfg.layout.world_size // s.nodes
+    return s.nodes, s.tasks_per_node or cfg.world_size // s.nodes
+
+
+def check_placement(cfg: Config) -> None:
+    """`placement.*` against the job's allocation (Slurm's block distribution: node k holds ranks
+    k*tasks_per_node and on): a one-line ConfigError when the groups cannot be placed. The worker checks
+    again at start-up against the nodes MPI finds (dist/nodes.py)."""
+    from hpc_rlhf.dist.topology import Topology
+
+    if cfg.stage != "rl":  # sft, rm: every rank runs the stage; there are no role groups to place
+        return
+    nodes, tpn = slurm_shape(cfg)
+    Topology.build(nodes * tpn, cfg.layout, cfg.placement, [r // tpn for r in range(nodes * tpn)])
 
 
 def _parse_extra_sbatch(options: list[str]) -> dict[str, Any]:
@@ -106,7 +119,7 @@ def executor_parameters(cfg: Config, run_dir: Path) -> dict[str, Any]:
     setup = list(s.setup)
     setup.append("# hpc_rlhf: drop MPICH shared memory left by a killed attempt (a requeued job keeps its id)")
     if nodes > 1:
-        setup.append(f"srun --nodes={nodes} --ntasks-per-node=1 --mpi=none bash -c '{SHM_CLEANUP}'")
+        setup.append(f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --mpi=none bash -c '{SHM_CLEANUP}'")
     else:
         setup.append(SHM_CLEANUP)
     setup.append(f"export HPC_RLHF_RUN_DIR={_q(str(run_dir))}")
@@ -241,6 +254,7 @@ def submit(
     """
     out = out or sys.stdout
     nodes, tpn = slurm_shape(cfg)
+    check_placement(cfg)  # --dry-run too: a placement the allocation cannot meet is never queued
     run_dir = Path(cfg.run_dir).expanduser().absolute()
     cfg = dataclasses.replace(cfg, run_dir=str(run_dir))
     params = executor_parameters(cfg, run_dir)

@@ -1,7 +1,9 @@
 """One MPI rank of a run: `python -m hpc_rlhf.launch.worker RUN_DIR` (what mpiexec/srun start).
 
-Reads RUN_DIR/config.yaml, finds its role from the world size and the layout, resumes from the
-latest checkpoint, and runs its role loop. Exit status: 0 = run finished; runtime.requeue_exit_code
+Reads RUN_DIR/config.yaml, finds the nodes (dist/nodes.py: every node must see the same RUN_DIR; rank 0
+logs hosts and clocks), its role from the world size, the layout and `placement.*` (stage=sft or rm: every
+rank runs that stage, stages/), its device (GPU <local rank>), resumes from the latest checkpoint, and runs its
+role loop. Exit status: 0 = run finished; runtime.requeue_exit_code
 (75) = stopped by a signal after a checkpoint, requeue me; 1 = this rank failed: it prints its rank,
 role and error, then aborts the whole MPI world so no rank is left waiting.
 
@@ -39,6 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = argv[0]
     stop = StopFlag().install()  # first: a stop signal during the imports below only sets the flag
     watch_launcher()  # a local run's rank ends with its launcher, however that dies (launch/orphans.py)
+    if not os.path.isfile(RunDir(run_dir).config):  # a node-local run_dir (checked before the
+        # seconds of importing torch): the submitting host wrote it elsewhere
+        import socket
+
+        print(
+            f"error: {RunDir(run_dir).config} does not exist on host {socket.gethostname()}: run_dir must be a "
+            "prepared run directory every node sees (a shared filesystem, not a node-local path)",
+            file=sys.stderr,
+            flush=True,
+        )
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.Abort(2)  # ranks on nodes that do see it must not wait for this one
+        return 2
     import torch
 
     from hpc_rlhf.config import load_config
@@ -47,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dataclasses.replace(load_config(RunDir(run_dir).config), run_dir=run_dir)
     from mpi4py import MPI
 
+    from hpc_rlhf.dist.nodes import NodeMap, check_shared_run_dir, local_device
     from hpc_rlhf.dist.topology import Topology
-    from hpc_rlhf.models.build import pick_device
 
     comm = MPI.COMM_WORLD
     rank, role = comm.Get_rank(), "?"
@@ -63,13 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     attempt = comm.bcast(uuid.uuid4().hex[:12] if rank == 0 else None, root=0)  # this start's token
     hb = None
     try:
-        topo = Topology.build(comm.Get_size(), cfg.layout)
-        role = topo.role(rank)
-        register_rank(run_dir, rank, role, topo.index(rank), attempt)
+        nodes = NodeMap.gather(comm)  # which node each rank is on, by MPI itself (dist/nodes.py)
+        if rank == 0:
+            print(nodes.report(), flush=True)  # hosts and clocks, in the run's log
+        if nodes.count > 1:
+            check_shared_run_dir(comm, run_dir, nodes, attempt)
+        rl = cfg.stage == "rl"
+        topo = Topology.build(comm.Get_size(), cfg.layout, cfg.placement, nodes.node_of_rank) if rl else None
+        role = topo.role(rank) if topo is not None else cfg.stage  # sft, rm: every rank trains
+        register_rank(run_dir, rank, role, topo.index(rank) if topo is not None else rank, attempt)
         hb = _start_heartbeat(cfg, run_dir, comm, role, attempt)
         torch.set_num_threads(_threads(cfg, comm))
-        device = pick_device(cfg.runtime.device)
-        if topo.single:
+        device = local_device(cfg.runtime, nodes, rank)  # cuda:<local rank> + set_device, or cpu
+        if topo is None:
+            verdict = _run_stage(cfg, run_dir, comm, device, stop)
+        elif topo.single:
             from hpc_rlhf.launch.single import run_single
 
             verdict = run_single(cfg, run_dir, device, stop)
@@ -78,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # noqa: BLE001 - any failure must take the whole world down
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
+        from hpc_rlhf.dist.heartbeat import lost_peer
+
+        if hb is not None and lost_peer(e):  # a peer vanished (e.g. a trainer on another node): the
+            hb.wait_verdict()  # heartbeats name it, with its host, and end the job (they abort the world)
         note_exit(run_dir, rank, "failed", attempt)
         print(f"error: rank {rank} ({role}) failed: {type(e).__name__}: {first_line(e)}", file=sys.stderr, flush=True)
         if not isinstance(e, UserError):
@@ -112,6 +140,19 @@ def _start_heartbeat(cfg, run_dir: str, comm, role: str, attempt: str):
         comm.Abort(1)
 
     return Heartbeat(run_dir, rank, world, timeout, peer_lost, attempt=attempt).start()
+
+
+def _run_stage(cfg, run_dir: str, comm, device, stop) -> str:
+    """A supervised stage (stage=sft or rm, stages/): every rank of the world trains, data-parallel."""
+    if comm.Get_size() != cfg.world_size:
+        from hpc_rlhf.errors import ConfigError
+
+        raise ConfigError(f"MPI world size {comm.Get_size()} != {cfg.stage}.ranks = {cfg.world_size}")
+    if cfg.stage == "sft":
+        from hpc_rlhf.stages.sft import run_rank
+    else:
+        from hpc_rlhf.stages.reward_model import run_rank
+    return run_rank(cfg, run_dir, comm, device, stop)
 
 
 def _run_role(cfg, run_dir: str, comm, topo, device, stop) -> str:

@@ -169,11 +169,11 @@ def place(model: torch.nn.Module, device: torch.device, bf16: bool) -> torch.nn.
     return model
 
 
-def pick_device(setting: str) -> torch.device:
-    """`auto`: this rank's local GPU when there is one (by SLURM_LOCALID / MPI local rank), else CPU."""
+def pick_device(setting: str, local_rank: int = 0) -> torch.device:
+    """`auto`: GPU `local_rank` (this rank's rank on its node, from MPI: dist/nodes.py) when there is a
+    GPU, else CPU. dist.nodes.local_device adds the double-booking check and torch.cuda.set_device."""
     if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise UserError("runtime.device=cuda but no CUDA device is visible; use runtime.device=auto or cpu")
-    local = int(os.environ.get("SLURM_LOCALID", os.environ.get("MPI_LOCALRANKID", "0")))
-    return torch.device("cuda", local % torch.cuda.device_count())
+    return torch.device("cuda", local_rank % torch.cuda.device_count())

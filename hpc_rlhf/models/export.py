@@ -4,6 +4,7 @@
 
 Written aside under a temporary name, then renamed into place: a kill never leaves a half-written
 final policy.
+A LoRA policy (models/lora.py) is written merged or as a peft adapter folder (model.lora.export).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from hpc_rlhf.models import lora
 from hpc_rlhf.rundir import TMP_MARK, RunDir, remove_tree
 
 
@@ -20,8 +22,11 @@ def export_policy(run_dir: str, policy: PreTrainedModel, tok: PreTrainedTokenize
     Returns the folder."""
     out = RunDir(run_dir).final_policy
     tmp = os.path.join(os.path.dirname(out), f"{TMP_MARK}{os.path.basename(out)}-{os.getpid()}")
-    policy.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
+    if lora.is_lora(policy):  # merged or an adapter folder, as model.lora.export says
+        lora.export(policy, tok, tmp)
+    else:
+        policy.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
     remove_tree(out)
     os.replace(tmp, out)
     return out

@@ -21,6 +21,7 @@ from hpc_rlhf.dist.control import CTRL, SHARD, Control
 from hpc_rlhf.dist.faults import maybe_fail
 from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.dist.weights import load_into, load_state
+from hpc_rlhf.models import lora
 from hpc_rlhf.models.build import build_policy, load_tokenizer, place
 from hpc_rlhf.models.generate import SamplingParams, sample
 from hpc_rlhf.roles.timing import PhaseTimer
@@ -30,10 +31,15 @@ from hpc_rlhf.rollout.shard import normalize, pack_ragged, reusable, write_shard
 
 
 class Generator:
-    def __init__(self, cfg: Config, run_dir: str, device, rank: int):
+    def __init__(self, cfg: Config, run_dir: str, device, rank: int, policy=None):
+        """policy: a model to sample with instead of building one (the single-rank loop's LoRA policy)."""
         self.cfg, self.run_dir, self.rank = cfg, run_dir, rank
         self.tok = load_tokenizer(cfg, run_dir)
-        self.policy = place(build_policy(cfg, self.tok), device, cfg.runtime.bf16)
+        if policy is None:
+            policy = build_policy(cfg, self.tok)
+            policy = lora.apply(policy, cfg) if lora.enabled(cfg) else policy  # LoRA: base + adapters (peft)
+            policy = place(policy, device, cfg.runtime.bf16)
+        self.policy = policy
         self.prompts = PromptSet(cfg, self.tok)
         self.version = -1  # no weights loaded yet: trainer 0 publishes every version a generator uses
         self.fp = fingerprint(cfg)

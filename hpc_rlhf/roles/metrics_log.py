@@ -5,6 +5,7 @@
     log.close()
     hooks = StepMetricHooks(cfg, tok)             # logging.step_metrics, loaded by name
     metrics.update(hooks(responses))              # {name: float} of every hook, in the listed order
+    metrics.update(source_means(parts, names))    # score/reward/NAME: each reward source's step mean
 
 Metric names carry their role: `gen/`, `score/`, `ppo/`, `time/` (see roles/trainer.py).
 """
@@ -60,6 +61,16 @@ class MetricsLog:
             self.bar.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def source_means(parts: Sequence[dict], names: Sequence[str]) -> dict[str, float]:
+    """`score/reward/NAME`: the mean over a step's samples of each reward source's value (unweighted;
+    `score/reward_mean` is their weighted sum). `parts`: the step's scored shards' fields, each with a
+    (N, S) `reward_sources`; `names`: the S sources in column order (reward.sources)."""
+    values = np.concatenate([np.asarray(p["reward_sources"], dtype=np.float64) for p in parts])
+    if values.shape[1] != len(names):
+        raise ValueError(f"reward_sources has {values.shape[1]} columns for the sources {list(names)}")
+    return {f"score/reward/{n}": float(values[:, j].mean()) for j, n in enumerate(names)}
 
 
 class StepMetricHooks:

@@ -36,7 +36,9 @@ from hpc_rlhf.rollout.shard import normalize, read_shard, reusable, unpack_ragge
 
 
 class Scorer:
-    def __init__(self, cfg: Config, run_dir: str, device, rank: int):
+    def __init__(self, cfg: Config, run_dir: str, device, rank: int, reference=None):
+        """reference: the reference model to use instead of building one (the single-rank loop's LoRA base,
+        models/lora.BaseView: no second copy)."""
         self.cfg, self.run_dir, self.rank, self.device = cfg, run_dir, rank, device
         self.tok = load_tokenizer(cfg, run_dir)
         self.sources = RewardSources(cfg)
@@ -44,7 +46,9 @@ class Scorer:
         self.retok = RewardTokens.of(cfg, self.tok) if self.reward is not None else None  # RM's own tokenizer
         raw = self.retok is not None and self.retok.chat  # the RM's chat template takes the prompts as written
         self.prompts = PromptSet(cfg, self.tok) if self.sources.needs_text or raw else None  # the labels
-        self.reference = place(build_reference(cfg, self.tok), device, cfg.runtime.bf16)
+        if reference is None:  # the initial policy; with LoRA that is the base (adapters start at zero)
+            reference = place(build_reference(cfg, self.tok), device, cfg.runtime.bf16)
+        self.reference = reference
         self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
         self.fp = fingerprint(cfg)
         self.durable = cfg.checkpoint.sync_rollouts == "every_shard"

@@ -29,8 +29,10 @@ from hpc_rlhf.algo import make_kl_controller
 from hpc_rlhf.config import Config
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.dist.faults import maybe_fail
+from hpc_rlhf.models import lora
 from hpc_rlhf.models.build import build_policy, build_value, load_tokenizer, place
 from hpc_rlhf.models.generate import banned_tokens
+from hpc_rlhf.roles.metrics_log import source_means
 from hpc_rlhf.roles.timing import PhaseTimer, Spans
 from hpc_rlhf.roles.trainer_step import StepData, advantages, close_step, minibatch_epochs, old_values
 from hpc_rlhf.rollout.shard import read_shard
@@ -57,13 +59,15 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: str, device, dp: DataParallel):
         self.cfg, self.run_dir, self.device, self.dp = cfg, run_dir, device, dp
         self.tok = load_tokenizer(cfg, run_dir)
-        self.policy = place(build_policy(cfg, self.tok), device, cfg.runtime.bf16)
+        policy = build_policy(cfg, self.tok)
+        policy = lora.apply(policy, cfg) if lora.enabled(cfg) else policy  # LoRA: the adapters train
+        self.policy = place(policy, device, cfg.runtime.bf16)
         critic = cfg.algo.uses_critic
         self.value = place(build_value(cfg, self.tok), device, cfg.runtime.bf16) if critic else None
         p = cfg.ppo
         # fused AdamW: one kernel per tensor instead of a dozen (4x faster per step on CPU)
         fused = {"fused": True} if torch.device(device).type in ("cpu", "cuda") else {}
-        self.opt_policy = torch.optim.AdamW(self.policy.parameters(), lr=p.lr, weight_decay=p.weight_decay, **fused)
+        self.opt_policy = torch.optim.AdamW(lora.trainable(self.policy), lr=p.lr, weight_decay=p.weight_decay, **fused)
         self.opt_value = (
             torch.optim.AdamW(self.value.parameters(), lr=p.value_lr, weight_decay=p.weight_decay, **fused)
             if self.value is not None
@@ -102,6 +106,7 @@ class Trainer:
         t_update = time.perf_counter() - t0 - t_read - t_prep
         t_opt = spans.paired_max("optimizer/policy", "optimizer/value")  # the two models step side by side
         out = close_step(self, sd, tg, means)
+        out.update(source_means(parts, [s.name for s in self.cfg.reward.sources]))
         out.update(
             {
                 "time/train_read_s": t_read,

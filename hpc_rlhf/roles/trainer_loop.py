@@ -219,7 +219,8 @@ def run_trainer(
 ) -> str:
     """A train rank's loop, resuming from checkpoint `start` (None: fresh; FIND: look it up). Returns
     'done' or 'stop'."""
-    dp = DataParallel.from_mpi(train_comm, device, cfg.runtime.wait_timeout_s)
+    rt = cfg.runtime
+    dp = DataParallel.from_mpi(train_comm, device, rt.wait_timeout_s, rt.rendezvous_addr, rt.rendezvous_port)
     lead = ctl.rank == topo.trainer0
     sess = TrainSession(cfg, run_dir, device, dp, lead, start=start)
     others = [r for r in range(topo.world_size) if r not in topo.train]

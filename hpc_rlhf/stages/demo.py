@@ -145,7 +145,7 @@ def _reward_stage(cfg: Config) -> tuple[Config, dict]:
     if cfg.model.reward_path is None:
         if not os.path.exists(os.path.join(rm_dir, RM_REPORT)):
             print("[demo] training the reward model on gold-labelled preference pairs ...", flush=True)
-            train_reward_model(cfg, cfg.run_dir)
+            train_reward_model(cfg, cfg.run_dir, persist=False)  # no checkpoints in the PPO run dir
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, reward_path=rm_dir))
     with open(os.path.join(rm_dir, RM_REPORT)) as f:
         rm = json.load(f)

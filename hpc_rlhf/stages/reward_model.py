@@ -1,11 +1,17 @@
-"""The reward-model stage: `hpc-rlhf train-rm CONFIG` trains a scalar-head Transformer on
+"""The reward-model stage: `hpc-rlhf train-rm CONFIG [key=value ...]` trains a scalar-head Transformer on
 preference pairs with the Bradley-Terry loss, -log sigmoid(r(chosen) - r(rejected)).
 
-Pairs come from `rm.pairs_path` (JSONL lines {"prompt","chosen","rejected"} as text, or HDF5 with
-flat token arrays `prompt_tokens/chosen_tokens/rejected_tokens` and int64 `*_offsets`), or for the
-demo task are synthesised from the gold rule. A held-out split (`rm.heldout_frac`) gives the
-pairwise accuracy. The model is saved as a Hugging Face folder (`rm.out_dir`, default
-RUN_DIR/reward_model) that PPO loads through `model.reward_path`.
+    hpc-rlhf train-rm configs/tiny.yaml run_dir=runs/rm rm.ranks=2     # mpiexec -n 2; resumes a stopped run
+    hpc-rlhf submit configs/tiny.yaml stage=rm run_dir=runs/rm           # the same on Slurm
+
+Pairs come from `rm.pairs_path`: a table (JSONL/Parquet/CSV/saved dataset, data/pairs.py) of
+{"prompt" | "messages", "chosen", "rejected"} rows, rendered with the chat template when `rm.chat_template`,
+or HDF5 with flat token arrays `prompt_tokens/chosen_tokens/rejected_tokens` and int64 `*_offsets`; for the
+demo task they are synthesised from the gold rule. A held-out split (`rm.heldout_frac`) gives the pairwise
+accuracy. Step s trains on slice s of the epoch's permutation (drawn from (seed, epoch)), split over the
+`rm.ranks` ranks (stages/loop.py: gradients summed, checkpoints, the agreed stop, exact resume); one rank
+computes exactly what the single-process stage of 0.1.0 did. The model is saved as a Hugging Face folder
+(`rm.out_dir`, default RUN_DIR/reward_model) that PPO loads through `model.reward_path`.
 """
 
 from __future__ import annotations
@@ -20,18 +26,23 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from hpc_rlhf.config import Config
-from hpc_rlhf.errors import UserError
+from hpc_rlhf.data.chat import require_chat_template
+from hpc_rlhf.data.pairs import table_pairs
+from hpc_rlhf.data.tables import open_table
+from hpc_rlhf.errors import UserError, first_line
 from hpc_rlhf.launch.prepare import save_run_tokenizer
-from hpc_rlhf.models.build import _no_dropout, build_reward, load_tokenizer
+from hpc_rlhf.models.build import _no_dropout, _seeded, build_reward, load_tokenizer
 from hpc_rlhf.models.forward import make_batch, sequence_scores
-from hpc_rlhf.rundir import RM_REPORT, RunDir
+from hpc_rlhf.rundir import RM_REPORT, RunDir, write_atomic
+from hpc_rlhf.stages.loop import StageRun
 
 
 def load_pairs(cfg: Config, tok) -> list[dict]:
+    """The preference pairs of `rm.pairs_path` (HDF5 token arrays, or a table: data/pairs.py), or the demo's."""
     path = cfg.rm.pairs_path
     if path is None:
         if cfg.task.name != "demo":
-            raise UserError("rm.pairs_path is unset; give a JSONL or HDF5 file of preference pairs")
+            raise UserError("rm.pairs_path is unset; give a JSONL, Parquet, CSV or HDF5 file of preference pairs")
         from hpc_rlhf.demo.task import GoldTask
 
         t = cfg.task
@@ -40,35 +51,32 @@ def load_pairs(cfg: Config, tok) -> list[dict]:
             cfg.rm.num_pairs, cfg.generate.max_new_tokens, tok.eos_token_id, cfg.rm.label_noise
         )
     if path.endswith((".h5", ".hdf5")):
+        return _h5_pairs(path)
+    if cfg.rm.chat_template:
+        require_chat_template(
+            tok, cfg.model.tokenizer_path or cfg.model.policy_path or "the tokenizer", "rm.chat_template"
+        )
+    return table_pairs(tok, open_table(path, "rm.pairs_path"), path, cfg.rm.chat_template)
+
+
+def _h5_pairs(path: str) -> list[dict]:
+    try:
         with h5py.File(path, "r", locking=False) as f:
             cols = {}
             for k in ("prompt", "chosen", "rejected"):
                 if f"{k}_tokens" not in f or f"{k}_offsets" not in f:
-                    raise UserError(f"{path}: needs datasets {k}_tokens and {k}_offsets")
+                    raise UserError(f"{path}: needs datasets {k}_tokens and {k}_offsets (int64 offsets, n+1 each)")
                 flat, off = f[f"{k}_tokens"][()], f[f"{k}_offsets"][()]
                 cols[k] = [flat[off[i] : off[i + 1]] for i in range(len(off) - 1)]
-        return [
-            {"prompt": p, "chosen": c, "rejected": r}
-            for p, c, r in zip(cols["prompt"], cols["chosen"], cols["rejected"])
-        ]
-    pairs = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                enc = {
-                    k: np.asarray(tok(d[k], add_special_tokens=False)["input_ids"], dtype=np.int32)
-                    for k in ("prompt", "chosen", "rejected")
-                }
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(
-                    f"{path}:{n}: expected a JSON object with prompt, chosen and rejected strings"
-                ) from None
-            for k in ("chosen", "rejected"):
-                enc[k] = np.concatenate([enc[k], [tok.eos_token_id]]).astype(np.int32)
-            pairs.append(enc)
+    except OSError as e:
+        raise UserError(f"{path}: not a readable HDF5 file ({first_line(e)}); fix or re-export it") from None
+    pairs = [
+        {"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(cols["prompt"], cols["chosen"], cols["rejected"])
+    ]
+    for i, p in enumerate(pairs):
+        for k in ("chosen", "rejected"):
+            if len(p[k]) == 0:
+                raise UserError(f"{path}: pair {i + 1}: {k} is empty; every pair needs two non-empty answers")
     if not pairs:
         raise UserError(f"{path}: no preference pairs found")
     return pairs
@@ -78,66 +86,111 @@ def _initial_model(cfg: Config, tok):
     if cfg.model.reward_path is None and cfg.model.policy_path is not None:
         conf = _no_dropout(AutoConfig.from_pretrained(cfg.model.policy_path, local_files_only=True))
         conf.num_labels, conf.pad_token_id = 1, tok.pad_token_id
-        return AutoModelForSequenceClassification.from_pretrained(
-            cfg.model.policy_path, config=conf, local_files_only=True
+        return _seeded(  # the new score head's random init: from the run's init seed, not the RNG's history
+            cfg.model.init_seed + 1,
+            lambda: AutoModelForSequenceClassification.from_pretrained(
+                cfg.model.policy_path, config=conf, local_files_only=True
+            ),
         )
     return build_reward(cfg, tok)
 
 
-def _scores(model, pairs: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _scores(model, pairs: list[dict], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     prompts = [p["prompt"] for p in pairs]
     batch = make_batch(prompts + prompts, [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], pad_id)
-    s = sequence_scores(model, batch)
+    s = sequence_scores(model, batch.to(device) if device is not None else batch)
     return s[: len(pairs)], s[len(pairs) :]
 
 
 @torch.no_grad()
-def pairwise_accuracy(model, pairs: list[dict], pad_id: int, batch_size: int = 256) -> float:
+def pairwise_accuracy(model, pairs: list[dict], pad_id: int, batch_size: int = 256, device=None) -> float:
     hits = 0
     for i in range(0, len(pairs), batch_size):
-        c, r = _scores(model, pairs[i : i + batch_size], pad_id)
+        c, r = _scores(model, pairs[i : i + batch_size], pad_id, device)
         hits += int((c > r).sum())
     return hits / max(1, len(pairs))
 
 
-def train_reward_model(cfg: Config, run_dir: str | None = None) -> dict:
-    run_dir = run_dir or cfg.run_dir
-    t0 = time.time()
-    save_run_tokenizer(cfg, run_dir)
-    tok = load_tokenizer(cfg, run_dir)
-    pairs = load_pairs(cfg, tok)
+def _split(cfg: Config, pairs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(held-out, train) pairs: a permutation drawn from the run seed alone."""
     perm = np.random.default_rng([cfg.seed, 0x4D]).permutation(len(pairs))
     n_held = max(1, int(len(pairs) * cfg.rm.heldout_frac))
-    held, train = [pairs[i] for i in perm[:n_held]], [pairs[i] for i in perm[n_held:]]
-    model = _initial_model(cfg, tok).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.rm.lr)
-    acc0 = pairwise_accuracy(model.eval(), held, tok.pad_token_id)
+    return [pairs[i] for i in perm[:n_held]], [pairs[i] for i in perm[n_held:]]
+
+
+def _heldout_accuracy(run: StageRun, model, held: list[dict], pad_id: int) -> float:
+    """Pairwise accuracy on the held-out pairs, each rank scoring its share."""
+    mine = [held[i] for i in run.share(np.arange(len(held)))]
+    hits = pairwise_accuracy(model.eval(), mine, pad_id, device=run.device) * len(mine) if mine else 0.0
     model.train()
-    losses = []
-    for epoch in range(cfg.rm.epochs):
-        order = np.random.default_rng([cfg.seed, 0x4D, epoch]).permutation(len(train))
-        for i in range(0, len(order), cfg.rm.batch_size):
-            c, r = _scores(model, [train[j] for j in order[i : i + cfg.rm.batch_size]], tok.pad_token_id)
+    return run.allreduce_sum(round(hits)) / len(held)
+
+
+def train_reward_model(
+    cfg: Config, run_dir: str | None = None, comm=None, stop=None, device=None, persist: bool = True
+) -> dict | None:
+    """Train (or resume) the reward model on this rank; the report, or None when stopped after a checkpoint.
+
+    comm: the MPI world of a `train-rm` run (None: this process alone); persist=False (the demo, inside a PPO
+    run dir) writes no checkpoints or metrics."""
+    run_dir = run_dir or cfg.run_dir
+    t0 = time.time()
+    if comm is None:  # launched runs have it from launch/prepare.py
+        save_run_tokenizer(cfg, run_dir)
+    tok = load_tokenizer(cfg, run_dir)
+    held, train = _split(cfg, load_pairs(cfg, tok))
+    run = StageRun(cfg, run_dir, comm, device or torch.device("cpu"), stop, persist)
+    model = _initial_model(cfg, tok).to(run.device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.rm.lr)
+    start, extra = run.resume(model, opt)
+    if start == 0:
+        extra = {"acc0": _heldout_accuracy(run, model, held, tok.pad_token_id), "losses": []}
+    bs = cfg.rm.batch_size
+    per_epoch = -(-len(train) // bs)
+    total = cfg.rm.epochs * per_epoch
+    order, epoch_of_order = None, -1
+    for step in range(start, total):
+        epoch, i = divmod(step, per_epoch)
+        if epoch != epoch_of_order:
+            order, epoch_of_order = np.random.default_rng([cfg.seed, 0x4D, epoch]).permutation(len(train)), epoch
+        idx = order[i * bs : (i + 1) * bs]
+        mine = run.share(idx)
+        opt.zero_grad(set_to_none=True)
+        loss_v = 0.0
+        if len(mine):
+            c, r = _scores(model, [train[j] for j in mine], tok.pad_token_id, run.device)
             loss = -torch.nn.functional.logsigmoid(c - r).mean()
-            opt.zero_grad(set_to_none=True)
+            if len(mine) != len(idx):  # this rank's share of the batch mean; the gradients are summed
+                loss = loss * (len(mine) / len(idx))
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-    model.eval()
-    acc = pairwise_accuracy(model, held, tok.pad_token_id)
+            loss_v = loss.item()
+        norm = run.reduce_and_step(model, opt, 1.0, local_empty=not len(mine))
+        loss_v = run.allreduce_sum(loss_v)
+        extra["losses"] = [*extra["losses"], loss_v][-10:]
+        if run.end_step(step, total, {"rm/loss": loss_v, "rm/grad_norm": norm, "rm/epoch": epoch}, model, opt, extra):
+            return None
+    run.finish(total, model, opt, extra)
+    acc = _heldout_accuracy(run, model.eval(), held, tok.pad_token_id)
     out_dir = cfg.rm.out_dir or RunDir(run_dir).reward_model
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
     report = {
         "out_dir": out_dir,
         "rm_pairwise_accuracy": acc,
-        "rm_pairwise_accuracy_initial": acc0,
+        "rm_pairwise_accuracy_initial": extra["acc0"],
         "rm_train_pairs": len(train),
         "rm_heldout_pairs": len(held),
-        "rm_final_loss": float(np.mean(losses[-10:])) if losses else float("nan"),
+        "rm_final_loss": float(np.mean(extra["losses"])) if extra["losses"] else float("nan"),
+        "rm_steps": total,
+        "rm_ranks": run.size,
         "rm_wall_s": time.time() - t0,
     }
-    with open(os.path.join(out_dir, RM_REPORT), "w") as f:
-        json.dump(report, f, indent=1)
+    if run.lead:
+        model.eval().to("cpu").save_pretrained(out_dir, safe_serialization=True)
+        tok.save_pretrained(out_dir)
+        write_atomic(os.path.join(out_dir, RM_REPORT), json.dumps(report, indent=1).encode())
+        print(f"reward model saved to {out_dir}; held-out pairwise accuracy {acc:.3f}", flush=True)
     return report
+
+
+def run_rank(cfg: Config, run_dir: str, comm, device, stop) -> str:
+    """One rank of `hpc-rlhf train-rm` (launch/worker.py, stage=rm): 'done' or 'stop'."""
+    return "done" if train_reward_model(cfg, run_dir, comm, stop, device) is not None else "stop"

@@ -1,6 +1,6 @@
 """kill -9 of the whole multi-rank job at seeded-random instants, resumed each time: the final weights
-are bit-identical to an uninterrupted run and every prompt is consumed exactly once per pass; for PPO and
-for GRPO (no value model)."""
+are bit-identical to an uninterrupted run and every prompt is consumed exactly once per pass; for PPO, for
+GRPO (no value model) and for PPO with LoRA adapters (checkpoints hold the adapters only)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import glob
 import random
 
 import pytest
+from safetensors.torch import load_file
 
 from tests.conftest import FAULT_STEPS, cli, kr
 
@@ -51,3 +52,28 @@ def test_grpo_sigkilled_and_resumed_is_bit_identical(tmp_path, grpo_case):
     assert events[-1] == {"attempt": 2, "killed": False, "exit": 0}
     assert kr.check_run(run, FAULT_STEPS, reference) == []
     assert not glob.glob(f"{run}/checkpoints/*/value*")
+
+
+LORA = ["model.lora.r=4"]
+
+
+@pytest.fixture(scope="module")
+def lora_reference(tmp_path_factory, train_args, mpiexec) -> str:
+    """SHA-256 of the final (merged) policy of the LoRA fault run, uninterrupted."""
+    run = tmp_path_factory.mktemp("lora_reference") / "run"
+    cli("train", *train_args, *LORA, f"run_dir={run}")
+    return kr.final_sha(str(run))
+
+
+def test_lora_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, lora_reference):
+    """Checkpoints hold the adapters and their base's hash only; the resume rebuilds the base and is exact."""
+    run = str(tmp_path / "run")
+    events = kr.kill_resume_cycle(
+        run, [*train_args, *LORA], random.Random(20261129), kills=2, log=str(tmp_path / "log")
+    )
+    assert sum(1 for e in events if e.get("killed")) == 2, events
+    assert events[-1] == {"attempt": 2, "killed": False, "exit": 0}
+    assert kr.check_run(run, FAULT_STEPS, lora_reference) == []
+    for ckpt in glob.glob(f"{run}/checkpoints/step_*/policy.safetensors"):
+        names = set(load_file(ckpt))
+        assert names and all("lora_" in n or n == "hpc_rlhf.lora.base_sha256" for n in names), ckpt

@@ -1,5 +1,5 @@
-"""Real mpiexec runs of the tiny config: layout invariance (PPO and the critic-free GRPO and REINFORCE++),
-a failing rank, a damaged shard."""
+"""Real mpiexec runs of the tiny config: layout invariance (PPO, the critic-free GRPO and REINFORCE++, PPO
+with LoRA adapters), a failing rank, a damaged shard."""
 
 from __future__ import annotations
 
@@ -94,6 +94,30 @@ def test_critic_free_layouts_sample_identical_tokens_and_end_with_the_same_weigh
     run = critic_free_runs / f"{algo}-{name}"
     written = [os.path.relpath(p, run) for p in glob.glob(f"{run}/**/*value*", recursive=True)]
     assert written == [], written  # no value model in checkpoints or published weights
+
+
+@pytest.fixture(scope="module")
+def lora_runs(tmp_path_factory, tiny_rm, mpiexec):
+    base = tmp_path_factory.mktemp("lora")
+    for name in ("single", "1+1+1", "2+1+1"):
+        cli("train", TINY, f"run_dir={base}/{name}", *tiny_rm["overrides"], "model.lora.r=4", *layout_args(LAYOUTS[name]))
+    return base
+
+
+@pytest.mark.parametrize("name", ["1+1+1", "2+1+1"])
+def test_lora_layouts_sample_identical_tokens_and_end_with_the_same_weights(lora_runs, name):
+    """LoRA: the single-rank loop holds one base (the reference and the generator share the trainer's);
+    separate ranks each build it. Same tokens, same reference log-probs, same merged weights; the
+    published weights are the adapters alone."""
+    for field in ("response_tokens", "ref_logprobs"):
+        ref = {p: read_shard(str(lora_runs / "single" / p), [field])[0][field] for p in rollouts(lora_runs / "single")}
+        assert len(ref) == 16
+        for p, want in ref.items():
+            assert np.array_equal(want, read_shard(str(lora_runs / name / p), [field])[0][field]), f"{name}: {field} {p}"
+    wa, wb = weights(lora_runs / "single"), weights(lora_runs / name)
+    assert wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa)
+    published = glob.glob(f"{lora_runs / name}/weights/*.safetensors")
+    assert published and all(all("lora_" in k or "base_sha256" in k for k in load_file(p)) for p in published)
 
 
 # A user's prompt file instead of the demo's prompts: JSONL text (PPO) and Parquet chat messages (GRPO), both

@@ -18,6 +18,7 @@ import pytest
 from hpc_rlhf.config import load_config
 from hpc_rlhf.errors import ConfigError
 from hpc_rlhf.launch import slurm_cmds, slurm_submit
+from tests.conftest import TINY
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -151,6 +152,33 @@ def test_extra_sbatch_options_reach_the_script():
     cfg = load_config(None, ["slurm.extra_sbatch=[--exclusive,'#SBATCH --reservation=big', ' --comment=a b ']"])
     extra = slurm_submit.executor_parameters(cfg, Path("/x/run"))["slurm_additional_parameters"]
     assert extra == {"requeue": True, "exclusive": True, "reservation": "big", "comment": "a b"}
+
+
+TWO_NODES = ["slurm.nodes=2", "layout.train=2", "generate.shards_per_step=4"]  # ranks 0-1 on node 0, 2-3 on 1
+
+
+@pytest.mark.parametrize(
+    "placement, error",
+    [
+        (["placement.generate=1", "placement.train=0"], None),
+        (["placement.generate=0", "placement.score=0", "placement.train=0"], "the train group does not fit"),
+        (["placement.train=1", "placement.generate=1"], "the train group does not fit"),
+        (["placement.train=2"], "'placement.train': names node 2 but the job has slurm.nodes=2"),
+        (["placement.score=a"], "'placement.score': 'a' is not 'any' or distinct node indices"),
+    ],
+)
+def test_dry_run_refuses_a_placement_the_allocation_cannot_meet(placement, error, tmp_path):
+    def dry_run():
+        cfg = load_config(TINY, [f"run_dir={tmp_path / 'r'}", *TWO_NODES, *placement])
+        return slurm_submit.submit(cfg, dry_run=True, out=io.StringIO())
+
+    if error is None:
+        assert dry_run().num_tasks == 4
+        return
+    with pytest.raises(ConfigError) as e:
+        dry_run()
+    assert error in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "r").exists()
 
 
 def test_cli_submit_dry_run(tmp_path, capsys):

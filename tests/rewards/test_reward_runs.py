@@ -5,6 +5,7 @@ weighted sum; a run with the gold rule alone and no reward model trains to the e
 from __future__ import annotations
 
 import glob
+import json
 
 import numpy as np
 import pytest
@@ -95,6 +96,15 @@ def test_a_ppo_run_with_the_model_and_a_function_keeps_both_values(tiny_rm, tmp_
             scores = sequence_scores(rm, make_batch(prompts, responses, tok.pad_token_id)).float().numpy()
         np.testing.assert_allclose(v[:, 0], scores, rtol=1e-5, atol=1e-6)  # the reward model's own score
         assert np.array_equal(d["group_id"], d["prompt_index"])
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [0, 1]
+    for m in lines:  # score/reward/NAME: each source's unweighted mean over the step's samples (plain loop)
+        rows = [r for p in paths if f"step_{m['step']:06d}" in p for r in read_shard(p)[0]["reward_sources"]]
+        for j, name in enumerate(["rm", "gold"]):
+            assert m[f"score/reward/{name}"] == pytest.approx(sum(float(r[j]) for r in rows) / len(rows), abs=1e-9)
+        assert m["score/reward_mean"] == pytest.approx(
+            sum(float(r[0]) + 0.5 * float(r[1]) for r in rows) / len(rows), abs=1e-6
+        )
 
 
 @pytest.mark.mpi

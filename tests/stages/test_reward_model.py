@@ -1,17 +1,27 @@
-"""The reward-model stage: Bradley-Terry training reaches held-out accuracy well above chance,
-from synthesised pairs and from a JSONL file."""
+"""The reward-model stage: Bradley-Terry training reaches held-out accuracy well above chance, from synthesised
+pairs, a JSONL file and chat-format pairs in Parquet; SIGKILL + resume ends bit-identical and 2 ranks match 1
+within the PPO tests' tolerance."""
 
 import json
+import random
 
+import datasets
+import pytest
+from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
+from hpc_rlhf.checkpoint.store import list_checkpoints
 from hpc_rlhf.config import load_config
 from hpc_rlhf.stages.reward_model import train_reward_model
-from tests.conftest import TINY
+from tests.conftest import TINY, cli, kr
+from tests.stages.stage_data import demo_tokenizer, pair_rows
+
+RM_FILE = "reward_model/model.safetensors"
+NO_CKPT = "checkpoint.every_steps=0"  # only the final checkpoint: these tests are about what is learnt
 
 
 def test_rm_learns_gold_preferences(tmp_path):
-    cfg = load_config(TINY, [f"run_dir={tmp_path}", "rm.num_pairs=1024", "rm.epochs=3", "rm.label_noise=0.0"])
+    cfg = load_config(TINY, [f"run_dir={tmp_path}", "rm.num_pairs=1024", "rm.epochs=3", "rm.label_noise=0.0", NO_CKPT])
     rep = train_reward_model(cfg)
     assert rep["rm_pairwise_accuracy_initial"] < 0.65
     assert rep["rm_pairwise_accuracy"] > 0.8, rep
@@ -53,9 +63,52 @@ def test_rm_from_jsonl_pairs(tmp_path):
             f"rm.pairs_path={tmp_path}/pairs.jsonl",
             f"model.tokenizer_path={tok_dir}",
             "rm.epochs=3",
+            NO_CKPT,
             "task.name=jsonl",
             f"task.prompts_path={tmp_path}/pairs.jsonl",
         ],
     )
     rep = train_reward_model(cfg)
     assert rep["rm_pairwise_accuracy"] > 0.9
+
+
+def test_rm_from_chat_pairs_in_parquet(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": r["prompt"]}], **r} for r in pair_rows(400)]
+    for r in rows:
+        del r["prompt"]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "pairs.parquet"))
+    cfg = load_config(
+        TINY,
+        [
+            f"run_dir={tmp_path}/r",
+            f"rm.pairs_path={tmp_path}/pairs.parquet",
+            f"model.tokenizer_path={demo_tokenizer(tmp_path, chat=True)}",
+            "rm.chat_template=true",
+            "rm.epochs=3",
+            NO_CKPT,
+        ],
+    )
+    rep = train_reward_model(cfg)
+    assert rep["rm_heldout_pairs"] == 40 and rep["rm_pairwise_accuracy"] > 0.9, rep
+
+
+@pytest.mark.mpi
+def test_rm_sigkilled_and_resumed_is_bit_identical(tmp_path, tiny_rm):
+    """The same config as the session's tiny reward model (8 steps, a checkpoint every 2), killed and resumed."""
+    run = str(tmp_path / "run")
+    events = kr.kill_resume_cycle(run, [TINY, "stage=rm"], random.Random(5), kills=2, max_steps_before_kill=2)
+    assert sum(1 for e in events if e.get("killed")) >= 1 and events[-1]["exit"] == 0, events
+    assert kr.sha256(f"{run}/{RM_FILE}") == kr.sha256(f"{tiny_rm['dir']}/{RM_FILE}")
+    assert [m["step"] for m in kr.metrics_since(run, 0)] == list(range(8))
+    assert all(c.valid for c in list_checkpoints(run))
+
+
+@pytest.mark.mpi
+def test_rm_on_two_ranks_matches_one(tmp_path, tiny_rm):
+    run = tmp_path / "two"
+    cli("train-rm", TINY, f"run_dir={run}", "rm.ranks=2")
+    a, b = load_file(f"{tiny_rm['dir']}/{RM_FILE}"), load_file(f"{run}/{RM_FILE}")
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= 1e-5, worst  # the PPO layout test's tolerance (tests/dist/test_pipeline.py)
+    reports = [json.load(open(f"{d}/reward_model/rm_report.json")) for d in (tiny_rm["dir"], run)]
+    assert reports[1]["rm_ranks"] == 2 and reports[0]["rm_heldout_pairs"] == reports[1]["rm_heldout_pairs"]

@@ -55,25 +55,16 @@ def child(algo: str, run_dir: str, repeats: int) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", default="large", choices=list(common.SIZES))
-    ap.add_argument("--algos", nargs="+", default=["ppo", "grpo"])
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--child", nargs=2, metavar=("ALGO", "RUN_DIR"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child[0], args.child[1], args.repeats)))
-        return
+def run(size: str, algos: list[str], rounds: int, repeats: int) -> dict:
+    """Record the batch, run the alternated rounds; {"machine", "size", "summary", "runs"}."""
+    machine = common.machine()
     work = tempfile.mkdtemp(prefix="hpc_rlhf_algos_")
     run_dir = os.path.join(work, "record")
-    common.run_ours([*common.our_overrides(args.size, run_dir, steps=2), *GROUPS])
-    results: dict[str, list[dict]] = {a: [] for a in args.algos}
-    for _ in range(args.rounds):
-        for algo in args.algos:
-            cmd = [sys.executable, __file__, "--child", algo, run_dir, "--repeats", str(args.repeats)]
+    common.run_ours([*common.our_overrides(size, run_dir, steps=2), *GROUPS])
+    results: dict[str, list[dict]] = {a: [] for a in algos}
+    for _ in range(rounds):
+        for algo in algos:
+            cmd = [sys.executable, __file__, "--child", algo, run_dir, "--repeats", str(repeats)]
             out = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True, check=True).stdout
             results[algo].append(json.loads(out.strip().splitlines()[-1]))
     summary = {}
@@ -88,10 +79,24 @@ def main() -> None:
             "update_s_median": common.median([t for r in rs for t in r["update_s"]]),
         }
         print(f"{algo:>13}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary[algo].items()), flush=True)
+    return {"machine": machine, "size": size, "summary": summary, "runs": results}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="large", choices=list(common.SIZES))
+    ap.add_argument("--algos", nargs="+", default=["ppo", "grpo"])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--child", nargs=2, metavar=("ALGO", "RUN_DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1], args.repeats)))
+        return
+    res = run(args.size, args.algos, args.rounds, args.repeats)
     if args.out:
-        common.write_json(
-            args.out, {"machine": common.machine(), "size": args.size, "summary": summary, "runs": results}
-        )
+        common.write_json(args.out, res)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The Slurm tests need the dev cluster (tools/slurm/dev_cluster.sh install && tools/slurm/dev_cluster.sh start).
+"""The Slurm tests need the dev cluster (tools/slurm/dev_cluster.sh install && tools/slurm/dev_cluster.sh start
+--nodes 2); the multi-node ones (fixture `two_nodes`) need at least two nodes.
 
-Without it they skip, except in CI (CI set): there `sinfo` failing fails the test, since .ci/slurm_setup.sh
-must have started the cluster.
+Without it they skip, except in CI (CI set): there `sinfo` failing (or a cluster of one node) fails the
+test, since .ci/slurm_setup.sh must have started the 2-node cluster.
 """
 
 from __future__ import annotations
@@ -36,3 +37,16 @@ def slurm_cluster() -> str:
             pytest.fail(f"CI: {msg} (.ci/slurm_setup.sh should have)")
         pytest.skip(msg)
     return detail
+
+
+@pytest.fixture(scope="session")
+def two_nodes(slurm_cluster: str) -> int:
+    """The dev cluster has >= 2 nodes (their count); FAILS in CI when it has one, skips otherwise."""
+    r = subprocess.run(["sinfo", "-h", "-N", "-p", "low", "-o", "%N"], capture_output=True, text=True, timeout=20)
+    count = len(set(r.stdout.split()))
+    if count < 2:
+        msg = f"the dev Slurm cluster has {count} node(s); start 2: tools/slurm/dev_cluster.sh start --nodes 2"
+        if in_ci():
+            pytest.fail(f"CI: {msg} (.ci/slurm_setup.sh should have)")
+        pytest.skip(msg)
+    return count

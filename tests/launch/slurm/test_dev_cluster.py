@@ -91,16 +91,25 @@ def start_requeued_now(job_id: str, timeout: float = 60.0) -> None:
     wait_for(started, f"requeued job {job_id} to start", timeout=timeout, interval=1.0)
 
 
+def cluster_nodes() -> int:
+    """Nodes of the dev cluster (tools/slurm/dev_cluster.sh start --nodes N)."""
+    r = subprocess.run(["sinfo", "-h", "-p", "high", "-o", "%D"], capture_output=True, text=True, timeout=30)
+    return int(r.stdout.split()[0])
+
+
 def preempt_with_high_job(tmp_path: Path, jobs: list) -> None:
-    """A job in the `high` partition that needs every CPU preempts ours (GraceTime 30 s, REQUEUE)."""
+    """A job in the `high` partition that needs every node, whole, preempts ours (GraceTime 30 s, REQUEUE).
+    Returns once it has run: a victim started again before it (start_requeued_now) would be preempted
+    a second time (seen with whole-node high jobs on the 2-node cluster)."""
     r = subprocess.run(
         [
             "sbatch",
             "--parsable",
             "-p",
             "high",
-            "-n",
-            "16",
+            "--exclusive",
+            "-N",
+            str(cluster_nodes()),
             f"--chdir={tmp_path}",
             "-o",
             "/dev/null",
@@ -112,7 +121,9 @@ def preempt_with_high_job(tmp_path: Path, jobs: list) -> None:
         timeout=30,
     )
     assert r.returncode == 0, r.stderr
-    jobs.append(r.stdout.strip().split(";")[0])
+    high = r.stdout.strip().split(";")[0]
+    jobs.append(high)
+    wait_for(lambda: job_info(high).get("JobState", "COMPLETED") in DONE, f"high job {high} to run", timeout=120)
 
 
 def metrics_step(run_dir: Path) -> int:
@@ -394,9 +405,17 @@ def test_signal_before_the_worker_handlers_is_not_lost(tmp_path, jobs, standin_e
 REAL_STEPS = 200
 
 
+# Layout 1+1+2 on 2 nodes x 2 tasks, placed so that training (node 0: ranks 0-1) and generation (node 1)
+# run on different nodes; the layout alone is what the one-node reference run uses.
+TWO_NODE_LAYOUT = ["layout.train=2", "generate.shards_per_step=4"]
+TWO_NODES = ["slurm.nodes=2", "placement.generate=1", "placement.train=0", *TWO_NODE_LAYOUT]
+
+
 @pytest.mark.slow
-def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
-    """The real worker (configs/tiny.yaml) under submitit: preempted by a `high` job, requeues, resumes, ends."""
+def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm, two_nodes):
+    """The real worker (configs/tiny.yaml) under submitit, a job of 2 nodes with generation and training on
+    different nodes: preempted by a `high` job, requeues, resumes, ends bit-identical to the same layout
+    run uninterrupted on one node."""
     run_dir = tmp_path / "real"
     cfg = load_config(
         str(REPO / "configs" / "tiny.yaml"),
@@ -405,12 +424,18 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
             f"total_steps={REAL_STEPS}",
             "checkpoint.every_steps=1000",
             "slurm.timeout_min=5",
+            *TWO_NODES,
             *tiny_rm["overrides"],
         ],
     )
     info = slurm_submit.submit(cfg, None, False, out=io.StringIO())
     jobs.append(info.job_id)
     wait_for(lambda: metrics_step(run_dir) >= 1, "the first PPO step", timeout=120)
+    ranks = {r: json.loads((run_dir / ".ranks" / f"rank_{r:05d}.json").read_text()) for r in range(4)}
+    assert [ranks[r]["role"] for r in range(4)] == ["train", "train", "generate", "score"], ranks
+    assert ranks[0]["host"] == ranks[1]["host"] != ranks[2]["host"] == ranks[3]["host"], ranks
+    logs = run_logs(run_dir)
+    assert "hpc_rlhf.nodes: node 0: host node1, ranks 0-1" in logs and "node 1: host node2, ranks 2-3" in logs, logs
     # one owner per run dir: a local resume and a second submission are refused, naming the job
     p = subprocess.run(
         [sys.executable, "-m", "hpc_rlhf.launch.cli", "resume", str(run_dir)],
@@ -446,6 +471,7 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
             f"run_dir={ref}",
             f"total_steps={REAL_STEPS}",
             "checkpoint.every_steps=1000",
+            *TWO_NODE_LAYOUT,
             *tiny_rm["overrides"],
         ],
         check=True,
@@ -456,35 +482,43 @@ def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm):
     sha = [
         hashlib.sha256((d / "final" / "policy" / "model.safetensors").read_bytes()).hexdigest() for d in (run_dir, ref)
     ]
-    assert sha[0] == sha[1], "the preempted Slurm run must end bit-identical to an uninterrupted one"
+    assert sha[0] == sha[1], "the preempted 2-node run must end bit-identical to an uninterrupted one-node one"
 
 
 @pytest.mark.slow
-def test_a_killed_or_stopped_rank_ends_the_job_naming_it_without_requeue(tmp_path, jobs, tiny_rm):
+def test_a_killed_or_stopped_rank_ends_the_job_naming_it_without_requeue(tmp_path, jobs, tiny_rm, two_nodes):
     """SIGKILL of the generation, scoring and training rank, and SIGSTOP of the scoring rank, of four real
-    jobs side by side with the default timeouts: each job leaves RUNNING in under 60 s, FAILED, not
+    jobs side by side with the default timeouts, and SIGKILL of a training rank on the second node of a
+    2-node job (ranks 0-1 on node1, 2-3 on node2): each job leaves RUNNING in under 60 s, FAILED, not
     requeued, with the rank, its role, pid and host in its log and the cause in `hpc-rlhf status`."""
-    cases = [("kill", 0, "generate"), ("kill", 1, "score"), ("kill", 2, "train"), ("stop", 1, "score")]
+    one = ("", [])
+    cases = [
+        ("kill", 0, "generate", one),
+        ("kill", 1, "score", one),
+        ("kill", 2, "train", one),
+        ("stop", 1, "score", one),
+    ]
+    cases.append(("kill", 2, "train", ("node2", ["slurm.nodes=2", *TWO_NODE_LAYOUT])))
     runs = []
-    for how, r, role in cases:
-        run_dir = tmp_path / f"{how}{r}"
+    for how, r, role, (host, shape) in cases:
+        run_dir = tmp_path / f"{how}{r}{host}"
         over = [f"run_dir={run_dir}", "total_steps=400", "checkpoint.every_steps=1000", "slurm.timeout_min=10"]
         over.append("runtime.wait_timeout_s=600")  # the default (tiny.yaml sets 60): no wait times out first
-        cfg = load_config(str(REPO / "configs" / "tiny.yaml"), [*over, *tiny_rm["overrides"]])
+        cfg = load_config(str(REPO / "configs" / "tiny.yaml"), [*over, *shape, *tiny_rm["overrides"]])
         info = slurm_submit.submit(cfg, None, False, out=io.StringIO())
         jobs.append(info.job_id)
-        runs.append((how, r, role, run_dir, info.job_id))
-    for _how, _r, _role, run_dir, _job in runs:
+        runs.append((how, r, role, run_dir, info.job_id, host))
+    for _how, _r, _role, run_dir, _job, _host in runs:
         wait_for(lambda d=run_dir: metrics_step(d) >= 1, f"the first PPO step of {run_dir.name}", timeout=240)
     victims, left = {}, {}
     try:
-        for how, r, _role, run_dir, job in runs:
+        for how, r, _role, run_dir, job, _host in runs:
             pid = json.loads((run_dir / ".ranks" / f"rank_{r:05d}.json").read_text())["pid"]
             os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
             victims[job] = (pid, time.monotonic())
         end = time.monotonic() + 120
         while len(left) < len(runs) and time.monotonic() < end:
-            for *_, job in runs:
+            for *_, job, _host in runs:
                 if job not in left and job_info(job).get("JobState") != "RUNNING":
                     left[job] = time.monotonic() - victims[job][1]
             time.sleep(0.5)
@@ -494,7 +528,7 @@ def test_a_killed_or_stopped_rank_ends_the_job_naming_it_without_requeue(tmp_pat
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    for how, r, role, run_dir, job in runs:
+    for how, r, role, run_dir, job, host in runs:
         pid = victims[job][0]
         assert job in left, f"{how} of rank {r}: job {job} still RUNNING 120 s later\n" + run_logs(run_dir)
         assert left[job] < 60, f"{how} of rank {r}: job {job} left RUNNING after {left[job]:.0f} s"
@@ -502,9 +536,9 @@ def test_a_killed_or_stopped_rank_ends_the_job_naming_it_without_requeue(tmp_pat
         assert done["JobState"] == "FAILED" and int(done["Restarts"]) == 0, done
         assert not events(run_dir, "requeue"), "a crashed job must not be requeued"
         logs = run_logs(run_dir)
-        assert f"rank {r} ({role} #0, pid {pid} on " in logs, logs
+        assert f"rank {r} ({role} #0, pid {pid} on {host}" in logs, logs
         how_seen = "heartbeat" if "sent no heartbeat" in logs else "other"
         print(f"{how} rank {r} ({role}): left RUNNING after {left[job]:.1f} s, seen by {how_seen}")
         shown = io.StringIO()
         slurm_cmds.status(run_dir, out=shown)
-        assert f"rank {r} ({role} #0, pid {pid} on " in shown.getvalue(), shown.getvalue()
+        assert f"rank {r} ({role} #0, pid {pid} on {host}" in shown.getvalue(), shown.getvalue()

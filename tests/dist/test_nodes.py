@@ -1,0 +1,86 @@
+"""dist/nodes.py with real MPI ranks: nodes and local ranks from MPI's shared-memory split (no launcher
+variable), the shared-RUN_DIR token check, and on a GPU the device of each rank (set_device, no two ranks
+on one GPU unless runtime.allow_shared_gpu). The multi-node cases run on the dev Slurm cluster
+(tests/launch/slurm/test_multi_node.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.mpi
+
+PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from mpi4py import MPI
+    from hpc_rlhf.config import RuntimeConfig
+    from hpc_rlhf.dist.nodes import NodeMap, check_shared_run_dir, local_device
+    from hpc_rlhf.errors import UserError
+    comm = MPI.COMM_WORLD
+    nodes = NodeMap.gather(comm)
+    check_shared_run_dir(comm, sys.argv[1], nodes, "tok")
+    out = {"nodes": list(nodes.node_of_rank), "local": list(nodes.local_rank), "hosts": list(nodes.hosts)}
+    for allow in (False, True):
+        try:
+            out[f"device_{allow}"] = str(local_device(RuntimeConfig(device=sys.argv[2], allow_shared_gpu=allow), nodes, comm.Get_rank()))
+        except UserError as e:
+            out[f"device_{allow}"] = "UserError: " + str(e)
+    if comm.Get_rank() == 0:
+        out["report"] = nodes.report()
+    print(json.dumps(out), flush=True)
+    """
+)
+
+
+def probe(mpiexec: str, n: int, run_dir: str, device: str, env: dict | None = None) -> list[dict]:
+    r = subprocess.run(
+        [mpiexec, "-n", str(n), sys.executable, "-c", PROBE, run_dir, device],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+
+def test_one_node_local_ranks_from_mpi_not_launcher_variables(mpiexec, tmp_path):
+    # a launcher variable that says otherwise is not read
+    outs = probe(mpiexec, 3, str(tmp_path), "cpu", env={"SLURM_LOCALID": "7", "MPI_LOCALRANKID": "7"})
+    assert len(outs) == 3
+    for out in outs:
+        assert out["nodes"] == [0, 0, 0] and out["local"] == [0, 1, 2] and out["hosts"] == [socket.gethostname()]
+        assert out["device_False"] == "cpu"
+    report = next(o["report"] for o in outs if "report" in o)
+    assert report.startswith(f"hpc_rlhf.nodes: node 0: host {socket.gethostname()}, ranks 0-2 (3), clock ")
+    assert (tmp_path / ".ranks" / "node_000.token").read_text() == f"tok {socket.gethostname()}\n"
+
+
+@pytest.mark.gpu
+def test_each_rank_gets_its_local_gpu_and_two_ranks_on_one_gpu_are_refused(mpiexec, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():  # CI has no GPU; tools/gpu_check.sh (HPC_RLHF_GPU_CHECK=1) must not skip
+        assert os.environ.get("HPC_RLHF_GPU_CHECK") != "1", "tools/gpu_check.sh: torch sees no CUDA device"
+        pytest.skip("needs a CUDA device: run tools/gpu_check.sh on a GPU machine")
+    count = torch.cuda.device_count()
+    n = count + 1  # one rank more than there are GPUs
+    outs = probe(mpiexec, n, str(tmp_path), "cuda")
+    for out in outs:
+        assert (
+            out["device_False"].startswith("UserError: node 0 (")
+            and "two ranks would share a GPU" in out["device_False"]
+        )
+    assert sorted(o["device_True"] for o in outs) == sorted(f"cuda:{r % count}" for r in range(n))
+    outs = probe(mpiexec, count, str(tmp_path), "auto")
+    assert sorted(o["device_False"] for o in outs) == [f"cuda:{r}" for r in range(count)]
