@@ -20,6 +20,9 @@ from tests.conftest import TINY, cli
         ("checkpoint.sync_rollouts=sometimes", ["checkpoint.sync_rollouts", "every_shard"]),
         ("rm.pairs_path=/no/such/pairs.jsonl", ["rm.pairs_path", "/no/such/pairs.jsonl"]),  # checked at load
         ("rm.heldout_frac=1.0", ["rm.heldout_frac", "[0, 1)"]),
+        ("task.name=dataset", ["task.prompts_path", "task.name=dataset"]),
+        ("task.chat_template=true", ["task.chat_template", "task.name=dataset only"]),  # the demo has no template
+        ("model.reward_tokenizer_path=configs", ["model.reward_tokenizer_path", "model.reward_path"]),
         ("model.lora.r=-1", ["model.lora.r", ">= 0"]),
     ],
 )

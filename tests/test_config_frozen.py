@@ -21,7 +21,8 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 # `reward:` and `algo:` sections (not resume-safe) were added: a new key changes every fingerprint;
 # again when `stage`, `sft:`, `rm.chat_template`, `rm.ranks` (the SFT and reward-model stages), `model.lora`
 # (its keys but `export` are not resume-safe) and `train:` were added, and layout.train became resume-safe
-# (checkpoints hold full states: issue 16, resharded resume).
+# (checkpoints hold full states: issue 16, resharded resume), and the prompt-dataset `task.*` and
+# `model.reward_tokenizer_path`/`reward_chat_template` keys came (issue 15).
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -31,10 +32,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "ad55e57de898086e"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "ad55e57de898086e"),
-    (TINY, [], "19743fbb58308e8c"),
-    (TINY, OVERRIDES, "27cf29d2665da69b"),
+    (None, [], "a4073b56c222e2a9"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "a4073b56c222e2a9"),
+    (TINY, [], "cdc0c9b2fdc30208"),
+    (TINY, OVERRIDES, "3f6dc1c6d169183c"),
 ]
 
 

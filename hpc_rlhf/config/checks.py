@@ -117,6 +117,23 @@ def _validate_algo(cfg: Config) -> None:
     _check(a.kl_loss_coef >= 0, "algo.kl_loss_coef", "must be >= 0")
 
 
+def _validate_task(cfg: Config) -> None:
+    """Where prompts come from; the file itself is read and checked by launch/prepare.py, before any job."""
+    t = cfg.task
+    if t.name in ("jsonl", "dataset"):
+        _check(t.prompts_path is not None, "task.prompts_path", f"must be set when task.name={t.name}")
+    _check(
+        t.max_prompt_tokens >= 0, "task.max_prompt_tokens", f"must be >= 0 (0 = no limit), got {t.max_prompt_tokens}"
+    )
+    if t.name != "dataset":
+        for key, value in (
+            ("chat_template", t.chat_template),
+            ("label_column", t.label_column is not None),
+            ("max_prompt_tokens", t.max_prompt_tokens != 0),
+        ):
+            _check(not value, f"task.{key}", f"applies to task.name=dataset only (got task.name={t.name})")
+
+
 def _validate_lora(cfg: Config) -> None:
     """`model.lora`: a rank, a scale and module names (checked against the model when it is built:
     hpc_rlhf/models/lora.py)."""
@@ -200,15 +217,19 @@ def validate(cfg: Config) -> Config:
     _validate_lora(cfg)
     a = cfg.model.arch
     _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
-    if cfg.task.name == "jsonl":
-        _check(cfg.task.prompts_path is not None, "task.prompts_path", "must be set when task.name=jsonl")
+    _validate_task(cfg)
     _check(
         cfg.task.prompt_len_min >= 1 and cfg.task.prompt_len_max >= cfg.task.prompt_len_min,
         "task.prompt_len_max",
         "must be >= task.prompt_len_min >= 1",
     )
-    paths = ("model.policy_path", "model.reward_path", "model.tokenizer_path", "task.prompts_path", "rm.pairs_path")
-    for key in (*paths, "sft.data_path"):
+    _check(
+        cfg.model.reward_tokenizer_path is None or cfg.model.reward_path is not None,
+        "model.reward_tokenizer_path",
+        "needs model.reward_path (a reward model built from model.arch reads the policy's tokens)",
+    )
+    paths = ("model.policy_path", "model.reward_path", "model.tokenizer_path", "model.reward_tokenizer_path")
+    for key in (*paths, "task.prompts_path", "rm.pairs_path", "sft.data_path"):
         path = get_key(cfg, key)
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"config key '{key}': path '{path}' does not exist; give a local folder or file")

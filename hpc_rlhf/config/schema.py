@@ -80,6 +80,13 @@ class ModelConfig:
     """Local folder written by `hpc-rlhf train-rm` (or any sequence classifier with one label)."""
     tokenizer_path: Optional[str] = None
     """Local tokenizer folder; unset = the policy folder's, or the demo's word-level tokenizer."""
+    reward_tokenizer_path: Optional[str] = None
+    """The reward model's tokenizer folder; unset = the reward model folder's own tokenizer files when it has
+    some, else the policy's. When it differs from the policy's, the scorer decodes prompt and response to text
+    and re-encodes them with it (models/retokenize.py); when the same, the policy's tokens are scored as they are."""
+    reward_chat_template: bool = False
+    """Re-encode for the reward model with its tokenizer's chat template (the prompt as the user turn, the
+    response as the assistant turn); applies only when the reward model's tokenizer differs from the policy's."""
     value_init: Literal["reward", "policy"] = "reward"
     """Initialise the value model from the reward model (NeMo-Aligner) or from the policy backbone."""
     arch: ArchConfig = field(default_factory=ArchConfig)
@@ -92,10 +99,28 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    name: Literal["demo", "jsonl"] = "demo"
-    """`demo`: the synthetic gold-rule task; `jsonl`: prompts from `prompts_path`."""
+    name: Literal["demo", "jsonl", "dataset"] = "demo"
+    """`demo`: the synthetic gold-rule task; `jsonl`: {"prompt", "label"} lines of `prompts_path`, tokenized
+    as they are (no special tokens); `dataset`: the rows of `prompts_path` in any format (JSONL, Parquet, CSV,
+    a saved dataset folder) with the columns, chat template and length limit below (docs/your_model.md)."""
     prompts_path: Optional[str] = None
-    """JSONL with one {"prompt": "..."} per line (task.name=jsonl)."""
+    """The prompt file or folder (task.name=jsonl or dataset); a local path, read before any job is queued."""
+    prompt_column: str = "prompt"
+    """task.name=dataset: the column holding each prompt: a string, or a list of chat messages
+    {"role", "content"} (messages need chat_template=true)."""
+    label_column: Optional[str] = None
+    """task.name=dataset: the column holding each prompt's label (what reward functions check answers
+    against: a string or a number, kept as its text, on every row); unset = no labels."""
+    chat_template: bool = False
+    """task.name=dataset: render each prompt with the tokenizer's chat template and its generation prompt
+    (a string prompt is one user turn); false = the text tokenized with the tokenizer's special tokens (BOS)."""
+    max_prompt_tokens: int = 0
+    """task.name=dataset: the longest prompt in tokens (after the chat template); longer ones follow
+    `long_prompts`; 0 = no limit."""
+    long_prompts: Literal["drop", "truncate_left"] = "drop"
+    """task.name=dataset: a prompt over max_prompt_tokens is left out of the prompt set (`drop`) or keeps its
+    last max_prompt_tokens tokens (`truncate_left`); counted in metrics.jsonl as data/prompts_dropped and
+    data/prompts_truncated."""
     num_prompts: int = 4096
     """Demo: training prompts to synthesise."""
     num_eval_prompts: int = 128

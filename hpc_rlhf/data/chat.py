@@ -2,6 +2,7 @@
 
     ids = render_prompt(tok, "What is 2+2?", chat=True, where="prompts.jsonl: row 3")
     ids = render_prompt(tok, [{"role": "user", "content": "Hi"}], chat=True, where=...)
+    ids_list = render_prompts(tok, prompts, chat=True)      # many checked prompts at once: the same ids, faster
 
 chat=True applies `tok.apply_chat_template(messages, add_generation_prompt=True)`: the template adds what the model
 was trained to see (BOS, role headers) and the header of the assistant turn the policy then writes. A plain string
@@ -11,6 +12,7 @@ the tokenizer adds one); messages then need a template, and their absence of one
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Union
 
 from hpc_rlhf.errors import UserError
@@ -57,3 +59,16 @@ def render_prompt(tok: Any, prompt: Union[str, Messages], chat: bool, where: str
     if not isinstance(prompt, str):
         raise UserError(f"{where}: a messages list needs the chat template; set the chat option to true")
     return [int(t) for t in tok(prompt, add_special_tokens=True)["input_ids"]]
+
+
+def render_prompts(tok: Any, prompts: Sequence[Union[str, Messages]], chat: bool) -> list[list[int]]:
+    """render_prompt of many prompts (already checked: strings, or messages when chat) in one batched call of
+    the tokenizer: the same ids (apply_chat_template tokenizes its rendered text without special tokens)."""
+    if chat:
+        convs = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
+        texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
+    else:
+        texts = list(prompts)
+    if not texts:
+        return []
+    return [[int(t) for t in ids] for ids in tok(texts, add_special_tokens=not chat)["input_ids"]]

@@ -6,8 +6,9 @@
 `prepare_run` is what every way of starting a run does before any rank starts (`hpc-rlhf train`,
 `resume`, `demo`, and the Slurm submission): refuse a config that differs from the run's latest
 checkpoint in keys not safe to change on resume, save the tokenizer to RUN_DIR/tokenizer (the
-archive decodes with it), read the data of an SFT or reward-model stage (bad rows fail here, before any
-job is queued) and write RUN_DIR/config.yaml, which every rank reads. The config is frozen:
+archive decodes with it), read the data of an SFT or reward-model stage, or an RL run's prompt file and
+reward-model tokenizer (bad data fails here, before any job is queued) and write RUN_DIR/config.yaml,
+which every rank reads. The config is frozen:
 it returns a copy whose run_dir is absolute, and that copy is the one to launch.
 """
 
@@ -19,6 +20,7 @@ import sys
 
 from hpc_rlhf.checkpoint.store import find_latest
 from hpc_rlhf.config import Config, to_yaml
+from hpc_rlhf.errors import UserError
 from hpc_rlhf.rundir import RunDir
 
 
@@ -39,7 +41,9 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
         check_targets(cfg, run_dir)
     if cfg.stage != "rl":  # sft, rm: their data, read and checked row by row before any rank starts
         check_stage_data(cfg, run_dir)
-    elif cfg.model.reward_path is None and any(s.kind == "model" for s in cfg.reward.sources):  # else none is loaded
+    else:
+        check_inputs(cfg, run_dir)  # the prompt file row by row, the reward model's tokenizer
+    if cfg.stage == "rl" and cfg.model.reward_path is None and any(s.kind == "model" for s in cfg.reward.sources):
         print(
             "warning: model.reward_path is unset: PPO runs against a randomly initialised reward model "
             "(train one with `hpc-rlhf train-rm`)",
@@ -81,6 +85,32 @@ def run_local(cfg: Config, run_dir: str) -> int:
     elif code != 0:
         print(f"error: the run failed (exit {code}); see the rank errors above", file=sys.stderr)
     return code
+
+
+def check_inputs(cfg: Config, run_dir: str) -> None:
+    """Read the prompt file (every row: columns, non-empty, chat template, length) and the reward model's
+    tokenizer now, so that bad data is a one-line UserError naming file, row and fix before any rank starts
+    or any Slurm job is queued, never a failed job."""
+    model_rm = cfg.model.reward_path is not None and any(s.kind == "model" for s in cfg.reward.sources)
+    if cfg.task.name == "demo" and not model_rm:
+        return
+    from hpc_rlhf.models.build import load_tokenizer
+    from hpc_rlhf.models.retokenize import RewardTokens
+    from hpc_rlhf.rollout.prompts import PromptSet
+
+    tok = load_tokenizer(cfg, run_dir)
+    if cfg.task.name != "demo":
+        PromptSet(cfg, tok)
+    if (
+        model_rm
+        and RewardTokens.of(cfg, tok) is not None
+        and cfg.algo.name == "ppo"
+        and cfg.model.value_init == "reward"
+    ):
+        raise UserError(
+            f"the reward model '{cfg.model.reward_path}' has a tokenizer of its own, so the value model (which "
+            "reads the policy's tokens) cannot start from it; set model.value_init=policy"
+        )
 
 
 def save_run_tokenizer(cfg: Config, run_dir: str) -> None:

@@ -26,7 +26,8 @@ per shard on the scoring rank that scores it:
 - `prompts`/`responses`: the token ids decoded with the run's tokenizer, special tokens skipped (so
   no EOS); `prompt_ids`/`response_ids`: int32 token ids, a response's EOS included when emitted;
 - `labels`: each prompt's `label` from the prompt source (`task.name=jsonl`: the optional "label" key
-  of its line), None where it has none (the demo task has none);
+  of its line; `task.name=dataset`: the `task.label_column` of its row), None where it has none (the demo
+  task has none);
 - a function that declares a keyword argument `cfg` also gets the run's Config (e.g. the demo's gold
   rule, `hpc_rlhf.demo.task:gold_reward`, reads its task from it).
 

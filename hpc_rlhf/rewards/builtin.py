@@ -9,7 +9,8 @@ content of the response's last `\\boxed{...}` (braces may nest); else the text a
 else the text after its last `answer:` (any case); else the whole response. Answer and label are
 then normalised by `normalize_answer`: strip, casefold, collapse every whitespace run to one space,
 drop one trailing period, strip again. `exact_match_whole` compares the whole response (normalised,
-no extraction). Both need a label on every prompt (task.name=jsonl with a "label" key on each line);
+no extraction). Both need a label on every prompt (task.name=jsonl with a "label" key on each line, or
+task.name=dataset with task.label_column);
 a missing one fails the job naming the sample.
 """
 

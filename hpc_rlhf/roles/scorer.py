@@ -6,7 +6,8 @@
 The scored shard is a new, self-contained file (every generated field plus `ref_logprobs`, `reward`,
 `group_id` and `reward_sources`: each source's value, hpc_rlhf/rewards); the generated shard is never
 modified. The reward model is loaded only when a source is the model; reward functions run here, on
-the shard's samples, with the prompts' labels from the prompt source. `run_scorer` is the rank loop: for each step it
+the shard's samples, with the prompts' labels from the prompt source. A reward model with a tokenizer of its
+own scores the samples decoded and re-encoded (models/retokenize.py). `run_scorer` is the rank loop: for each step it
 takes its shards (shard j -> scorer j % n_score) from their generators in plan order, scores them and
 announces each to every trainer.
 """
@@ -26,6 +27,7 @@ from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.models.build import build_reference, build_reward, load_tokenizer, place
 from hpc_rlhf.models.forward import make_batch, response_logprobs, run_pair, sequence_scores
 from hpc_rlhf.models.generate import banned_tokens
+from hpc_rlhf.models.retokenize import RewardTokens
 from hpc_rlhf.rewards import RewardBatch, RewardSources, reward_batch
 from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import shard_path
@@ -43,7 +45,9 @@ class Scorer:
         self.reward = (
             place(build_reward(cfg, self.tok, device), device, cfg.runtime.bf16) if self.sources.needs_model else None
         )
-        self.prompts = PromptSet(cfg, self.tok) if self.sources.needs_text else None  # the labels
+        self.retok = RewardTokens.of(cfg, self.tok) if self.reward is not None else None  # RM's own tokenizer
+        raw = self.retok is not None and self.retok.chat  # the RM's chat template takes the prompts as written
+        self.prompts = PromptSet(cfg, self.tok) if self.sources.needs_text or raw else None  # the labels
         if reference is None:  # the initial policy; with LoRA that is the base (adapters start at zero)
             reference = place(build_reference(cfg, self.tok, device), device, cfg.runtime.bf16)
         self.reference = reference
@@ -82,7 +86,8 @@ class Scorer:
                 return response_logprobs(self.reference, batch, self.cfg.generate.temperature, self.banned)
 
             if self.reward is not None:  # two independent models: side by side
-                (ref_lp, _), scores = run_pair(ref, lambda: sequence_scores(self.reward, batch))
+                rm_batch = batch if self.retok is None else self._rm_batch(data, prompts, responses)
+                (ref_lp, _), scores = run_pair(ref, lambda: sequence_scores(self.reward, rm_batch))
                 model_scores = scores.float().cpu().numpy().astype(np.float32)
             else:
                 (ref_lp, _), model_scores = ref(), None
@@ -99,6 +104,12 @@ class Scorer:
         with self.timer.phase("io/write_shard"):
             write_shard(out, data, new_attrs, durable=self.durable)
         return out, time.perf_counter() - t0, data
+
+    def _rm_batch(self, data: dict, prompts: list, responses: list):
+        """The samples re-encoded with the reward model's own tokenizer (models/retokenize.py)."""
+        assert self.retok is not None
+        raw = [self.prompts.raw(int(i)) for i in data["prompt_index"]] if self.prompts is not None else None
+        return self.retok.batch(prompts, responses, raw).to(self.device)
 
     def _reward_batch(self, data: dict, prompts: list, responses: list, where: str) -> RewardBatch:
         """What the reward functions are called with (texts decoded only when there is a function)."""

@@ -63,7 +63,9 @@ class TrainSession:
         self.cfg, self.run_dir, self.lead = cfg, run_dir, lead
         self.text = ConfigText.of(cfg)
         self.tr = Trainer(cfg, run_dir, device, dp)
-        self.n_prompts = len(PromptSet(cfg, self.tr.tok))  # for the data cursor of checkpoints
+        prompts = PromptSet(cfg, self.tr.tok)
+        self.n_prompts = len(prompts)  # for the data cursor of checkpoints
+        self.data_metrics = prompts.stats  # data/* counts of the prompt set, logged with every step
         # publish_files=False: the generator is in this process (takes the versions' tensors)
         # only the lead checkpoints: the other train ranks hold no version tensors
         self.versions = PolicyVersions(run_dir, cfg.max_policy_lag, lead and publish_files, hold=lead)
@@ -133,6 +135,7 @@ class TrainSession:
         assert sd is not None, "end_step follows train_step"
         if self.lead:
             metrics.update(self.hooks(sd.responses))
+            metrics.update(self.data_metrics)
         waited = 0.0 if wait_s is None else wait_s
         metrics.update({"time/train_wait_s": waited, "time/gen_s": gen_s, "time/score_s": score_s})
         metrics["time/step_s"] = time.perf_counter() - t0

@@ -3,14 +3,19 @@
     ps = PromptSet(cfg, tok)
     len(ps); ps[i]            # -> int32 token ids of prompt i
     ps.label(i)               # -> prompt i's label (a str), or None when the source has none
+    ps.raw(i)                 # -> prompt i as written (text or chat messages), or None when the source keeps none
+    ps.stats                  # -> the source's counts for metrics.jsonl ({} for demo and jsonl)
 
 A source is registered here by name as a 'module:function' string and imported on first use, so
 this package imports no task: the function takes (cfg, tokenizer) and returns the prompts as a
 sequence (len() and [i] -> np.ndarray of token ids), optionally with an attribute `labels` (a
-sequence of str or None, one per prompt: what reward functions check answers against).
+sequence of str or None, one per prompt: what reward functions check answers against), `raw` (the
+prompts as written) and `stats` (a dict of counts logged with every step's metrics).
 `demo`: the synthetic prompts of hpc_rlhf/demo/task.py (no labels); `jsonl`: one
 {"prompt": "...", "label": "..."} per line of `task.prompts_path` ("label" optional: a string or a
-number, kept as its text), read below.
+number, kept as its text), read below and tokenized without special tokens (as since 0.1.0);
+`dataset`: any table format with configurable columns, chat template and length limit (prompt_table.py).
+The order of prompts within a pass is the plan's (rollout/plan.py: a permutation of (seed, pass) only).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from hpc_rlhf.plugins import load_callable
 SOURCES = {
     "demo": "hpc_rlhf.demo.task:prompt_source",
     "jsonl": "hpc_rlhf.rollout.prompts:jsonl_source",
+    "dataset": "hpc_rlhf.rollout.prompt_table:dataset_source",
 }
 
 
@@ -39,6 +45,8 @@ class PromptSet:
         source = load_callable(SOURCES[cfg.task.name], "task.name")
         self._items: Sequence[np.ndarray] = source(cfg, tok)
         self._labels: Optional[Sequence[Optional[str]]] = getattr(self._items, "labels", None)
+        self._raw: Optional[Sequence[Any]] = getattr(self._items, "raw", None)
+        self.stats: dict[str, int] = dict(getattr(self._items, "stats", {}))
 
     def __len__(self) -> int:
         return len(self._items)
@@ -48,6 +56,9 @@ class PromptSet:
 
     def label(self, i: int) -> Optional[str]:
         return None if self._labels is None else self._labels[i]
+
+    def raw(self, i: int) -> Any:
+        return None if self._raw is None else self._raw[i]
 
 
 class LabelledPrompts(list):

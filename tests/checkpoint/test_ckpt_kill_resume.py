@@ -29,23 +29,29 @@ def test_sigkill_at_random_instants_then_resume_is_bit_identical(tmp_path, train
 GRPO = ["algo.name=grpo", "algo.kl_loss=k3", "algo.drop_uniform_groups=true"]
 
 
-@pytest.fixture(scope="module")
-def grpo_reference(tmp_path_factory, train_args, mpiexec) -> str:
-    """SHA-256 of the final policy of the GRPO fault run, uninterrupted."""
-    run = tmp_path_factory.mktemp("grpo_reference") / "run"
-    cli("train", *train_args, *GRPO, f"run_dir={run}")
-    return kr.final_sha(str(run))
+@pytest.fixture(scope="module", params=["demo", "parquet-chat"])
+def grpo_case(request, tmp_path_factory, train_args, mpiexec) -> tuple[list[str], str]:
+    """The GRPO fault run's arguments and the SHA-256 of its final policy, uninterrupted; `parquet-chat`: on a
+    user's prompt file (chat messages in Parquet, the tokenizer's chat template, long prompts dropped)."""
+    base = tmp_path_factory.mktemp(f"grpo_{request.param}")
+    args = [*train_args, *GRPO]
+    if request.param == "parquet-chat":
+        from tests.rollout.prompt_files import chat_tokenizer, dataset_overrides, prompt_file
+
+        args += dataset_overrides(prompt_file(base / "p.parquet"), chat_tokenizer(base / "tok"))
+    cli("train", *args, f"run_dir={base}/run")
+    return args, kr.final_sha(str(base / "run"))
 
 
-def test_grpo_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, grpo_reference):
-    """The critic-free run: no value model in its checkpoints, and its resume is exact all the same."""
+def test_grpo_sigkilled_and_resumed_is_bit_identical(tmp_path, grpo_case):
+    """The critic-free run: no value model in its checkpoints, and its resume is exact all the same; on the
+    demo's prompts and on a prompt dataset (its 64 kept prompts each consumed once per pass)."""
+    args, reference = grpo_case
     run = str(tmp_path / "run")
-    events = kr.kill_resume_cycle(
-        run, [*train_args, *GRPO], random.Random(20261128), kills=2, log=str(tmp_path / "log")
-    )
+    events = kr.kill_resume_cycle(run, args, random.Random(20261128), kills=2, log=str(tmp_path / "log"))
     assert sum(1 for e in events if e.get("killed")) == 2, events
     assert events[-1] == {"attempt": 2, "killed": False, "exit": 0}
-    assert kr.check_run(run, FAULT_STEPS, grpo_reference) == []
+    assert kr.check_run(run, FAULT_STEPS, reference) == []
     assert not glob.glob(f"{run}/checkpoints/*/value*")
 
 

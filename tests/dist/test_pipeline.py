@@ -135,6 +135,57 @@ def test_lora_layouts_sample_identical_tokens_and_end_with_the_same_weights(lora
     assert published and all(all("lora_" in k or "base_sha256" in k for k in load_file(p)) for p in published)
 
 
+# A user's prompt file instead of the demo's prompts: JSONL text (PPO) and Parquet chat messages (GRPO), both
+# through the tokenizer's chat template, 4 of 68 rows over task.max_prompt_tokens and dropped.
+DATASET = {"ppo-jsonl": ("p.jsonl", []), "grpo-parquet": ("p.parquet", CRITIC_FREE["grpo"])}
+
+
+@pytest.fixture(scope="module")
+def dataset_runs(tmp_path_factory, tiny_rm, mpiexec):
+    from tests.rollout.prompt_files import chat_tokenizer, dataset_overrides, prompt_file
+
+    base = tmp_path_factory.mktemp("dataset")
+    tok_dir = chat_tokenizer(base / "tok")
+    for case, (file, over) in DATASET.items():
+        data = dataset_overrides(prompt_file(base / file), tok_dir)
+        for name in ("single", "2+1+1"):
+            run = f"run_dir={base}/{case}-{name}"
+            cli(
+                "train",
+                TINY,
+                run,
+                f"model.reward_path={tiny_rm['dir']}/reward_model",
+                *data,
+                *over,
+                *layout_args(LAYOUTS[name]),
+            )
+    return base
+
+
+@pytest.mark.parametrize("case", list(DATASET))
+def test_dataset_runs_are_layout_invariant(dataset_runs, case):
+    """A prompt dataset with a chat template: 2+1+1 samples the tokens of one process and ends bit-identical;
+    each prompt once per pass (64 kept of 68), the dropped ones counted in every metrics line."""
+    import json
+
+    from tests.rollout.prompt_files import N_KEPT, N_LONG
+
+    a, b = dataset_runs / f"{case}-single", dataset_runs / f"{case}-2+1+1"
+    ref, got = rollouts(a), rollouts(b)
+    assert len(ref) == 16 and ref.keys() == got.keys()
+    assert all(np.array_equal(ref[k], got[k]) for k in ref), f"{case}: tokens differ"
+    wa, wb = weights(a), weights(b)
+    assert all(bool((wa[k] == wb[k]).all()) for k in wa), f"{case}: weights differ"
+    data, _ = read_shard(str(b / "rollouts" / "step_000000" / "scored_0000.h5"), ["prompt_tokens", "prompt_offsets"])
+    bos = 2  # the chat template: "<bos> turn <bos>" (tests/rollout/prompt_files.py)
+    assert data["prompt_tokens"][0] == bos and data["prompt_tokens"][data["prompt_offsets"][1] - 1] == bos
+    lines = [json.loads(x) for x in open(b / "ledger.jsonl")]
+    pi = [p for x in lines for p, s in zip(x["prompt_index"], x["sample_index"]) if s == 0]
+    assert len(pi) == len(set(pi)) == 32 and max(pi) < N_KEPT
+    metrics = [json.loads(x) for x in open(b / "metrics.jsonl")]
+    assert {m["data/prompts_dropped"] for m in metrics} == {N_LONG}
+
+
 def test_ledger_consumes_each_prompt_once_per_pass(layout_runs):
     import json
 

@@ -14,6 +14,9 @@ def test_each_prompt_once_per_pass():
     for p in range(4):
         assert sorted(seen[p * n : (p + 1) * n]) == list(range(n))
     assert not np.array_equal(seen[:n], seen[n : 2 * n])  # a new permutation each pass
+    # a function of (seed, pass) alone: any step computed alone (a resume) draws the same prompts; seeds differ
+    assert np.array_equal(step_prompts(3, n, per, 13), seen[13 * per : 14 * per])
+    assert not np.array_equal(step_prompts(4, n, per, 0), seen[:per])
 
 
 def test_shards_partition_the_step_and_seeds_are_identity_derived():
