@@ -16,6 +16,7 @@ default: a normal run writes nothing and pays one attribute test per phase.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -85,8 +86,9 @@ class Spans:
                 self.seconds.setdefault(name, []).append(dt)
 
     def paired_max(self, a: str, b: str) -> float:
-        """Sum over the i-th runs of sections a and b (run side by side) of the longer of the two."""
+        """Sum over the i-th runs of sections a and b (run side by side) of the longer of the two; a section
+        that did not run (a critic-free step has no value optimizer) counts 0."""
         total = 0.0
-        for x, y in zip(self.seconds.get(a, []), self.seconds.get(b, [])):
+        for x, y in itertools.zip_longest(self.seconds.get(a, []), self.seconds.get(b, []), fillvalue=0.0):
             total += max(x, y)
         return total

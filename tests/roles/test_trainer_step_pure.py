@@ -48,6 +48,8 @@ def test_spans_keep_named_sections_and_send_waits_to_the_phase_timer(tmp_path, m
     run("wait/allreduce", 0.005)
     assert len(spans.seconds["optimizer/policy"]) == len(spans.seconds["optimizer/value"]) == 2
     assert 0.05 <= spans.paired_max("optimizer/policy", "optimizer/value") < 0.2  # 0.02 + 0.03
+    # a critic-free step has no value optimizer: the policy's own time, not 0
+    assert 0.02 <= spans.paired_max("optimizer/policy", "optimizer/critic-free") < 0.2
     assert set(timer.phases) == {"wait/allreduce"} and timer.phases["wait/allreduce"] >= 0.005
     with trainer_step.no_probe("anything"):  # the default probe does nothing
         pass
