@@ -130,7 +130,7 @@ def train_sft(cfg: Config, run_dir: str, comm: Any = None, stop: Any = None, dev
     examples, dropped = load_examples(cfg, tok)
     steps = schedule(cfg, examples)
     run = StageRun(cfg, run_dir, comm, device or torch.device("cpu"), stop)
-    model = build_policy(cfg, tok).to(run.device).train()
+    model = build_policy(cfg, tok, run.device).train()  # loaded straight onto its device
     s = cfg.sft
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     start, extra = run.resume(model, opt)
