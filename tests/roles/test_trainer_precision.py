@@ -4,12 +4,14 @@ the trainer's fp32 weights cast on load. Real Trainer, Generator and Scorer on t
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hpc_rlhf.config import load_config
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.dist.weights import load_state
+from hpc_rlhf.errors import UserError
 from hpc_rlhf.roles.generator import Generator
 from hpc_rlhf.roles.scorer import Scorer
 from hpc_rlhf.roles.trainer import Trainer
@@ -75,3 +77,8 @@ def test_bf16_trains_fp32_masters_in_bf16_compute_and_serves_bf16(tiny_rm, tmp_p
         assert got[k].dtype == torch.bfloat16 and torch.equal(got[k], v.to(torch.bfloat16)), k
     # fp32 (the default) keeps every model in fp32
     assert {p.dtype for p in Generator(cfg, str(tmp_path), "cpu", 0).policy.parameters()} == {torch.float32}
+
+
+def test_bf16_with_lora_is_refused_in_one_line():
+    with pytest.raises(UserError, match=r"train\.precision.*LoRA.*train\.precision=fp32"):
+        load_config(TINY, ["model.lora.r=4", "train.precision=bf16"])
