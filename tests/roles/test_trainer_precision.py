@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from hpc_rlhf.config import load_config
+from hpc_rlhf.config import load_config, resume_diff
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.dist.weights import load_state
 from hpc_rlhf.errors import UserError
@@ -79,6 +79,9 @@ def test_bf16_trains_fp32_masters_in_bf16_compute_and_serves_bf16(tiny_rm, tmp_p
     assert {p.dtype for p in Generator(cfg, str(tmp_path), "cpu", 0).policy.parameters()} == {torch.float32}
 
 
-def test_bf16_with_lora_is_refused_in_one_line():
+def test_bf16_with_lora_is_refused_in_one_line_and_precision_is_not_resume_safe():
+    assert resume_diff(load_config(TINY, []), load_config(TINY, ["train.precision=bf16"])) == [
+        "train.precision: 'fp32' -> 'bf16'"
+    ]
     with pytest.raises(UserError, match=r"train\.precision.*LoRA.*train\.precision=fp32"):
         load_config(TINY, ["model.lora.r=4", "train.precision=bf16"])
