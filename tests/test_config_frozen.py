@@ -22,7 +22,8 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 # again when `stage`, `sft:`, `rm.chat_template`, `rm.ranks` (the SFT and reward-model stages), `model.lora`
 # (its keys but `export` are not resume-safe) and `train:` were added, and layout.train became resume-safe
 # (checkpoints hold full states: issue 16, resharded resume), and the prompt-dataset `task.*` and
-# `model.reward_tokenizer_path`/`reward_chat_template` keys came (issue 15).
+# `model.reward_tokenizer_path`/`reward_chat_template` keys came (issue 15), and `train.precision`
+# (mixed precision, not resume-safe: issue 16).
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -32,10 +33,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "a4073b56c222e2a9"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "a4073b56c222e2a9"),
-    (TINY, [], "cdc0c9b2fdc30208"),
-    (TINY, OVERRIDES, "3f6dc1c6d169183c"),
+    (None, [], "a50f10de6242b2ef"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "a50f10de6242b2ef"),
+    (TINY, [], "048dc4f5eaf1f66e"),
+    (TINY, OVERRIDES, "85d7d2fd6c14e25a"),
 ]
 
 

@@ -161,6 +161,12 @@ def _validate_lora(cfg: Config) -> None:
         "fsdp with LoRA (model.lora.r > 0) is not supported yet: the adapters are small, set train.sharding=none",
     )
     _check(
+        cfg.train.precision == "fp32",
+        "train.precision",
+        "bf16 with LoRA (model.lora.r > 0) is not supported yet (the one-process run shares the fp32 base "
+        "with the generator): set train.precision=fp32",
+    )
+    _check(
         lo.export == "merged" or cfg.model.policy_path is not None,
         "model.lora.export",
         "'adapter' needs model.policy_path (the base folder the adapters apply to); a base built from "

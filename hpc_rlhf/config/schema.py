@@ -353,7 +353,9 @@ class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where models run: `auto` takes the local GPU when there is one."""
     bf16: bool = False
-    """Run models in bfloat16 on GPU (CPU stays fp32)."""
+    """Cast whole models to bfloat16 on a GPU (CPU stays fp32): pure bf16, the trainer's weights and
+    AdamW state included (no fp32 master). For mixed precision use train.precision=bf16, which
+    takes precedence for the trainer (it keeps fp32 masters then)."""
     torch_threads: int = 0
     """Torch intra-op threads per rank (0 = cores / local ranks, at least 1)."""
     wait_timeout_s: float = 600.0
@@ -391,6 +393,13 @@ class TrainConfig:
     activation_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass instead of keeping them
     (less memory, one more forward per update; the same numbers). May change on resume."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """`fp32`: everything in float32. `bf16`: mixed precision: the train ranks keep fp32 weights and
+    AdamW state (the masters) and run forward/backward under bf16 autocast (fp32 gradients, fp32
+    all-reduce; with sharding=fsdp FSDP2's MixedPrecisionPolicy(bf16 params, fp32 reduce) instead);
+    the generators and scorers hold their models in bf16 and cast published fp32 weights on load.
+    Unlike runtime.bf16 (whole models cast to bf16 on a GPU only, the trainer's too: no fp32
+    master) it applies on the CPU as well. Changes the numbers, so not resume-safe."""
 
 
 @dataclass(frozen=True)
@@ -495,7 +504,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     """Devices, threads, timeouts, launcher."""
     train: TrainConfig = field(default_factory=TrainConfig)
-    """How the train ranks hold the models: sharding, activation checkpointing."""
+    """How the train ranks hold the models: sharding, activation checkpointing, precision."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     """Submission to Slurm (`hpc-rlhf submit`)."""
     placement: PlacementConfig = field(default_factory=PlacementConfig)

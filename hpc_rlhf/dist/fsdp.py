@@ -1,7 +1,7 @@
 """FSDP2 sharding of the train group's models (train.sharding=fsdp) and their full states.
 
     mesh = train_mesh(dp.size, device)               # the train ranks' 1-D device mesh (gloo / NCCL)
-    shard_model(policy, mesh)                        # fully_shard each decoder layer, then the rest
+    shard_model(policy, mesh, bf16=False)            # fully_shard each decoder layer, then the rest
     full = full_model_state(policy)                  # collective: the lead gets CPU tensors, others {}
     load_full_model_state(policy, full)              # every rank passes the full state, keeps its shard
     osd = full_optim_state(policy, opt)              # collective: like opt.state_dict() of one rank
@@ -15,6 +15,10 @@ normalised by the global token count, as with the unsharded all-reduce (dist/dp.
 train ranks computes the one-rank update up to float order. The lean forward of models/forward.py
 reads weights outside the modules' forward, which FSDP's hooks would not see: sharded models take the
 Hugging Face forward.
+
+With bf16=True (train.precision=bf16) every unit gets MixedPrecisionPolicy(param_dtype=bf16,
+reduce_dtype=fp32): the shards (and AdamW state) stay fp32 masters, forward and backward compute in
+bf16 on the gathered copies, gradients are reduce-scattered in fp32.
 
 Full states have the unsharded layout exactly (parameter names; optimizer state keyed by parameter
 index as torch.optim gives it), so checkpoints and published weights are the same whether the run
@@ -33,7 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
 SCATTER = StateDictOptions(full_state_dict=True)
@@ -44,16 +48,19 @@ def train_mesh(size: int, device: torch.device) -> DeviceMesh:
     return init_device_mesh(torch.device(device).type, (size,))
 
 
-def shard_model(model: torch.nn.Module, mesh: DeviceMesh) -> torch.nn.Module:
-    """Shard `model` (a *ForCausalLM or a 1-label *ForSequenceClassification) in place over `mesh`."""
+def shard_model(model: torch.nn.Module, mesh: DeviceMesh, bf16: bool = False) -> torch.nn.Module:
+    """Shard `model` (a *ForCausalLM or a 1-label *ForSequenceClassification) in place over `mesh`;
+    bf16: compute in bf16 on fp32 shards, reduce in fp32 (MixedPrecisionPolicy)."""
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
+    kw = {"mesh": mesh, "mp_policy": mp} if mp is not None else {"mesh": mesh}
     base = getattr(model, model.base_model_prefix)
     for layer in base.layers:
-        fully_shard(layer, mesh=mesh)
+        fully_shard(layer, **kw)
     if hasattr(model, "score"):  # the value model: backbone and head are called separately
-        fully_shard(base, mesh=mesh)
-        fully_shard(model.score, mesh=mesh)
+        fully_shard(base, **kw)
+        fully_shard(model.score, **kw)
     else:
-        fully_shard(model, mesh=mesh)
+        fully_shard(model, **kw)
     for m in model.modules():
         if isinstance(m, FSDPModule):
             m.set_gradient_divide_factor(1.0)  # a plain SUM (gloo has no PREMUL_SUM / AVG)

@@ -64,7 +64,9 @@ def load_into(model: torch.nn.Module, path: str) -> None:
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """Copy `state` (a cpu_state of the same architecture; tied weights stored once) into `model`."""
+    """Copy `state` (a cpu_state of the same architecture; tied weights stored once) into `model`,
+    cast to the model's dtype: under train.precision=bf16 a generator's bf16 policy takes the trainer's
+    fp32 weights (load_state_dict's copy casts; no fp32 copy of the model is kept)."""
     if lora.is_lora(model):  # adapters only, onto the same base (models/lora.py)
         return lora.load_adapters(model, state, what)
     missing, unexpected = model.load_state_dict(state, strict=False)

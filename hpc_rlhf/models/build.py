@@ -11,8 +11,9 @@ Everything loads from local folders (no hub access: `local_files_only=True`) or 
 trainer's initial policy without sending weights. Dropout is off in all four models.
 
 A folder may hold any decoder family transformers knows (llama, qwen2, mistral, gpt_neox, phi3,
-gemma, ...). It loads straight into its run dtype (`model_dtype`: fp32, or bf16 on a GPU with
-runtime.bf16) and onto `device`: no fp32 CPU copy made first and cast after. A policy whose output
+gemma, ...). It loads straight into its run dtype (`model_dtype`: fp32; bf16 on a GPU with
+runtime.bf16; with train.precision=bf16, bf16 for the generators' and scorers' models, built with
+compute=True, and fp32 masters for the trainer's) and onto `device`: no fp32 CPU copy made first and cast after. A policy whose output
 layer is wider than its tokenizer (a padded vocabulary) samples and scores only the tokenizer's ids. The one head a folder may
 lack is a classifier's `score` (a value model from a causal-LM folder, a reward model before
 `train-rm`): it is drawn from a generator seeded by the model's seed, never from torch's global RNG,
@@ -49,8 +50,12 @@ def _check_folder(path: str, key: str) -> None:
         raise UserError(f"{key} '{path}' is not a Hugging Face model folder (no config.json); give a local folder")
 
 
-def model_dtype(cfg: Config, device: torch.device | str | None) -> torch.dtype:
-    """The dtype the models run in on `device`: bf16 on a GPU when runtime.bf16, else fp32."""
+def model_dtype(cfg: Config, device: torch.device | str | None, compute: bool = False) -> torch.dtype:
+    """The dtype a model is held in on `device`. train.precision=bf16: bf16 for a `compute` model (the
+    generator's policy, the scorer's reference and reward model), fp32 otherwise (the trainer's
+    masters, trained under bf16 autocast). Else bf16 on a GPU when runtime.bf16, else fp32."""
+    if cfg.train.precision == "bf16":
+        return torch.bfloat16 if compute else torch.float32
     on_gpu = device is not None and torch.device(device).type == "cuda"
     return torch.bfloat16 if cfg.runtime.bf16 and on_gpu else torch.float32
 
@@ -197,50 +202,50 @@ def load_tokenizer(cfg: Config, run_dir: str | None = None) -> PreTrainedTokeniz
     return tok
 
 
-def build_policy(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreTrainedModel:
-    """The initial policy on `device` (default CPU), in model_dtype: from model.policy_path, or
-    random init of model.arch (built in fp32 on the CPU, the same on every rank, then moved)."""
+def build_policy(cfg: Config, tok: PreTrainedTokenizerBase, device=None, compute: bool = False) -> PreTrainedModel:
+    """The initial policy on `device` (default CPU), in model_dtype(compute): from model.policy_path, or
+    random init of model.arch (built in fp32 on the CPU, the same on every rank, then moved and cast)."""
     device = torch.device(device or "cpu")
     if cfg.model.policy_path:
         conf = _folder_config(cfg.model.policy_path, "model.policy_path", tok)
-        dtype = model_dtype(cfg, device)
+        dtype = model_dtype(cfg, device, compute)
         model = _from_folder(AutoModelForCausalLM, cfg.model.policy_path, "model.policy_path", conf, device, dtype, 0)
         limit_vocab(model, len(tok))
     else:
         conf = _no_dropout(arch_config(cfg.model.arch, tok))
         model = _seeded(cfg.model.init_seed, lambda: AutoModelForCausalLM.from_config(conf))
-        model.to(device=device, dtype=model_dtype(cfg, device))
+        model.to(device=device, dtype=model_dtype(cfg, device, compute))
     return model.eval()
 
 
-def build_reference(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreTrainedModel:
+def build_reference(cfg: Config, tok: PreTrainedTokenizerBase, device=None, compute: bool = False) -> PreTrainedModel:
     """A frozen copy of the initial policy (loaded again in place; no weights are sent or copied)."""
-    ref = build_policy(cfg, tok, device)
+    ref = build_policy(cfg, tok, device, compute)
     ref.requires_grad_(False)
     return ref
 
 
 def _classifier(
-    path: str | None, key: str, cfg: Config, tok: PreTrainedTokenizerBase, seed: int, device=None
+    path: str | None, key: str, cfg: Config, tok: PreTrainedTokenizerBase, seed: int, device=None, compute=False
 ) -> PreTrainedModel:
     device = torch.device(device or "cpu")
     if path:
         conf = _folder_config(path, key)  # a reward model may have its own tokenizer
         conf.num_labels = 1
         model = _from_folder(
-            AutoModelForSequenceClassification, path, key, conf, device, model_dtype(cfg, device), seed
+            AutoModelForSequenceClassification, path, key, conf, device, model_dtype(cfg, device, compute), seed
         )
     else:
         conf = _no_dropout(arch_config(cfg.model.arch, tok))
         conf.num_labels = 1
         model = _seeded(seed, lambda: AutoModelForSequenceClassification.from_config(conf))
-        model.to(device=device, dtype=model_dtype(cfg, device))
+        model.to(device=device, dtype=model_dtype(cfg, device, compute))
     return model.eval()
 
 
-def build_reward(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreTrainedModel:
+def build_reward(cfg: Config, tok: PreTrainedTokenizerBase, device=None, compute: bool = False) -> PreTrainedModel:
     """The reward model: model.reward_path, else a fresh random one (what `train-rm` starts from)."""
-    return _classifier(cfg.model.reward_path, "model.reward_path", cfg, tok, cfg.model.init_seed + 1, device)
+    return _classifier(cfg.model.reward_path, "model.reward_path", cfg, tok, cfg.model.init_seed + 1, device, compute)
 
 
 def build_value(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreTrainedModel:
@@ -258,7 +263,8 @@ def build_value(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreTr
 
 
 def place(model: torch.nn.Module, device: torch.device, bf16: bool) -> torch.nn.Module:
-    """`model` on `device` (bf16 on a GPU when `bf16`); a no-op for a model built there by build_*."""
+    """`model` on `device` (bf16 on a GPU when `bf16`: runtime.bf16, which the trainer ignores under
+    train.precision=bf16); a no-op for a model built there by build_*."""
     model.to(device)
     if bf16 and device.type == "cuda":
         model.to(torch.bfloat16)

@@ -36,7 +36,7 @@ class Generator:
         self.cfg, self.run_dir, self.rank = cfg, run_dir, rank
         self.tok = load_tokenizer(cfg, run_dir)
         if policy is None:
-            policy = build_policy(cfg, self.tok, device)
+            policy = build_policy(cfg, self.tok, device, compute=True)  # train.precision=bf16: held in bf16
             policy = lora.apply(policy, cfg) if lora.enabled(cfg) else policy  # LoRA: base + adapters (peft)
             policy = place(policy, device, cfg.runtime.bf16)
         self.policy = policy

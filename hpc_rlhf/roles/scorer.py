@@ -43,13 +43,15 @@ class Scorer:
         self.tok = load_tokenizer(cfg, run_dir)
         self.sources = RewardSources(cfg)
         self.reward = (
-            place(build_reward(cfg, self.tok, device), device, cfg.runtime.bf16) if self.sources.needs_model else None
+            place(build_reward(cfg, self.tok, device, compute=True), device, cfg.runtime.bf16)
+            if self.sources.needs_model
+            else None
         )
         self.retok = RewardTokens.of(cfg, self.tok) if self.reward is not None else None  # RM's own tokenizer
         raw = self.retok is not None and self.retok.chat  # the RM's chat template takes the prompts as written
         self.prompts = PromptSet(cfg, self.tok) if self.sources.needs_text or raw else None  # the labels
         if reference is None:  # the initial policy; with LoRA that is the base (adapters start at zero)
-            reference = place(build_reference(cfg, self.tok, device), device, cfg.runtime.bf16)
+            reference = place(build_reference(cfg, self.tok, device, compute=True), device, cfg.runtime.bf16)
         self.reference = reference
         self.banned = banned_tokens(self.tok.pad_token_id, self.tok.eos_token_id, cfg.generate.stop_at_eos)
         self.fp = fingerprint(cfg)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Optional
 
 import torch
@@ -66,16 +67,19 @@ class Trainer:
         self.tok = load_tokenizer(cfg, run_dir)
         policy = build_policy(cfg, self.tok, device)
         policy = lora.apply(policy, cfg) if lora.enabled(cfg) else policy  # LoRA: the adapters train
-        self.policy = place(policy, device, cfg.runtime.bf16)
+        # train.precision=bf16: fp32 masters (build_*'s default dtype), bf16 autocast (self.autocast)
+        self.bf16 = cfg.train.precision == "bf16"
+        pure_bf16 = cfg.runtime.bf16 and not self.bf16
+        self.policy = place(policy, device, pure_bf16)
         critic = cfg.algo.uses_critic
-        self.value = place(build_value(cfg, self.tok, device), device, cfg.runtime.bf16) if critic else None
+        self.value = place(build_value(cfg, self.tok, device), device, pure_bf16) if critic else None
         # train.sharding=fsdp: FSDP2 shards over the train ranks (dist/fsdp.py); one rank: unsharded
         self.sharded = cfg.train.sharding == "fsdp" and dp.size > 1
         if self.sharded:
             mesh = fsdp.train_mesh(dp.size, torch.device(device))
             for model in (self.policy, self.value):
                 if model is not None:
-                    fsdp.shard_model(model, mesh)
+                    fsdp.shard_model(model, mesh, bf16=self.bf16)
         # train.activation_checkpointing: each decoder layer's activations are recomputed in backward
         # (after sharding: FSDP takes the HF path)
         if cfg.train.activation_checkpointing:
@@ -103,6 +107,14 @@ class Trainer:
         self.timer = PhaseTimer(run_dir, "train", dp.rank)
         self.version = 0  # optimizer steps applied = PPO steps done
         self.last_step_data: Optional[StepData] = None  # the rollouts of the last step (ledger, hooks)
+
+    def autocast(self) -> AbstractContextManager:
+        """The context of a forward of the trained models (enter it on the thread that runs it:
+        autocast is per thread): bf16 autocast under train.precision=bf16 unless FSDP casts the
+        parameters itself (MixedPrecisionPolicy); otherwise nothing."""
+        if self.bf16 and not self.sharded:
+            return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
+        return nullcontext()
 
     def train_step(self, step: int, paths: list[str], parts: Optional[list] = None) -> dict[str, float]:
         """One RL step on the scored shards at `paths` (read here), or on `parts`, their fields as

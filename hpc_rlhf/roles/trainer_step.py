@@ -93,13 +93,16 @@ def old_values(tr: Trainer, sd: StepData) -> Optional[torch.Tensor]:
     idx = torch.arange(lo, lo + counts[dp.rank], device=tr.device)
     if len(idx) >= 2 and torch.get_num_threads() >= 2 and not tr.sharded:  # two halves side by side
         half = len(idx) // 2
-        a, b = run_pair(
-            lambda: token_values(tr.value, sd.batch.select(idx[:half])),
-            lambda: token_values(tr.value, sd.batch.select(idx[half:])),
-        )
+
+        def part(rows: torch.Tensor) -> torch.Tensor:
+            with tr.autocast():  # per thread
+                return token_values(tr.value, sd.batch.select(rows))
+
+        a, b = run_pair(lambda: part(idx[:half]), lambda: part(idx[half:]))
         local = torch.cat([a, b])
     else:
-        local = token_values(tr.value, sd.batch.select(idx))
+        with tr.autocast():
+            local = token_values(tr.value, sd.batch.select(idx))
     return dp.all_gather_rows(local, counts)
 
 
@@ -195,9 +198,10 @@ def policy_objective(tr: Trainer, mb: Batch, sd: StepData, idx, tg: Targets, nor
     surrogate, minus the entropy bonus (ppo.entropy_coef), plus the KL loss term (algo.kl_loss)."""
     p, a = tr.cfg.ppo, tr.cfg.algo
     mask = mb.response_mask if tg.loss_mask is None else tg.loss_mask[idx]
-    logp, ent = response_logprobs(
-        tr.policy, mb, tr.cfg.generate.temperature, tr.banned, with_entropy=p.entropy_coef > 0
-    )
+    with tr.autocast():  # train.precision=bf16: bf16 matmuls, fp32 log-softmax (logits cast back)
+        logp, ent = response_logprobs(
+            tr.policy, mb, tr.cfg.generate.temperature, tr.banned, with_entropy=p.entropy_coef > 0
+        )
     loss, m = policy_loss(
         logp, sd.gen_logprobs[idx], tg.adv[idx], mask, p.clip_ratio, norms.n_tok, a.loss_agg, norms.n_seq, norms.horizon
     )
@@ -229,7 +233,8 @@ def update(tr: Trainer, mb: Batch, sd: StepData, idx, tg: Targets, norms: Norms,
         return out
 
     def value_part():
-        v = token_values(tr.value, mb)
+        with tr.autocast():
+            v = token_values(tr.value, mb)
         loss, m = value_loss(v, tg.values[idx], tg.returns[idx], mb.response_mask, p.value_clip, norms.n_tok)
         tr.opt_value.zero_grad(set_to_none=True)
         loss.backward()

@@ -83,15 +83,16 @@ def test_lora_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, lora_
 FSDP = ["layout.train=2", "train.sharding=fsdp", "total_steps=6"]
 
 
-def test_fsdp_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, mpiexec):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fsdp_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, mpiexec, precision):
     """Two trainers holding FSDP shards (the checkpoint gathers full states): killed once, resumed on
-    the same two, the run ends bit-identical to an uninterrupted one of the same layout."""
+    the same two, the run ends bit-identical to an uninterrupted one of the same layout. bf16: FSDP2
+    mixed precision on fp32 master shards, whose full states the checkpoint holds."""
+    args = [*train_args, *FSDP, f"train.precision={precision}"]
     ref = tmp_path / "reference"
-    cli("train", *train_args, *FSDP, f"run_dir={ref}")
+    cli("train", *args, f"run_dir={ref}")
     run = str(tmp_path / "run")
-    events = kr.kill_resume_cycle(
-        run, [*train_args, *FSDP], random.Random(20261130), kills=1, log=str(tmp_path / "log")
-    )
+    events = kr.kill_resume_cycle(run, args, random.Random(20261130), kills=1, log=str(tmp_path / "log"))
     assert sum(1 for e in events if e.get("killed")) == 1, events
     assert events[-1] == {"attempt": 1, "killed": False, "exit": 0}
     assert kr.check_run(run, 6, kr.final_sha(str(ref))) == []
