@@ -123,28 +123,27 @@ class Lean:
         h, hd, nkv = self.n_heads, self.head_dim, self.n_kv
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            if self.checkpoint and i != last and torch.is_grad_enabled():  # recomputed in backward
-                x = checkpoint(self._full_layer, layer, x, cos, sin, mask, use_reentrant=False)
+            if i != last or q_from == 0:  # every column
+                if self.checkpoint and i != last and torch.is_grad_enabled():  # recomputed in backward
+                    x = checkpoint(self._full_layer, layer, x, cos, sin, mask, use_reentrant=False)
+                else:
+                    x = self._full_layer(layer, x, cos, sin, mask)
                 continue
+            # the last layer: keys/values of every column, the rest only for the columns that are read
             att = layer.self_attn
             y = self.norm(x, layer.input_layernorm)
             k = _linear(y, att.k_proj).view(b, t, nkv, hd).transpose(1, 2)
             v = _linear(y, att.v_proj).view(b, t, nkv, hd).transpose(1, 2)
             k = self.rotate(k, cos, sin)
-            if i == last and q_from > 0:  # only the columns that are read, from here on
-                x, y = x[:, q_from:], y[:, q_from:]
-                qc, qs = cos[:, :, q_from:], sin[:, :, q_from:]
-                if mask is not None:
-                    m = mask[:, :, q_from:]
-                else:
-                    m = torch.ones((t, t), dtype=torch.bool, device=x.device).tril_()[q_from:]
-                q = _linear(y, att.q_proj).view(b, t - q_from, h, hd).transpose(1, 2)
-                q = self.rotate(q, qc, qs)
-                a = self.attend(q, k, v, m, causal=False)
+            x, y = x[:, q_from:], y[:, q_from:]
+            qc, qs = cos[:, :, q_from:], sin[:, :, q_from:]
+            if mask is not None:
+                m = mask[:, :, q_from:]
             else:
-                q = _linear(y, att.q_proj).view(b, t, h, hd).transpose(1, 2)
-                q = self.rotate(q, cos, sin)
-                a = self.attend(q, k, v, mask, causal=True)
+                m = torch.ones((t, t), dtype=torch.bool, device=x.device).tril_()[q_from:]
+            q = _linear(y, att.q_proj).view(b, t - q_from, h, hd).transpose(1, 2)
+            q = self.rotate(q, qc, qs)
+            a = self.attend(q, k, v, m, causal=False)
             x = x + _linear(a, att.o_proj)
             mlp = layer.mlp
             y = self.norm(x, layer.post_attention_layernorm)
@@ -154,7 +153,7 @@ class Lean:
         return self.norm(x, self.base.norm)
 
     def _full_layer(self, layer, x, cos, sin, mask) -> torch.Tensor:
-        """One decoder layer over every column: the same operations as hidden()'s loop body."""
+        """One decoder layer over every column (hidden()'s layers but a last one that reads only some columns)."""
         b, t, _ = x.shape
         h, hd, nkv = self.n_heads, self.head_dim, self.n_kv
         att = layer.self_attn
