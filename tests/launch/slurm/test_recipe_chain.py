@@ -19,7 +19,7 @@ from tests.stages.stage_data import demo_tokenizer, sft_jsonl
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
 
-SFT_STEPS = 240  # 48 examples, batch 4, 20 epochs: still running when the preemption lands
+SFT_STEPS = 4800  # 48 examples, batch 4, 400 epochs (~50 s on a quiet machine): still running when the preemption lands
 
 
 def _preempt(job_id: str, tmp_path: Path, jobs: list) -> None:
@@ -53,7 +53,7 @@ def test_recipe_runs_as_three_chained_jobs_through_a_preemption(tmp_path, jobs):
             f"run_dir={root}",
             f"sft.data_path={sft_jsonl(tmp_path / 'sft.jsonl', 48)}",
             f"model.tokenizer_path={demo_tokenizer(tmp_path)}",
-            "sft.epochs=20",
+            "sft.epochs=400",
             "sft.batch_size=4",
             "checkpoint.every_steps=1000",
             "slurm.timeout_min=10",
