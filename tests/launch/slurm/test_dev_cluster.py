@@ -437,7 +437,6 @@ TWO_NODES = ["slurm.nodes=2", "placement.generate=1", "placement.train=0", *TWO_
 
 
 @pytest.mark.slow
-@pytest.mark.quarantine  # intermittent on the 2-node dev cluster: see docs/slurm.md, Known problems
 def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm, two_nodes):
     """The real worker (configs/tiny.yaml) under submitit, a job of 2 nodes with generation and training on
     different nodes: preempted by a `high` job, requeues, resumes, ends bit-identical to the same layout

@@ -44,7 +44,6 @@ def error_lines(r: subprocess.CompletedProcess) -> list[str]:
     return [ln for ln in lines if ln.startswith("error: ")]
 
 
-@pytest.mark.quarantine  # intermittent on the 2-node dev cluster: see docs/slurm.md, Known problems
 def test_a_node_local_run_dir_is_a_one_line_error_at_start(tmp_path, two_nodes, tiny_rm):
     staged = tmp_path / "staged"
     slurm_submit.prepare_run_dir(load_config(TINY, [f"run_dir={staged}", *LAYOUT, *tiny_rm["overrides"]]))
