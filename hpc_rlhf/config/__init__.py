@@ -89,6 +89,7 @@ RESUME_SAFE_KEYS = (
     "model.lora.export",
     "runtime.wait_timeout_s",
     "runtime.heartbeat_timeout_s",
+    "runtime.start_timeout_s",
     "runtime.lease_ttl_s",
     "runtime.mpiexec",
     "runtime.launcher",

@@ -54,6 +54,7 @@ def _validate_sft(cfg: Config) -> None:
 def _validate_runtime(cfg: Config) -> None:
     rt = cfg.runtime
     _check(rt.wait_timeout_s > 0, "runtime.wait_timeout_s", "must be > 0")
+    _check(rt.start_timeout_s >= 0, "runtime.start_timeout_s", "must be >= 0 (0 = no deadline)")
     _check(rt.heartbeat_timeout_s >= 0, "runtime.heartbeat_timeout_s", "must be >= 0 (0 = off)")
     _check(rt.lease_ttl_s >= 1, "runtime.lease_ttl_s", "must be >= 1 (the lease is renewed every ttl/4 s)")
     _check(0 <= rt.rendezvous_port <= 65535, "runtime.rendezvous_port", "must be in [0, 65535] (0 = a free port)")

@@ -366,6 +366,10 @@ class RuntimeConfig:
     """The mpiexec used by the local launcher (a site MPI's, or the PyPI mpich wheel's)."""
     requeue_exit_code: int = 75
     """Exit status meaning "checkpointed on a stop signal, requeue me"."""
+    start_timeout_s: float = 120.0
+    """Longest a task may take from importing MPI to its first heartbeat (MPI_Init, the node map, the
+    RUN_DIR check): a task that dies in MPI start-up would otherwise leave its peers blocked there until the
+    job's time limit (0 = no deadline; dist/start_watchdog.py)."""
     heartbeat_timeout_s: float = 30.0
     """A rank that sends no heartbeat for this long (killed, stopped, its node lost) ends the job with its
     rank, role, pid and host named, on any node and under any launcher (0 = off; dist/heartbeat.py)."""

@@ -17,6 +17,9 @@ from typing import Iterable
 import torch
 import torch.distributed as tdist
 
+from hpc_rlhf.dist.rendezvous import rendezvous_host
+from hpc_rlhf.errors import UserError
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -48,15 +51,21 @@ class DataParallel:
     ) -> DataParallel:
         """comm: the train group's mpi4py communicator (or None for a single trainer). The rendezvous is
         the first trainer's `addr`:`port` (runtime.rendezvous_addr/_port): "" = the address its host name
-        resolves to, 0 = a free port it picks; it tells the others over MPI."""
+        resolves to (refused when that is loopback and the trainers span hosts: dist/rendezvous.py), 0 = a
+        free port it picks; it tells the others over MPI."""
         if comm is None or comm.Get_size() == 1:
             return cls(0, 1)
         rank, size = comm.Get_rank(), comm.Get_size()
+        hosts = comm.allgather(socket.gethostname())
         url = None
         if rank == 0:
-            host = addr or socket.gethostbyname(socket.gethostname())
-            url = f"tcp://{host}:{port or _free_port()}"
+            try:
+                url = f"tcp://{rendezvous_host(addr, hosts)}:{port or _free_port()}"
+            except UserError as e:
+                url = f"error {e}"  # every trainer raises the same one line
         url = comm.bcast(url, root=0)
+        if url.startswith("error "):
+            raise UserError(url[len("error ") :])
         backend = "nccl" if device.type == "cuda" else "gloo"
         if not tdist.is_initialized():
             tdist.init_process_group(

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -314,6 +315,37 @@ def prepare(run_dir: str, config: Optional[str] = None, overrides: tuple[str, ..
     return 0
 
 
+def hold(run_dir: str) -> int:
+    """Own RUN_DIR for this batch job (jobs/ppo.sbatch) until stdin closes: print `owned` once the lease is
+    taken (a requeued job takes its own over), or one `error: ...` line naming the live owner and return 2.
+    The lease is renewed meanwhile; lost to another owner, the job is cancelled (it must not write on)."""
+    from hpc_rlhf.config.schema import RuntimeConfig
+    from hpc_rlhf.launch.lease import acquire
+
+    job_id = os.environ.get("SLURM_JOB_ID")
+    cfg_path = RunDir(run_dir).config
+    ttl = load_config(cfg_path).runtime.lease_ttl_s if os.path.exists(cfg_path) else RuntimeConfig.lease_ttl_s
+    try:
+        lease = acquire(run_dir, "slurm job (jobs/ppo.sbatch)", ttl, slurm_job_id=job_id)
+    except UserError as e:
+        print(f"error: {e}", flush=True)
+        return 2
+
+    def lost(msg: str) -> None:
+        print(f"error: {msg}; cancelling job {job_id}", file=sys.stderr, flush=True)
+        if job_id:
+            _cmd(["scancel", job_id])
+        os._exit(1)
+
+    lease.start_renewing(lost)
+    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):  # preemption signals are for the ranks:
+        signal.signal(sig, signal.SIG_IGN)  # hold on until the batch script, which outlives them, ends
+    print("owned", flush=True)
+    sys.stdin.read()  # until the batch script closes the pipe or ends
+    lease.release()
+    return 0
+
+
 def _main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hpc_rlhf.launch.slurm_cmds")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -321,6 +353,8 @@ def _main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("config", nargs="?")
     p.add_argument("overrides", nargs="*")
+    p = sub.add_parser("hold", help="own RUN_DIR (its lease) for this job until stdin closes")
+    p.add_argument("run_dir")
     p = sub.add_parser("requeue", help="scontrol requeue $SLURM_JOB_ID, counted against slurm.max_requeues")
     p.add_argument("run_dir")
     p.add_argument("--if-exit", type=int, default=None, help="only if this is runtime.requeue_exit_code")
@@ -331,6 +365,8 @@ def _main(argv: Optional[list[str]] = None) -> int:
     try:
         if args.cmd == "prepare":
             return prepare(args.run_dir, args.config, tuple(args.overrides))
+        if args.cmd == "hold":
+            return hold(args.run_dir)
         job_id = os.environ.get("SLURM_JOB_ID")
         if not job_id:
             raise UserError("SLURM_JOB_ID is not set: run this inside the job")

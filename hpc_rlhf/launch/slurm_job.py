@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hpc_rlhf.config import Config, load_config
+from hpc_rlhf.dist.start_watchdog import StartWatchdog
 from hpc_rlhf.errors import ConfigError, first_line
 from hpc_rlhf.launch.slurm_events import read_events, record_event
 from hpc_rlhf.rundir import RunDir
@@ -284,7 +285,10 @@ class SlurmTask:
         world = cfg.world_size
         if ntasks != world:
             raise ConfigError(f"the job has SLURM_NTASKS={ntasks} tasks but the layout world size is {world}")
+        dog = StartWatchdog(cfg.runtime.start_timeout_s)  # a peer dead in MPI_Init must not hang this task
         from mpi4py import MPI
+
+        dog.done()
 
         if MPI.COMM_WORLD.Get_size() != ntasks:
             raise RuntimeError(

@@ -21,7 +21,9 @@ import sys
 import traceback
 import uuid
 
+from hpc_rlhf.config.schema import RuntimeConfig
 from hpc_rlhf.dist.ranks import note_exit, register_rank
+from hpc_rlhf.dist.start_watchdog import StartWatchdog
 from hpc_rlhf.launch.orphans import watch_launcher
 from hpc_rlhf.launch.signals import StopFlag
 from hpc_rlhf.rundir import RunDir
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
+        StartWatchdog(RuntimeConfig.start_timeout_s)  # MPI_Init must not block this task for ever
         from mpi4py import MPI
 
         MPI.COMM_WORLD.Abort(2)  # ranks on nodes that do see it must not wait for this one
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from hpc_rlhf.errors import UserError, first_line
 
     cfg = dataclasses.replace(load_config(RunDir(run_dir).config), run_dir=run_dir)
+    dog = StartWatchdog(cfg.runtime.start_timeout_s)  # until the heartbeats run (dist/start_watchdog.py)
     from mpi4py import MPI
 
     from hpc_rlhf.dist.nodes import NodeMap, check_shared_run_dir, local_device
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             f"match this MPI (use --mpi=pmi2 with MPICH)",
             file=sys.stderr,
         )
+        dog.done()
         return 2
     attempt = comm.bcast(uuid.uuid4().hex[:12] if rank == 0 else None, root=0)  # this start's token
     hb = None
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         role = topo.role(rank) if topo is not None else cfg.stage  # sft, rm: every rank trains
         register_rank(run_dir, rank, role, topo.index(rank) if topo is not None else rank, attempt)
         hb = _start_heartbeat(cfg, run_dir, comm, role, attempt)
+        dog.done()  # from here a lost peer is the heartbeats' to report
         torch.set_num_threads(_threads(cfg, comm))
         device = local_device(cfg.runtime, nodes, rank)  # cuda:<local rank> + set_device, or cpu
         if topo is None:
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # noqa: BLE001 - any failure must take the whole world down
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
+        dog.done()
         from hpc_rlhf.dist.heartbeat import lost_peer
 
         if hb is not None and lost_peer(e):  # a peer vanished (e.g. a trainer on another node): the

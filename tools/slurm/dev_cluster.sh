@@ -87,6 +87,7 @@ render_conf() { # N
         done
     fi
     mkdir -p "$CONF_DIR"
+    install -m 755 "$HERE/task_prolog.sh" "$RUN/task_prolog.sh" # outside this checkout, which may go away
     local tmp
     tmp=$(mktemp)
     NODES="$nodes" awk '{ if ($0 == "@NODES@") print ENVIRON["NODES"]; else print }' "$HERE/slurm.conf.in" |

@@ -246,6 +246,31 @@ def test_sbatch_template_runs_to_completion(tmp_path, jobs):
     assert [(e["job_id"], e["status"]) for e in events(run_dir, "end")] == [(job, 0)]
 
 
+def test_sbatch_template_owns_its_run_dir(tmp_path, jobs):
+    """A second jobs/ppo.sbatch job on a run dir that a running one owns fails before writing anything; the
+    lease (RUN_DIR/owner.json) names the running job, and is gone once it ended."""
+    from hpc_rlhf.launch.lease import owner
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("total_steps: 40\ncheckpoint: {every_steps: 100}\n")
+    run_dir = tmp_path / "run"
+    first = _sbatch_template(tmp_path, run_dir, cfg_file, "0.1")
+    jobs.append(first)
+    wait_for(lambda: metrics_step(run_dir) >= 1, "the first job's first step", timeout=60)
+    held = owner(str(run_dir))
+    assert held is not None and held["slurm_job_id"] == first, held
+    second = _sbatch_template(tmp_path, run_dir, cfg_file, "0.1")
+    jobs.append(second)
+    info = wait_state(second, DONE, timeout=60)
+    log = (tmp_path / f"slurm-hpc_rlhf-{second}.out").read_text()
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0", log
+    assert "is in use by" in log and f"Slurm job {first}" in log, log
+    assert [e["job_id"] for e in events(run_dir, "submit")] == [first]  # the second wrote nothing
+    done = wait_state(first, DONE, timeout=90)
+    assert done["JobState"] == "COMPLETED", run_logs(run_dir)
+    assert metrics_step(run_dir) == 40 and owner(str(run_dir)) is None
+
+
 def test_sbatch_template_requeues_on_usr2_and_resumes(tmp_path, jobs):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("total_steps: 30\ncheckpoint: {every_steps: 100}\n")
@@ -412,7 +437,6 @@ TWO_NODES = ["slurm.nodes=2", "placement.generate=1", "placement.train=0", *TWO_
 
 
 @pytest.mark.slow
-@pytest.mark.quarantine  # intermittent on the 2-node dev cluster: see docs/slurm.md, Known problems
 def test_real_worker_preempted_resumes_and_finishes(tmp_path, jobs, tiny_rm, two_nodes):
     """The real worker (configs/tiny.yaml) under submitit, a job of 2 nodes with generation and training on
     different nodes: preempted by a `high` job, requeues, resumes, ends bit-identical to the same layout

@@ -1,6 +1,7 @@
 """Start-up checks of a run spread over the dev cluster's nodes (tools/slurm/dev_cluster.sh start --nodes 2),
 with the real worker started by `srun --mpi=pmi2` over 2 nodes x 2 tasks (ranks 0-1 on node1, 2-3 on node2):
-a node-local RUN_DIR and a placement the allocation cannot meet are one-line errors before any role starts.
+a node-local RUN_DIR and a placement the allocation cannot meet are one-line errors before any role starts,
+and a task that dies before MPI start-up ends the step instead of leaving its peers blocked in MPI_Init.
 
 The 2-node runs themselves (placement, preemption, a killed rank) are in test_dev_cluster.py.
 """
@@ -8,8 +9,10 @@ The 2-node runs themselves (placement, preemption, a killed rank) are in test_de
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -36,10 +39,11 @@ def worker(run_dir: str) -> subprocess.CompletedProcess:
 
 
 def error_lines(r: subprocess.CompletedProcess) -> list[str]:
-    return [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    # srun interleaves the tasks' stderr with its own: a task's line may run on into "srun: error: ..."
+    lines = re.split(r"\n|(?=srun: )|(?=slurmstepd-)", r.stderr)
+    return [ln for ln in lines if ln.startswith("error: ")]
 
 
-@pytest.mark.quarantine  # intermittent on the 2-node dev cluster: see docs/slurm.md, Known problems
 def test_a_node_local_run_dir_is_a_one_line_error_at_start(tmp_path, two_nodes, tiny_rm):
     staged = tmp_path / "staged"
     slurm_submit.prepare_run_dir(load_config(TINY, [f"run_dir={staged}", *LAYOUT, *tiny_rm["overrides"]]))
@@ -76,3 +80,22 @@ def test_a_placement_the_allocation_cannot_meet_is_refused_at_start(tmp_path, tw
     msg = lines.pop()
     assert msg.startswith("placement cannot be met by the allocation (node 0: ranks 0-1; node 1: ranks 2-3)"), msg
     assert not (Path(run_dir) / "rollouts").exists()  # no role started
+
+
+def test_a_task_dead_before_mpi_start_up_ends_the_step_with_the_others_named(tmp_path, two_nodes, tiny_rm):
+    """Task 3 exits before MPI_Init: tasks 0-2 wait in MPI_Init's PMI fence for it, and srun keeps them
+    (--kill-on-bad-exit=0, as our jobs run) -- until each one's start-up deadline kills it, naming it."""
+    run_dir = tmp_path / "run"
+    slurm_submit.prepare_run_dir(
+        load_config(TINY, [f"run_dir={run_dir}", *LAYOUT, "runtime.start_timeout_s=15", *tiny_rm["overrides"]])
+    )
+    die_early = f'[ "$SLURM_PROCID" = 3 ] && exit 3; exec {sys.executable} -m hpc_rlhf.launch.worker {run_dir}'
+    t0 = time.monotonic()
+    r = srun("--kill-on-bad-exit=0", "sh", "-c", die_early, timeout=150)
+    took = time.monotonic() - t0
+    assert r.returncode != 0
+    assert took < 60 + 15, (took, r.stderr)  # torch's import on a loaded machine, then the 15 s deadline
+    named = [ln for ln in error_lines(r) if "did not finish MPI start-up in 15 s" in ln]
+    assert {ln.split(" (pid")[0] for ln in named} == {"error: task 0", "error: task 1", "error: task 2"}, r.stderr
+    assert any("on host node1" in ln for ln in named) and any("on host node2" in ln for ln in named), named
+    assert not (run_dir / "rollouts").exists()  # no role started

@@ -44,7 +44,6 @@ def jobs():
         subprocess.run(["scancel", str(j)], capture_output=True, timeout=30)
 
 
-@pytest.mark.quarantine  # intermittent on the 2-node dev cluster: see docs/slurm.md, Known problems
 def test_recipe_runs_as_three_chained_jobs_through_a_preemption(tmp_path, jobs):
     root = tmp_path / "recipe"
     cfg = load_config(
