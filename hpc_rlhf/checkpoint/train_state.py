@@ -9,6 +9,9 @@ The folder of step S is the state before step S (steps < S are done):
 
     policy.safetensors, value.safetensors   the policy (version S) and the value model (ppo only: a
                                             critic-free algorithm's checkpoint has no value file)
+    train_rankRRR_of_NNN.safetensors        instead of those with train.sharding=fsdp on N > 1 train
+                                            ranks: each rank's shards of policy, value and AdamW
+                                            moments, written by that rank (checkpoint/rank_files.py)
     behaviour_vN.safetensors                policy versions steps >= S still sample with (max_policy_lag > 0)
     optim.safetensors + optim.json          the AdamW states and LR schedulers (policy, value if any), the KL controller, the
                                             lead's torch RNG state: every tensor in optim.safetensors, the
@@ -23,7 +26,8 @@ The folder of step S is the state before step S (steps < S are done):
 No file is a pickle. Checkpoints of earlier versions still load: their optim.pt (0.1.0: the whole
 state; later: the skeleton beside optim.safetensors) is read with torch.load(weights_only=True),
 which builds tensors and plain data only and refuses anything else (a file whose loading would run
-code) with a CheckpointError naming the file. Only the train lead writes; every train rank loads.
+code) with a CheckpointError naming the file. Only the train lead writes these files (each FSDP rank
+writes its own rank file first); every train rank loads.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@
 
 `run_trainer` is the multi-rank loop of a train rank; launch/single.py drives the same session in a
 world of one rank. Only the lead (train rank 0) writes files; every train rank holds identical
-weights and optimizer state (gradients are all-reduced). The session composes one piece per concern:
+weights and optimizer state (gradients are all-reduced), except with train.sharding=fsdp, where each
+train rank holds a shard and writes it into the checkpoint itself (checkpoint/rank_files.py). The session composes one piece per concern:
 checkpoint/train_state.py (what a checkpoint holds), dist/versions.py (the behaviour versions and
 weight publishing), rollout/ledger.py (the step ledger), rollout/sync.py (rollout fsync before a
 checkpoint), roles/metrics_log.py (metrics.jsonl, progress, TensorBoard), models/export.py.
