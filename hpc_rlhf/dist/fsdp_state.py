@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch.distributed.tensor import DTensor
 
-from hpc_rlhf.checkpoint.rank_files import CheckpointTensors
+from hpc_rlhf.checkpoint.rank_files import CheckpointTensors, rows
 from hpc_rlhf.checkpoint.tensorfile import MARK, split_tensors
 
 
@@ -97,13 +97,14 @@ def load_optim(opt: torch.optim.Optimizer, skeleton: dict, src: CheckpointTensor
         p = params[int(i)]
         st = {}
         for k, v in entry.items():
-            if not (isinstance(v, dict) and set(v) == {MARK}):
-                st[k] = v
-                continue
-            name = v[MARK]
-            if isinstance(p, DTensor) and src.shape(name) == list(p.shape) and p.dim() > 0:
-                st[k] = _local_of(p, src.part(name, rank, ranks))
-            else:
-                st[k] = src.full(name)
+            if isinstance(v, dict) and set(v) == {MARK}:  # a placeholder: read the tensor it names
+                name = v[MARK]
+                if isinstance(p, DTensor) and p.dim() > 0 and src.shape(name) == list(p.shape):
+                    v = _local_of(p, src.part(name, rank, ranks))
+                else:
+                    v = src.full(name)
+            elif isinstance(v, torch.Tensor) and isinstance(p, DTensor) and p.dim() > 0 and v.shape == p.shape:
+                v = _local_of(p, v[slice(*rows(v.shape[0], rank, ranks))].clone())  # 0.1.0's optim.pt
+            st[k] = v
         state[i] = st
     opt.load_state_dict({"state": state, "param_groups": skeleton["param_groups"]})

@@ -166,6 +166,8 @@ class TrainSession:
         due = (c.every_steps > 0 and (step + 1) % c.every_steps == 0) or (
             c.every_min > 0 and time.monotonic() - self.last_ckpt_time >= 60 * c.every_min
         )
+        if c.every_min > 0 and self.tr.sharded:  # every FSDP rank writes: all follow the lead's clock
+            due = self.tr.dp.all_gather_bytes(b"1" if due else b"0", self.tr.device)[0] == b"1"
         if due and step + 1 < self.cfg.total_steps:
             self.checkpoint(step + 1)
         return v, path
