@@ -65,12 +65,14 @@ CKPT_OPTIM_SKELETON = "optim.json"
 CKPT_OPTIM_PICKLE = "optim.pt"  # written by 0.1.0 and the releases before optim.json; read, never written
 CKPT_STATE = "state.json"
 CKPT_SHARDS = "shards.json"
+CKPT_RANK_PREFIX = "train_rank"  # train_rankRRR_of_NNN.safetensors: one train rank's FSDP shards (rank_state_name)
 
 SHARD_KINDS = {"generated": "gen", "scored": "scored"}  # shard kind -> file name prefix
 _SHARD_NAME = re.compile(r"^(gen|scored)_(\d+)\.h5$")
 _STEP_NAME = re.compile(r"^step_(\d+)$")
 _WEIGHTS_NAME = re.compile(r"^policy_v(\d+)\.safetensors$")
 _BEHAVIOUR_NAME = re.compile(r"^behaviour_v(\d+)\.safetensors$")
+_RANK_STATE_NAME = re.compile(r"^train_rank(\d+)_of_(\d+)\.safetensors$")
 
 
 def step_name(step: int) -> str:
@@ -115,6 +117,17 @@ def parse_behaviour_name(name: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
+def rank_state_name(rank: int, ranks: int) -> str:
+    """The file of train rank `rank` (of `ranks`) inside a sharded checkpoint folder (train.sharding=fsdp)."""
+    return f"{CKPT_RANK_PREFIX}{rank:03d}_of_{ranks:03d}.safetensors"
+
+
+def parse_rank_state_name(name: str) -> Optional[tuple[int, int]]:
+    """(rank, ranks) of a rank_state_name, or None when `name` is not one."""
+    m = _RANK_STATE_NAME.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 @dataclass(frozen=True)
 class Entry:
     path: str
@@ -136,6 +149,11 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(f"{WEIGHTS}/policy_vV.safetensors", "train lead", "policy version V for the generators (the last few)"),
     Entry(f"{CHECKPOINTS}/step_S/", "train lead", "checkpoint to continue at step S (docs/checkpointing.md)"),
     Entry(f"{CHECKPOINTS}/step_S/{COMMITTED}", "train lead", "the manifest, written last: sha256 and size per file"),
+    Entry(
+        f"{CHECKPOINTS}/step_S/{CKPT_RANK_PREFIX}R_of_N.safetensors",
+        "each train rank (fsdp)",
+        "train.sharding=fsdp: that rank's shards of policy, value and AdamW moments",
+    ),
     Entry(f"{CHECKPOINTS}/{LATEST}", "train lead", "name of the newest committed checkpoint (a pointer for people)"),
     Entry(LEDGER, "train lead", "one line per step: the shards, prompts and samples it consumed"),
     Entry(METRICS, "train lead", "one line per step: `ppo/`, `gen/`, `score/`, `time/` metrics"),

@@ -46,6 +46,8 @@ def test_paths_and_parsers_agree(tmp_path_factory):
         assert parse_step_name(os.path.basename(os.path.dirname(p))) == step
     assert parse_weights_name(os.path.basename(rd.weights(42))) == 42
     assert parse_behaviour_name(rundir.behaviour_name(5)) == 5
+    assert rundir.parse_rank_state_name(rundir.rank_state_name(3, 12)) == (3, 12)
+    assert rundir.parse_rank_state_name("train_rank1_of_2.safetensors.tmp") is None
     assert parse_step_name(os.path.basename(rd.checkpoint(10))) == 10
     for bad in ("gen_x.h5", "scored_0001.h5.tmp", ".scored_0001.h5.tmp-12", "shard_0001.h5", "step_", "latest"):
         assert parse_shard_name(bad) is None and parse_step_name(bad) is None

@@ -90,24 +90,44 @@ def describe_failure(e: BaseException, where: str) -> Optional[str]:
     return None
 
 
+def staging_folder(run_dir: str, step: int, pid: Optional[int] = None) -> str:
+    """The temporary folder a checkpoint of `step` is written into by the process `pid` (default:
+    this one) that commits it; other train ranks write their files into it first (train.sharding=fsdp)."""
+    return os.path.join(ckpt_root(run_dir), f"{TMP_MARK}{step_name(step)}-{pid or os.getpid()}")
+
+
+def make_staging_folder(run_dir: str, step: int) -> str:
+    """Create this process's (empty) staging folder of `step`; returns it."""
+    tmp = staging_folder(run_dir, step)
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    return tmp
+
+
 def save_checkpoint(
-    run_dir: str, step: int, write_files: Callable[[str], Optional[dict[str, tuple[str, int]]]], keep_last: int = 2
+    run_dir: str,
+    step: int,
+    write_files: Callable[[str], Optional[dict[str, tuple[str, int]]]],
+    keep_last: int = 2,
+    staged: Optional[dict[str, tuple[str, int]]] = None,
 ) -> str:
     """Call write_files(tmp_folder) to fill a new checkpoint of `step`, then commit it. Returns its path.
     write_files may return {file name: (sha256, size)} for files it hashed while writing them
-    (tensorfile.write_tensors); the others are hashed here.
+    (tensorfile.write_tensors); the others are hashed here. staged: the files other ranks already
+    wrote and fsynced into make_staging_folder(run_dir, step), with their (sha256, size); None: the
+    folder is made here.
 
     Raises CheckpointError (naming the cause, e.g. no space left) after removing the partial folder."""
     root = ckpt_root(run_dir)
     os.makedirs(root, exist_ok=True)
     name = step_name(step)
     final = RunDir(run_dir).checkpoint(step)
-    tmp = os.path.join(root, f"{TMP_MARK}{name}-{os.getpid()}")
+    tmp = staging_folder(run_dir, step)
     committed, failure = False, None
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        known = write_files(tmp) or {}
+        if staged is None:
+            make_staging_folder(run_dir, step)
+        known = {**(staged or {}), **(write_files(tmp) or {})}
         manifest = {"step": step, "created_unix": time.time(), "files": {}}
         names = sorted(os.listdir(tmp))
         sync_paths([os.path.join(tmp, n) for n in names])  # every file at once (and the folder)

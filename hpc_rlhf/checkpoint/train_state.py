@@ -9,6 +9,9 @@ The folder of step S is the state before step S (steps < S are done):
 
     policy.safetensors, value.safetensors   the policy (version S) and the value model (ppo only: a
                                             critic-free algorithm's checkpoint has no value file)
+    train_rankRRR_of_NNN.safetensors        instead of those with train.sharding=fsdp on N > 1 train
+                                            ranks: each rank's shards of policy, value and AdamW
+                                            moments, written by that rank (checkpoint/rank_files.py)
     behaviour_vN.safetensors                policy versions steps >= S still sample with (max_policy_lag > 0)
     optim.safetensors + optim.json          the AdamW states and LR schedulers (policy, value if any), the KL controller, the
                                             lead's torch RNG state: every tensor in optim.safetensors, the
@@ -23,7 +26,8 @@ The folder of step S is the state before step S (steps < S are done):
 No file is a pickle. Checkpoints of earlier versions still load: their optim.pt (0.1.0: the whole
 state; later: the skeleton beside optim.safetensors) is read with torch.load(weights_only=True),
 which builds tensors and plain data only and refuses anything else (a file whose loading would run
-code) with a CheckpointError naming the file. Only the train lead writes; every train rank loads.
+code) with a CheckpointError naming the file. Only the train lead writes these files (each FSDP rank
+writes its own rank file first); every train rank loads.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from typing import Optional
 
 import torch
 from safetensors.torch import load_file
+from torch.distributed.tensor import DTensor
 
 from hpc_rlhf.checkpoint import exact_json
+from hpc_rlhf.checkpoint.rank_files import CheckpointTensors
 from hpc_rlhf.checkpoint.store import load_json, save_checkpoint
 from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
 from hpc_rlhf.config import Config, check_resumable, fingerprint, from_dict, to_dict, to_yaml
@@ -73,17 +79,25 @@ class TrainState:
     """The next step: steps < step are done."""
     version: int
     """Policy version (= PPO steps done) of `policy`."""
-    policy: Tensors
+    policy: Optional[Tensors]
+    """The policy; None when it lives in the train ranks' files (a sharded checkpoint, or a lazy load)."""
     value: Optional[Tensors]
-    """The value model; None for a critic-free algorithm (no value.safetensors is written)."""
+    """The value model; None for a critic-free algorithm (no value.safetensors is written), or, like
+    `policy`, in the train ranks' files."""
     optim: dict
-    """Optimizers, LR schedulers, KL controller and torch RNG state (Trainer.optim_state)."""
+    """Optimizers, LR schedulers, KL controller and torch RNG state (Trainer.optim_state). Written:
+    its DTensors (FSDP moments) go to the rank files, the rest to optim.*. Loaded lazily (`source`
+    set): the skeleton, with placeholders naming the tensors in `source`."""
     behaviour: dict[int, Tensors]
     """Older policy versions that steps >= step still sample with, oldest first."""
     ledger: bytes
     """RUN_DIR/ledger.jsonl as of `step`."""
     data_cursor: dict = field(default_factory=dict)
     """Where the prompt stream stands (data_cursor); informational, not read back."""
+    train_ranks: Optional[int] = None
+    """Written: the number of train ranks whose rank files the checkpoint holds (None: full files)."""
+    source: Optional[CheckpointTensors] = None
+    """Loaded lazily: the checkpoint's tensors by name, read one at a time (checkpoint/rank_files.py)."""
 
 
 @dataclass(frozen=True)
@@ -105,13 +119,17 @@ def data_cursor(next_step: int, n_prompts: int, prompts_per_step: int) -> dict:
     return {"next_step": next_step, "prompt_position": pos, "pass": pos // n_prompts, "within_pass": pos % n_prompts}
 
 
-def save_train_state(run_dir: str, st: TrainState, text: ConfigText, keep_last: int) -> str:
-    """Write `st` as the checkpoint of step st.step and commit it (checkpoint/store.py). Returns its folder."""
+def save_train_state(
+    run_dir: str, st: TrainState, text: ConfigText, keep_last: int, staged: Optional[dict] = None
+) -> str:
+    """Write `st` as the checkpoint of step st.step and commit it (checkpoint/store.py). Returns its
+    folder. staged: the train ranks' files already in the staging folder (rank_files.write_rank_state)."""
 
     def write(folder: str) -> dict[str, tuple[str, int]]:
-        skeleton, moments = split_tensors(st.optim)
+        skeleton, tensors = split_tensors(st.optim)
+        moments = {k: t for k, t in tensors.items() if not isinstance(t, DTensor)}  # DTensors: rank files
         tensor_files = {
-            CKPT_POLICY: st.policy,
+            **({CKPT_POLICY: st.policy} if st.policy is not None else {}),
             **({CKPT_VALUE: st.value} if st.value is not None else {}),
             OPTIM_TENSORS: moments,
             **{behaviour_name(v): t for v, t in st.behaviour.items()},
@@ -124,6 +142,7 @@ def save_train_state(run_dir: str, st: TrainState, text: ConfigText, keep_last: 
             "version": st.version,
             "data_cursor": st.data_cursor,
             "behaviour_versions": list(st.behaviour),
+            "train_ranks": st.train_ranks,
             "config_fingerprint": text.fingerprint,
             "config": text.as_dict,
             "saved_unix": time.time(),
@@ -138,7 +157,7 @@ def save_train_state(run_dir: str, st: TrainState, text: ConfigText, keep_last: 
             json.dump(shard_ledger(run_dir, st.ledger), f)
         return hashed
 
-    return save_checkpoint(run_dir, st.step, write, keep_last)
+    return save_checkpoint(run_dir, st.step, write, keep_last, staged)
 
 
 def check_start(path: str, cfg: Config) -> None:
@@ -152,11 +171,26 @@ def check_start(path: str, cfg: Config) -> None:
         raise unloadable(path, e) from None
 
 
-def load_train_state(path: str, cfg: Config) -> TrainState:
+def load_train_state(path: str, cfg: Config, lazy: bool = False) -> TrainState:
     """Read the checkpoint folder `path` (committed and validated by the caller). Raises ConfigError
-    when `cfg` may not resume from it, CheckpointError (one line) when a file cannot be loaded."""
+    when `cfg` may not resume from it, CheckpointError (one line) when a file cannot be loaded.
+    lazy (always for a sharded checkpoint): policy, value and the optimizer's tensors are not read;
+    `source` serves them one at a time and `optim` is the skeleton."""
     st = load_json(path, CKPT_STATE)
     check_resumable(from_dict(st["config"]), cfg, path)
+    try:
+        source = CheckpointTensors(path)
+        if lazy or source.sharded:
+            behaviour = {v: load_file(os.path.join(path, behaviour_name(v))) for v in st["behaviour_versions"]}
+            with open(os.path.join(path, LEDGER), "rb") as f:
+                ledger = f.read()
+            skeleton = _optim_skeleton(path)
+            return TrainState(
+                int(st["step"]), st["version"], None, None, skeleton, behaviour, ledger, st.get("data_cursor", {}),
+                source.ranks, source,
+            )  # fmt: skip
+    except (OSError, RuntimeError, KeyError) as e:
+        raise unloadable(path, e) from None
     try:
         policy = load_file(os.path.join(path, CKPT_POLICY))
         value_path = os.path.join(path, CKPT_VALUE)  # absent: a critic-free run's checkpoint

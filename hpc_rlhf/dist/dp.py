@@ -108,6 +108,25 @@ class DataParallel:
         tdist.all_gather(bufs, torch.cat([local, pad]))
         return torch.cat([b[:c] for b, c in zip(bufs, counts)])
 
+    def all_gather_bytes(self, data: bytes, device, width: int = 1024) -> list[bytes]:
+        """Every rank's `data` (at most `width` bytes; longer is cut), in rank order: a tensor
+        all-gather (no pickle), e.g. the sha256 and size of each rank's checkpoint file."""
+        if self.size == 1:
+            return [data[:width]]
+        buf = torch.zeros(width + 8, dtype=torch.uint8)
+        n = min(len(data), width)
+        buf[:8] = torch.tensor(list(n.to_bytes(8, "little")), dtype=torch.uint8)
+        if n:
+            buf[8 : 8 + n] = torch.frombuffer(bytearray(data[:n]), dtype=torch.uint8)
+        buf = buf.to(device)
+        bufs = [torch.empty_like(buf) for _ in range(self.size)]
+        tdist.all_gather(bufs, buf)
+        out = []
+        for b in bufs:
+            raw = bytes(b.cpu().tolist())
+            out.append(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+        return out
+
     def close(self) -> None:
         if self.size > 1 and tdist.is_initialized():
             tdist.destroy_process_group()

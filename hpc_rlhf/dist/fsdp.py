@@ -3,9 +3,7 @@
     mesh = train_mesh(dp.size, device)               # the train ranks' 1-D device mesh (gloo / NCCL)
     shard_model(policy, mesh, bf16=False)            # fully_shard each decoder layer, then the rest
     full = full_model_state(policy)                  # collective: the lead gets CPU tensors, others {}
-    load_full_model_state(policy, full)              # every rank passes the full state, keeps its shard
-    osd = full_optim_state(policy, opt)              # collective: like opt.state_dict() of one rank
-    load_full_optim_state(policy, opt, osd)
+    plain = unsharded(policy, full)                  # on the lead: a plain model around them (export)
 
 Each decoder layer is one FSDP unit (its parameters all-gathered before its forward and backward,
 freed after); the policy's root unit holds embeddings, final norm and LM head. A value model is
@@ -20,10 +18,11 @@ With bf16=True (train.precision=bf16) every unit gets MixedPrecisionPolicy(param
 reduce_dtype=fp32): the shards (and AdamW state) stay fp32 masters, forward and backward compute in
 bf16 on the gathered copies, gradients are reduce-scattered in fp32.
 
-Full states have the unsharded layout exactly (parameter names; optimizer state keyed by parameter
-index as torch.optim gives it), so checkpoints and published weights are the same whether the run
-was sharded or not, and a checkpoint resumes with either setting. The gather puts one full copy of a
-model on the lead only (cpu_offload), one model at a time.
+Full states have the unsharded layout exactly (parameter names), so published weights and the final
+export are the same whether the run was sharded or not. The gather puts one full copy of the policy
+on the lead only (cpu_offload): the copy the generators get. Checkpoints gather nothing: each train
+rank writes its own shards (dist/fsdp_state.py, checkpoint/rank_files.py), and any checkpoint loads
+into any layout one tensor at a time.
 """
 
 from __future__ import annotations
@@ -32,15 +31,11 @@ import torch
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
 )
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
-SCATTER = StateDictOptions(full_state_dict=True)
 
 
 def train_mesh(size: int, device: torch.device) -> DeviceMesh:
@@ -80,39 +75,6 @@ def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     if getattr(model.config, "tie_word_embeddings", False):
         full = {k: v for k, v in full.items() if "lm_head" not in k}
     return full
-
-
-def load_full_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Every rank passes the same full state (read from a checkpoint); each keeps its shard."""
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
-
-
-def _names(model: torch.nn.Module) -> list[str]:
-    """Parameter names in model.parameters() order: the optimizer's parameter indices."""
-    return [n for n, _ in model.named_parameters()]
-
-
-def full_optim_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
-    """Collective: on the lead, the optimizer state as opt.state_dict() gives it on one unsharded
-    rank (keyed by parameter index); {} on the others."""
-    osd = get_optimizer_state_dict(model, opt, options=GATHER)
-    if not osd:
-        return {}
-    index = {n: i for i, n in enumerate(_names(model))}
-    return {
-        "state": {index[n]: s for n, s in osd["state"].items()},
-        "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in osd["param_groups"]],
-    }
-
-
-def load_full_optim_state(model: torch.nn.Module, opt: torch.optim.Optimizer, osd: dict) -> None:
-    """Load an index-keyed full optimizer state (full_optim_state, or an unsharded checkpoint's)."""
-    names = _names(model)
-    by_name = {
-        "state": {names[int(i)]: s for i, s in osd["state"].items()},
-        "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in osd["param_groups"]],
-    }
-    set_optimizer_state_dict(model, opt, by_name, options=SCATTER)
 
 
 def unsharded(model: torch.nn.Module, full: dict[str, torch.Tensor]) -> torch.nn.Module:

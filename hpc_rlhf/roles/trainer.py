@@ -27,10 +27,13 @@ from typing import Optional
 import torch
 
 from hpc_rlhf.algo import make_kl_controller
+from hpc_rlhf.checkpoint.rank_files import CheckpointTensors
+from hpc_rlhf.checkpoint.tensorfile import join_tensors
 from hpc_rlhf.config import Config
 from hpc_rlhf.dist import fsdp
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.dist.faults import maybe_fail
+from hpc_rlhf.dist.fsdp_state import RankParts, load_model, load_optim
 from hpc_rlhf.dist.malloc import return_freed_memory
 from hpc_rlhf.dist.weights import cpu_state, load_state
 from hpc_rlhf.models import lora
@@ -158,27 +161,49 @@ class Trainer:
         return out
 
     # -- state for checkpoints and publishing ------------------------------------------------------
-    # With train.sharding=fsdp every method below is a collective of the train ranks (call it on all
-    # of them); the lead gets the full state, the others empty dicts. The layout is the unsharded one.
+    # With train.sharding=fsdp, policy_state is a collective of the train ranks (call it on all of
+    # them): the lead gets the full state, the others empty dicts. A checkpoint gathers nothing: each
+    # train rank writes its own shards (rank_parts), the lead the rest (optim_state).
     def policy_state(self, copy: bool = True) -> dict[str, torch.Tensor]:
         """The policy's CPU tensors (dist/weights.cpu_state; copy=False: the model's own where it can)."""
         return fsdp.full_model_state(self.policy) if self.sharded else cpu_state(self.policy, copy=copy)
 
     def value_state(self) -> dict[str, torch.Tensor]:
-        """The value model's CPU tensors, not copied where they are the model's own."""
-        assert self.value is not None
-        return fsdp.full_model_state(self.value) if self.sharded else cpu_state(self.value, copy=False)
+        """The unsharded value model's CPU tensors, not copied where they are the model's own."""
+        assert self.value is not None and not self.sharded
+        return cpu_state(self.value, copy=False)
+
+    def rank_parts(self) -> RankParts:
+        """This rank's shards of policy, value and their AdamW moments (train.sharding=fsdp)."""
+        parts = RankParts()
+        parts.add_model("policy", self.policy)
+        if self.value is not None:
+            parts.add_model("value", self.value)
+        for _, opt, key in self._optimizers():
+            parts.add_optim(key, opt)
+        return parts
 
     def load_weights(self, policy: dict, value: Optional[dict], what: str) -> None:
-        """Load full states (a checkpoint's) into the policy and, when given, the value model."""
-        if self.sharded:
-            fsdp.load_full_model_state(self.policy, policy)
-            if value is not None:
-                fsdp.load_full_model_state(self.value, value)
-            return
+        """Load full states (an unsharded checkpoint's) into the unsharded policy and value model."""
         load_state(self.policy, policy, what)
         if value is not None:
             self.value.load_state_dict(value, strict=False)
+
+    def load_from(self, src: CheckpointTensors, skeleton: dict) -> None:
+        """Load weights and optimizer state from a checkpoint's tensors, one at a time, into this
+        rank's layout (its shards, or whole models): a sharded checkpoint, or any checkpoint into
+        sharded models (dist/fsdp_state.py). Raises KeyError naming a missing tensor."""
+        rank, ranks = (self.dp.rank, self.dp.size) if self.sharded else (0, 1)
+        load_model(self.policy, src, "policy", rank, ranks)
+        if self.value is not None:
+            load_model(self.value, src, "value", rank, ranks)
+        for _, opt, key in self._optimizers():
+            fused = [g.get("fused") for g in opt.param_groups]
+            load_optim(opt, skeleton[key], src, rank, ranks)
+            for g, f in zip(opt.param_groups, fused):  # keep this build's kernel choice
+                g["fused"] = f
+        rest = {k: v for k, v in skeleton.items() if k not in ("opt_policy", "opt_value")}
+        self.load_optim_state(join_tensors(rest, _Lazy(src)), models=False)
 
     def _optimizers(self) -> list[tuple[torch.nn.Module, torch.optim.Optimizer, str]]:
         out = [(self.policy, self.opt_policy, "opt_policy")]
@@ -187,23 +212,20 @@ class Trainer:
         return out
 
     def optim_state(self) -> dict:
-        """Optimizers, LR schedulers, KL controller, torch RNG; no value entries without a critic."""
-        out = {}
-        for model, opt, key in self._optimizers():
-            out[key] = fsdp.full_optim_state(model, opt) if self.sharded else opt.state_dict()
+        """Optimizers, LR schedulers, KL controller, torch RNG; no value entries without a critic.
+        Sharded: the optimizers' moments are this rank's DTensors (their parts go to rank files)."""
+        out = {key: opt.state_dict() for _, opt, key in self._optimizers()}
         out["sched_policy"] = self.sched_policy.state_dict()
         if self.sched_value is not None:
             out["sched_value"] = self.sched_value.state_dict()
         return {**out, "kl_ctl": self.kl_ctl.state_dict(), "torch_rng": torch.get_rng_state()}
 
-    def load_optim_state(self, st: dict) -> None:
-        """Restore `optim_state()`; raises KeyError when a value entry this trainer needs is missing."""
-        for model, opt, key in self._optimizers():
+    def load_optim_state(self, st: dict, models: bool = True) -> None:
+        """Restore `optim_state()` (models=False: all but the optimizers); raises KeyError when a value
+        entry this trainer needs is missing."""
+        for _, opt, key in self._optimizers() if models else []:
             fused = [g.get("fused") for g in opt.param_groups]
-            if self.sharded:
-                fsdp.load_full_optim_state(model, opt, st[key])
-            else:
-                opt.load_state_dict(st[key])
+            opt.load_state_dict(st[key])
             for g, f in zip(opt.param_groups, fused):  # keep this build's kernel choice
                 g["fused"] = f
         self.sched_policy.load_state_dict(st["sched_policy"])
@@ -211,3 +233,14 @@ class Trainer:
             self.sched_value.load_state_dict(st["sched_value"])
         self.kl_ctl.load_state_dict(st["kl_ctl"])
         torch.set_rng_state(st["torch_rng"])
+
+
+class _Lazy(dict):
+    """A checkpoint's tensors as the mapping join_tensors reads, each read when it is asked for."""
+
+    def __init__(self, src: CheckpointTensors):
+        super().__init__()
+        self.src = src
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.src.full(name)

@@ -9,7 +9,8 @@
 
 `run_trainer` is the multi-rank loop of a train rank; launch/single.py drives the same session in a
 world of one rank. Only the lead (train rank 0) writes files; every train rank holds identical
-weights and optimizer state (gradients are all-reduced). The session composes one piece per concern:
+weights and optimizer state (gradients are all-reduced), except with train.sharding=fsdp, where each
+train rank holds a shard and writes it into the checkpoint itself (checkpoint/rank_files.py). The session composes one piece per concern:
 checkpoint/train_state.py (what a checkpoint holds), dist/versions.py (the behaviour versions and
 weight publishing), rollout/ledger.py (the step ledger), rollout/sync.py (rollout fsync before a
 checkpoint), roles/metrics_log.py (metrics.jsonl, progress, TensorBoard), models/export.py.
@@ -18,8 +19,10 @@ checkpoint), roles/metrics_log.py (metrics.jsonl, progress, TensorBoard), models
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any, Optional
 
+from hpc_rlhf.checkpoint.rank_files import write_rank_file, write_rank_state
 from hpc_rlhf.checkpoint.store import find_latest
 from hpc_rlhf.checkpoint.train_state import (
     ConfigText,
@@ -90,12 +93,16 @@ class TrainSession:
         if info is None:
             self.versions.keep(0, self._policy_state())
             return 0
-        st = load_train_state(info.path, self.cfg)
+        # sharded models, or a sharded checkpoint: one tensor at a time into this rank's layout
+        st = load_train_state(info.path, self.cfg, lazy=tr.sharded)
         try:
-            if tr.value is not None and st.value is None:
-                raise KeyError("no value model (value.safetensors) for algo.name=ppo")
-            tr.load_weights(st.policy, st.value if tr.value is not None else None, f"weights '{info.path}'")
-            tr.load_optim_state(st.optim)
+            if st.source is not None:
+                tr.load_from(st.source, st.optim)
+            else:
+                if tr.value is not None and st.value is None:
+                    raise KeyError("no value model (value.safetensors) for algo.name=ppo")
+                tr.load_weights(st.policy, st.value if tr.value is not None else None, f"weights '{info.path}'")
+                tr.load_optim_state(st.optim)
         except (RuntimeError, KeyError) as e:
             raise unloadable(info.path, e) from None
         tr.version = st.version
@@ -159,6 +166,8 @@ class TrainSession:
         due = (c.every_steps > 0 and (step + 1) % c.every_steps == 0) or (
             c.every_min > 0 and time.monotonic() - self.last_ckpt_time >= 60 * c.every_min
         )
+        if c.every_min > 0 and self.tr.sharded:  # every FSDP rank writes: all follow the lead's clock
+            due = self.tr.dp.all_gather_bytes(b"1" if due else b"0", self.tr.device)[0] == b"1"
         if due and step + 1 < self.cfg.total_steps:
             self.checkpoint(step + 1)
         return v, path
@@ -174,27 +183,35 @@ class TrainSession:
 
     def checkpoint(self, next_step: int) -> None:
         """Checkpoint the state before `next_step` (the lead writes; every rank notes the time; with
-        train.sharding=fsdp every train rank takes part in gathering the full state)."""
+        train.sharding=fsdp every train rank first writes its own shards: rank_files.write_rank_state)."""
         self.last_ckpt_time, self.last_ckpt_step = time.monotonic(), next_step
         tr = self.tr
-        if not self.lead and not tr.sharded:
-            return
-        value = tr.value_state() if tr.value is not None else None
-        optim = tr.optim_state()
+        staged = None
+        if tr.sharded:
+            parts = tr.rank_parts()
+            rank, ranks = tr.dp.rank, tr.dp.size
+
+            def write(folder: str) -> tuple[str, int]:
+                whole = parts.whole if rank == 0 else None
+                return write_rank_file(folder, rank, ranks, parts.parts, parts.shapes, whole)
+
+            gather = partial(tr.dp.all_gather_bytes, device=tr.device)
+            staged = write_rank_state(self.run_dir, next_step, rank, ranks, write, gather)
         if not self.lead:
             return
         self.sync.upto(next_step)
         st = TrainState(
             step=next_step,
             version=tr.version,
-            policy=self.versions[tr.version],
-            value=value,
-            optim=optim,
+            policy=None if tr.sharded else self.versions[tr.version],
+            value=tr.value_state() if tr.value is not None and not tr.sharded else None,
+            optim=tr.optim_state(),
             behaviour={v: self.versions[v] for v in self.versions.older_than(tr.version)},
             ledger=self.ledger.read(),
             data_cursor=data_cursor(next_step, self.n_prompts, self.cfg.generate.prompts_per_step),
+            train_ranks=tr.dp.size if tr.sharded else None,
         )
-        save_train_state(self.run_dir, st, self.text, self.cfg.checkpoint.keep_last)
+        save_train_state(self.run_dir, st, self.text, self.cfg.checkpoint.keep_last, staged)
 
     def finish(self) -> None:
         """Final checkpoint and the exported policy (RUN_DIR/final/policy, a Hugging Face folder)."""

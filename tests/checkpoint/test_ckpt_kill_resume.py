@@ -6,6 +6,7 @@ FSDP-sharded trainers."""
 from __future__ import annotations
 
 import glob
+import os
 import random
 
 import pytest
@@ -85,9 +86,10 @@ FSDP = ["layout.train=2", "train.sharding=fsdp", "total_steps=6"]
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fsdp_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, mpiexec, precision):
-    """Two trainers holding FSDP shards (the checkpoint gathers full states): killed once, resumed on
-    the same two, the run ends bit-identical to an uninterrupted one of the same layout. bf16: FSDP2
-    mixed precision on fp32 master shards, whose full states the checkpoint holds."""
+    """Two trainers holding FSDP shards (each writes its own shard file; nothing is gathered): killed
+    once, resumed on the same two (each reads only its own file), the run ends bit-identical to an
+    uninterrupted one of the same layout. bf16: FSDP2 mixed precision on fp32 master shards, which the
+    rank files hold."""
     args = [*train_args, *FSDP, f"train.precision={precision}"]
     ref = tmp_path / "reference"
     cli("train", *args, f"run_dir={ref}")
@@ -96,3 +98,7 @@ def test_fsdp_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, mpiex
     assert sum(1 for e in events if e.get("killed")) == 1, events
     assert events[-1] == {"attempt": 1, "killed": False, "exit": 0}
     assert kr.check_run(run, 6, kr.final_sha(str(ref))) == []
+    for ckpt in glob.glob(f"{run}/checkpoints/step_*"):  # per-rank files, no gathered model or moments
+        held = set(os.listdir(ckpt))
+        assert {"train_rank000_of_002.safetensors", "train_rank001_of_002.safetensors"} <= held, held
+        assert not held & {"policy.safetensors", "value.safetensors"}, held

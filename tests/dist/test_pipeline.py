@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import time
 
 import h5py
@@ -85,13 +86,31 @@ def test_layouts_sample_identical_tokens_and_end_with_the_same_weights(layout_ru
     assert diff <= tol, f"{name}: max weight difference {diff}"
 
 
-def test_a_sharded_checkpoint_resumes_on_one_train_rank(tmp_path, tiny_rm, mpiexec, layout_runs):
-    """Two FSDP trainers stop at step 2 (its checkpoint holds full states); the resume on one unsharded
-    trainer continues and ends within the two-trainer tolerance of the uninterrupted one-trainer run."""
+RESHARD = {
+    # name: (the uninterrupted run whose step-2 checkpoint is resumed, the resume's overrides, the run to match)
+    "fsdp2->1": ("1+1+2-fsdp", ["layout.train=1", "train.sharding=none"], "1+1+1"),
+    "1->fsdp2": ("1+1+1", ["layout.train=2", "train.sharding=fsdp"], "1+1+2-fsdp"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESHARD))
+def test_a_checkpoint_resumes_on_another_number_of_train_ranks(tmp_path, mpiexec, layout_runs, case):
+    """Resharded resumes from step 2 of a layout run: two FSDP trainers' checkpoint (each wrote its own
+    shard file) continues on one unsharded trainer, rebuilding each tensor from the two files; one
+    unsharded trainer's full checkpoint continues on two FSDP trainers, each taking its rows of every
+    tensor. Both end within the two-trainer tolerance of the uninterrupted run (measured 7e-9 and 5e-8)."""
+    first, resume, ref = RESHARD[case]
     run = tmp_path / "r"
-    cli("train", TINY, f"run_dir={run}", *tiny_rm["overrides"], *VARIANTS["1+1+2-fsdp"], "total_steps=2")
-    cli("resume", str(run), "layout.train=1", "train.sharding=none", "total_steps=4")
-    wa, wb = weights(layout_runs / "1+1+1"), weights(run)
+    shutil.copytree(layout_runs / first, run)
+    shutil.rmtree(run / "checkpoints" / "step_000004")  # resume from step 2
+    shutil.rmtree(run / "final")
+    held = sorted(os.listdir(run / "checkpoints" / "step_000002"))
+    ranks = [n for n in held if n.startswith("train_rank")]
+    sharded = "fsdp" in first
+    assert ranks == (["train_rank000_of_002.safetensors", "train_rank001_of_002.safetensors"] if sharded else [])
+    assert ("policy.safetensors" in held) != sharded and ("value.safetensors" in held) != sharded
+    cli("resume", str(run), *resume)
+    wa, wb = weights(layout_runs / ref), weights(run)
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-5
 
 
