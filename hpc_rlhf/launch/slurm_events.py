@@ -12,7 +12,7 @@ kill is skipped when read). The kinds:
   RUNNING: scancel), `requeue_failed` (scontrol refused, e.g. Slurm is already requeueing it).
 - `end`: the job's tasks left for good with exit `status` (0 = the run finished, anything else but the
   requeue status = failed; `rank`, `restarts`, and `error`, the first line of an exception). Written in the
-  job (hpc_rlhf.launch.slurm_job; jobs/ppo.sbatch through `slurm_cmds end`); `hpc-rlhf status` reports from
+  job (hpc_rlhf.launch.slurm_job; jobs/ppo.sbatch through `sbatch_cmds end`); `hpc-rlhf status` reports from
   it once Slurm has forgotten the job. A job that stops to be requeued writes none (the run is not over).
 """
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hpc_rlhf.config import load_config, to_yaml
-from hpc_rlhf.launch import slurm_cmds
+from hpc_rlhf.launch import sbatch_cmds, slurm_cmds
 from hpc_rlhf.launch.slurm_events import job_end, read_events, record_event
 
 
@@ -76,11 +76,11 @@ def test_status_reports_the_recorded_end(tmp_path, monkeypatch, status, state):
 
 
 def test_sbatch_template_end_helper(tmp_path, monkeypatch):
-    """jobs/ppo.sbatch's `slurm_cmds end RUN_DIR RC`: an `end` unless RC is the requeue status."""
+    """jobs/ppo.sbatch's `sbatch_cmds end RUN_DIR RC`: an `end` unless RC is the requeue status."""
     run_dir = _run_dir(tmp_path)
     monkeypatch.setenv("SLURM_JOB_ID", "99")
-    assert slurm_cmds._main(["end", str(run_dir), "75"]) == 0
+    assert sbatch_cmds.main(["end", str(run_dir), "75"]) == 0
     assert job_end(read_events(run_dir), "99") is None
-    assert slurm_cmds._main(["end", str(run_dir), "3"]) == 0
+    assert sbatch_cmds.main(["end", str(run_dir), "3"]) == 0
     end = job_end(read_events(run_dir), "99")
     assert end is not None and end["status"] == 3 and end["via"] == "sbatch"
