@@ -34,6 +34,10 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
         from hpc_rlhf.checkpoint.train_state import check_start  # imports torch: only on a resume
 
         check_start(info.path, cfg)  # the config may resume it; its optimizer state is plain data
+    start = info.path if info is not None else None
+    prompt_file = cfg.stage == "rl" and cfg.task.name != "demo"
+    if prompt_file:  # read, and compared with the checkpoint's prompt set, before anything is written
+        check_inputs(cfg, run_dir, start)
     save_run_tokenizer(cfg, run_dir)  # fails early with a one-line error; the archive decodes with it
     if cfg.model.lora.r > 0:  # adapters on modules the policy has (its architecture, no weights)
         from hpc_rlhf.models.lora import check_targets
@@ -41,8 +45,8 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
         check_targets(cfg, run_dir)
     if cfg.stage != "rl":  # sft, rm: their data, read and checked row by row before any rank starts
         check_stage_data(cfg, run_dir)
-    else:
-        check_inputs(cfg, run_dir)  # the prompt file row by row, the reward model's tokenizer
+    elif not prompt_file:
+        check_inputs(cfg, run_dir, start)  # the demo's prompts: the reward model's tokenizer only
     if cfg.stage == "rl" and cfg.model.reward_path is None and any(s.kind == "model" for s in cfg.reward.sources):
         print(
             "warning: model.reward_path is unset: PPO runs against a randomly initialised reward model "
@@ -87,10 +91,11 @@ def run_local(cfg: Config, run_dir: str) -> int:
     return code
 
 
-def check_inputs(cfg: Config, run_dir: str) -> None:
+def check_inputs(cfg: Config, run_dir: str, start: str | None = None) -> None:
     """Read the prompt file (every row: columns, non-empty, chat template, length) and the reward model's
     tokenizer now, so that bad data is a one-line UserError naming file, row and fix before any rank starts
-    or any Slurm job is queued, never a failed job."""
+    or any Slurm job is queued, never a failed job. `start`: the checkpoint a resume continues from, whose
+    prompt set the file must still render to (rollout/prompt_store.py)."""
     model_rm = cfg.model.reward_path is not None and any(s.kind == "model" for s in cfg.reward.sources)
     if cfg.task.name == "demo" and not model_rm:
         return
@@ -100,7 +105,12 @@ def check_inputs(cfg: Config, run_dir: str) -> None:
 
     tok = load_tokenizer(cfg, run_dir)
     if cfg.task.name != "demo":
-        PromptSet(cfg, tok)
+        prompts = PromptSet(cfg, tok)
+        if start is not None:
+            from hpc_rlhf.checkpoint.train_state import saved_prompt_set
+            from hpc_rlhf.rollout.prompt_store import check_same_prompts
+
+            check_same_prompts(saved_prompt_set(start), prompts.sha256, start, cfg.task.prompts_path)
     if (
         model_rm
         and RewardTokens.of(cfg, tok) is not None

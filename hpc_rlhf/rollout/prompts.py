@@ -5,6 +5,7 @@
     ps.label(i)               # -> prompt i's label (a str), or None when the source has none
     ps.raw(i)                 # -> prompt i as written (text or chat messages), or None when the source keeps none
     ps.stats                  # -> the source's counts for metrics.jsonl ({} for demo and jsonl)
+    ps.sha256                 # -> the prompt set's identity (rollout/prompt_store.py); None for demo
 
 A source is registered here by name as a 'module:function' string and imported on first use, so
 this package imports no task: the function takes (cfg, tokenizer) and returns the prompts as a
@@ -16,6 +17,8 @@ prompts as written) and `stats` (a dict of counts logged with every step's metri
 number, kept as its text), read below and tokenized without special tokens (as since 0.1.0);
 `dataset`: any table format with configurable columns, chat template and length limit (prompt_table.py).
 The order of prompts within a pass is the plan's (rollout/plan.py: a permutation of (seed, pass) only).
+The prompts of a source that reads `task.prompts_path` (FILE_SOURCES) are held flat, with their sha256,
+which checkpoints keep: a resume on another prompt set is refused (rollout/prompt_store.py).
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from transformers import PreTrainedTokenizerBase
 from hpc_rlhf.config import Config
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.plugins import load_callable
+from hpc_rlhf.rollout.prompt_store import FlatPrompts
 
 SOURCES = {
     "demo": "hpc_rlhf.demo.task:prompt_source",
     "jsonl": "hpc_rlhf.rollout.prompts:jsonl_source",
     "dataset": "hpc_rlhf.rollout.prompt_table:dataset_source",
 }
+FILE_SOURCES = ("jsonl", "dataset")  # sources that read task.prompts_path: their prompt set has an identity
 
 
 class PromptSet:
@@ -43,10 +48,18 @@ class PromptSet:
 
     def __init__(self, cfg: Config, tok: PreTrainedTokenizerBase):
         source = load_callable(SOURCES[cfg.task.name], "task.name")
-        self._items: Sequence[np.ndarray] = source(cfg, tok)
-        self._labels: Optional[Sequence[Optional[str]]] = getattr(self._items, "labels", None)
-        self._raw: Optional[Sequence[Any]] = getattr(self._items, "raw", None)
-        self.stats: dict[str, int] = dict(getattr(self._items, "stats", {}))
+        items: Sequence[np.ndarray] = source(cfg, tok)
+        labels = getattr(items, "labels", None)
+        raw = getattr(items, "raw", None)
+        stats = dict(getattr(items, "stats", {}))
+        self.sha256: Optional[str] = None
+        if cfg.task.name in FILE_SOURCES:
+            items = FlatPrompts.of(items, labels, raw, stats)
+            self.sha256 = items.sha256
+        self._items = items
+        self._labels: Optional[Sequence[Optional[str]]] = labels
+        self._raw: Optional[Sequence[Any]] = raw
+        self.stats: dict[str, int] = stats
 
     def __len__(self) -> int:
         return len(self._items)
