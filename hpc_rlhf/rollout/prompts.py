@@ -67,6 +67,12 @@ class PromptSet:
     def __getitem__(self, i: int) -> np.ndarray:
         return self._items[i]
 
+    def longest(self) -> int:
+        """Tokens of the longest prompt."""
+        if isinstance(self._items, FlatPrompts):
+            return int(np.diff(self._items.offsets).max(initial=0))
+        return max((len(self._items[i]) for i in range(len(self))), default=0)
+
     def label(self, i: int) -> Optional[str]:
         return None if self._labels is None else self._labels[i]
 
