@@ -8,7 +8,8 @@
 checkpoint in keys not safe to change on resume, save the tokenizer to RUN_DIR/tokenizer (the
 archive decodes with it), read the data of an SFT or reward-model stage, or an RL run's prompt file and
 reward-model tokenizer (bad data fails here, before any job is queued), check that the longest sequence fits
-every model's context (models/context.py) and write RUN_DIR/config.yaml,
+every model's context (models/context.py), write the rendered prompt set to RUN_DIR/prompts.h5 (the ranks read
+it instead of the prompt file: rollout/prompt_file.py) and RUN_DIR/config.yaml,
 which every rank reads. The config is frozen:
 it returns a copy whose run_dir is absolute, and that copy is the one to launch.
 """
@@ -62,6 +63,11 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
             "(train one with `hpc-rlhf train-rm`)",
             file=sys.stderr,
         )
+    if prompts is not None:  # rendered once: every rank reads RUN_DIR/prompts.h5 instead of the prompt file
+        from hpc_rlhf.rollout.prompt_file import prompts_sha256, write_prompts
+
+        if prompts_sha256(run_dir, cfg) != prompts.sha256:
+            write_prompts(run_dir, cfg, prompts.flat())
     with open(RunDir(run_dir).config, "w") as f:
         f.write(to_yaml(cfg))
     return cfg, run_dir

@@ -64,7 +64,7 @@ class TrainSession:
         self.cfg, self.run_dir, self.lead = cfg, run_dir, lead
         self.text = ConfigText.of(cfg)
         self.tr = Trainer(cfg, run_dir, device, dp)
-        prompts = PromptSet(cfg, self.tr.tok)
+        prompts = PromptSet(cfg, self.tr.tok, run_dir)
         self.n_prompts = len(prompts)  # for the data cursor of checkpoints
         self.prompt_set = prompts.sha256  # the identity of a prompt file's set: kept with the cursor, checked on resume
         self.data_metrics = prompts.stats  # data/* counts of the prompt set, logged with every step

@@ -77,7 +77,8 @@ def prompt_set_sha256(flat: FlatPrompts) -> str:
     h.update(np.ascontiguousarray(flat.ids, dtype="<i4").tobytes())
     for name, part in (("labels", flat.labels), ("raw", flat.raw)):
         h.update(f"\n{name}\n".encode())
-        h.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=str).encode())
+        values = None if part is None else list(part)
+        h.update(json.dumps(values, sort_keys=True, ensure_ascii=False, default=str).encode())
     return h.hexdigest()
 
 

@@ -4,10 +4,14 @@ that differs (the file edited, or its tokenizer's chat template) is a one-line e
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 
+import h5py
 import numpy as np
 import pytest
 
@@ -89,8 +93,17 @@ def test_a_resume_on_another_prompt_set_is_refused_in_one_line(dataset_run, edit
     assert (run / "tokenizer" / "chat_template.jinja").read_bytes() == before["run/tokenizer/chat_template.jinja"]
 
 
-def test_a_resume_on_the_same_prompt_set_continues(dataset_run, tmp_path):
+def test_a_rank_renders_a_missing_prompt_table_once_and_resumes_on_the_same_set(dataset_run, tmp_path):
+    """A run dir without RUN_DIR/prompts.h5 (a recipe's RL stage, a run of an earlier version): the worker's rank 0
+    renders it before the others read it; the resumed trainer finds the checkpoint's prompt set in it."""
     run = tmp_path / "run"
     shutil.copytree(dataset_run / "run", run)
-    cli("resume", str(run), "total_steps=3")
+    saved = open(run / "prompts.h5", "rb").read()
+    os.unlink(run / "prompts.h5")
+    text = (run / "config.yaml").read_text().replace("total_steps: 2", "total_steps: 3")
+    (run / "config.yaml").write_text(text.replace(str(dataset_run / "run"), str(run)))
+    proc = subprocess.run([sys.executable, "-m", "hpc_rlhf.launch.worker", str(run)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(open(run / "metrics.jsonl").readlines()) == 3
+    with h5py.File(run / "prompts.h5") as a, h5py.File(io.BytesIO(saved)) as b:
+        assert a.attrs["sha256"] == b.attrs["sha256"] and np.array_equal(a["ids"][()], b["ids"][()])
