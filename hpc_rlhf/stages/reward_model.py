@@ -5,7 +5,8 @@ preference pairs with the Bradley-Terry loss, -log sigmoid(r(chosen) - r(rejecte
     hpc-rlhf submit configs/tiny.yaml stage=rm run_dir=runs/rm           # the same on Slurm
 
 Pairs come from `rm.pairs_path`: a table (JSONL/Parquet/CSV/saved dataset, data/pairs.py) of
-{"prompt" | "messages", "chosen", "rejected"} rows, rendered with the chat template when `rm.chat_template`,
+{"prompt" | "messages", "chosen", "rejected"} rows (other names: rm.prompt_column, rm.chosen_column,
+rm.rejected_column), rendered with the chat template when `rm.chat_template`,
 or HDF5 with flat token arrays `prompt_tokens/chosen_tokens/rejected_tokens` and int64 `*_offsets`; for the
 demo task they are synthesised from the gold rule. A held-out split (`rm.heldout_frac`) gives the pairwise
 accuracy. Step s trains on slice s of the epoch's permutation (drawn from (seed, epoch)), split over the
@@ -27,7 +28,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from hpc_rlhf.config import Config
 from hpc_rlhf.data.chat import require_chat_template
-from hpc_rlhf.data.pairs import table_pairs
+from hpc_rlhf.data.pairs import PairColumns, table_pairs
 from hpc_rlhf.data.tables import open_table
 from hpc_rlhf.errors import UserError, first_line
 from hpc_rlhf.launch.prepare import save_run_tokenizer
@@ -56,7 +57,8 @@ def load_pairs(cfg: Config, tok) -> list[dict]:
         require_chat_template(
             tok, cfg.model.tokenizer_path or cfg.model.policy_path or "the tokenizer", "rm.chat_template"
         )
-    return table_pairs(tok, open_table(path, "rm.pairs_path"), path, cfg.rm.chat_template)
+    columns = PairColumns(cfg.rm.prompt_column, cfg.rm.chosen_column, cfg.rm.rejected_column)
+    return table_pairs(tok, open_table(path, "rm.pairs_path"), path, cfg.rm.chat_template, columns)
 
 
 def _h5_pairs(path: str) -> list[dict]:
