@@ -24,7 +24,6 @@ import time
 import h5py
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from hpc_rlhf.config import Config
 from hpc_rlhf.data.chat import require_chat_template
@@ -32,7 +31,7 @@ from hpc_rlhf.data.pairs import PairColumns, table_pairs
 from hpc_rlhf.data.tables import open_table
 from hpc_rlhf.errors import UserError, first_line
 from hpc_rlhf.launch.prepare import save_run_tokenizer
-from hpc_rlhf.models.build import _no_dropout, _seeded, build_reward, load_tokenizer
+from hpc_rlhf.models.build import build_classifier, build_reward, load_tokenizer
 from hpc_rlhf.models.forward import make_batch, sequence_scores
 from hpc_rlhf.rundir import RM_REPORT, RunDir, write_atomic
 from hpc_rlhf.stages.loop import StageRun
@@ -85,15 +84,12 @@ def _h5_pairs(path: str) -> list[dict]:
 
 
 def _initial_model(cfg: Config, tok):
+    """What train-rm starts from: model.reward_path, else model.policy_path with a new score head (drawn from
+    model.init_seed + 1, models/build.py), else model.arch."""
     if cfg.model.reward_path is None and cfg.model.policy_path is not None:
-        conf = _no_dropout(AutoConfig.from_pretrained(cfg.model.policy_path, local_files_only=True))
-        conf.num_labels, conf.pad_token_id = 1, tok.pad_token_id
-        return _seeded(  # the new score head's random init: from the run's init seed, not the RNG's history
-            cfg.model.init_seed + 1,
-            lambda: AutoModelForSequenceClassification.from_pretrained(
-                cfg.model.policy_path, config=conf, local_files_only=True
-            ),
-        )
+        model = build_classifier(cfg.model.policy_path, "model.policy_path", cfg, tok, cfg.model.init_seed + 1)
+        model.config.pad_token_id = tok.pad_token_id  # in the exported folder: transformers' forward needs it
+        return model
     return build_reward(cfg, tok)
 
 
