@@ -48,7 +48,7 @@ def write_prompts(run_dir: str, cfg: Config, flat: FlatPrompts) -> str:
     path = RunDir(run_dir).prompts
     tmp = tmp_path(path)
     try:
-        with h5py.File(tmp, "w", track_order=True) as f:
+        with h5py.File(tmp, "w", track_order=True, locking=False) as f:
             f.create_dataset("ids", data=flat.ids.astype(np.int32, copy=False))
             f.create_dataset("offsets", data=flat.offsets.astype(np.int64, copy=False))
             for name, column in (("labels", flat.labels), ("raw", flat.raw)):
@@ -70,7 +70,7 @@ def prompts_sha256(run_dir: str, cfg: Config) -> Optional[str]:
     path = RunDir(run_dir).prompts
     if not os.path.exists(path):
         return None
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False) as f:
         ok = f.attrs.get("version") == VERSION and f.attrs.get("render") == render_key(cfg)
         return str(f.attrs["sha256"]) if ok else None
 
@@ -80,7 +80,7 @@ def read_prompts(run_dir: str, cfg: Config) -> Optional[FlatPrompts]:
     or was rendered for other task keys or another tokenizer."""
     if prompts_sha256(run_dir, cfg) is None:
         return None
-    with h5py.File(RunDir(run_dir).prompts, "r") as f:
+    with h5py.File(RunDir(run_dir).prompts, "r", locking=False) as f:
         columns = {k: _JsonColumn(f[k].asstr()[()]) if k in f else None for k in ("labels", "raw")}
         return FlatPrompts(
             f["ids"][()],
