@@ -33,6 +33,7 @@ TMP_MARK = ".tmp-"  # in the name of every file or folder not yet renamed into p
 CONFIG = "config.yaml"
 TOKENIZER = "tokenizer"
 TOKENIZER_FILE = "tokenizer.json"  # what a saved fast tokenizer folder holds (transformers' name)
+PROMPTS = "prompts.h5"
 ROLLOUTS = "rollouts"
 WEIGHTS = "weights"
 CHECKPOINTS = "checkpoints"
@@ -144,6 +145,11 @@ ENTRIES: tuple[Entry, ...] = (
         OWNER, "launcher / Slurm rank 0", "the lease: who runs on this run dir (host, pid, job), renewed while it lives"
     ),
     Entry(f"{TOKENIZER}/", "launcher", "the tokenizer (the archive decodes with it)"),
+    Entry(
+        PROMPTS,
+        "launcher (else rank 0)",
+        "a prompt file's set as the run uses it: token ids, labels, text, sha256; every rank reads it",
+    ),
     Entry(f"{ROLLOUTS}/step_S/gen_J.h5", "generation rank", "generated shard J of step S (docs/rollout_format.md)"),
     Entry(f"{ROLLOUTS}/step_S/scored_J.h5", "scoring rank", "the same samples with reference log-probs and reward"),
     Entry(f"{WEIGHTS}/policy_vV.safetensors", "train lead", "policy version V for the generators (the last few)"),
@@ -199,6 +205,10 @@ class RunDir:
     def has_tokenizer(self) -> bool:
         """A saved tokenizer folder is in place (its tokenizer.json is written)."""
         return os.path.exists(os.path.join(self.tokenizer, TOKENIZER_FILE))
+
+    @property
+    def prompts(self) -> str:
+        return self._p(PROMPTS)
 
     @property
     def rollouts(self) -> str:

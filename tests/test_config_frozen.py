@@ -23,7 +23,8 @@ DEMO = os.path.join(REPO, "configs", "demo.yaml")
 # (its keys but `export` are not resume-safe) and `train:` were added, and layout.train became resume-safe
 # (checkpoints hold full states: issue 16, resharded resume), and the prompt-dataset `task.*` and
 # `model.reward_tokenizer_path`/`reward_chat_template` keys came (issue 15), and `train.precision`
-# (mixed precision, not resume-safe: issue 16).
+# (mixed precision, not resume-safe: issue 16), and the pair tables' `rm.prompt_column`/`chosen_column`/
+# `rejected_column` (issue 15).
 OVERRIDES = [
     "seed=3",
     "layout.train=2",
@@ -33,10 +34,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "a50f10de6242b2ef"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "a50f10de6242b2ef"),
-    (TINY, [], "048dc4f5eaf1f66e"),
-    (TINY, OVERRIDES, "85d7d2fd6c14e25a"),
+    (None, [], "7ba3361423ff9479"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "7ba3361423ff9479"),
+    (TINY, [], "501932ead344a2e2"),
+    (TINY, OVERRIDES, "adf3234e726e1729"),
 ]
 
 

@@ -17,7 +17,8 @@ The folder of step S is the state before step S (steps < S are done):
                                             lead's torch RNG state: every tensor in optim.safetensors, the
                                             rest in optim.json (checkpoint/exact_json.py) with placeholders
                                             naming the tensors
-    state.json                              next step, policy version, data cursor, config + fingerprint
+    state.json                              next step, policy version, data cursor (with the prompt set's
+                                            sha256), config + fingerprint
     ledger.jsonl                            what steps < S consumed (rollout/ledger.py)
     shards.json                             the shard ledger: which shards of which step were generated,
                                             scored and consumed when it was written
@@ -93,7 +94,8 @@ class TrainState:
     ledger: bytes
     """RUN_DIR/ledger.jsonl as of `step`."""
     data_cursor: dict = field(default_factory=dict)
-    """Where the prompt stream stands (data_cursor); informational, not read back."""
+    """Where the prompt stream stands (data_cursor); its prompt set's sha256 is checked on resume, the rest
+    is informational."""
     train_ranks: Optional[int] = None
     """Written: the number of train ranks whose rank files the checkpoint holds (None: full files)."""
     source: Optional[CheckpointTensors] = None
@@ -113,10 +115,18 @@ class ConfigText:
         return ConfigText(fingerprint(cfg), to_dict(cfg), to_yaml(cfg))
 
 
-def data_cursor(next_step: int, n_prompts: int, prompts_per_step: int) -> dict:
-    """Where the prompt stream stands: steps < next_step consumed positions [0, next_step * P)."""
+def data_cursor(next_step: int, n_prompts: int, prompts_per_step: int, prompt_set: Optional[str] = None) -> dict:
+    """Where the prompt stream stands: steps < next_step consumed positions [0, next_step * P); with
+    `prompt_set` (the sha256 of a prompt file's rendered set, rollout/prompt_store.py) the stream it is in."""
     pos = next_step * prompts_per_step
-    return {"next_step": next_step, "prompt_position": pos, "pass": pos // n_prompts, "within_pass": pos % n_prompts}
+    cursor = {"next_step": next_step, "prompt_position": pos, "pass": pos // n_prompts, "within_pass": pos % n_prompts}
+    return {**cursor, "prompt_set_sha256": prompt_set} if prompt_set else cursor
+
+
+def saved_prompt_set(path: str) -> Optional[str]:
+    """The prompt set's sha256 that checkpoint `path` was trained on (None: no prompt file, or a checkpoint
+    written before it was kept)."""
+    return load_json(path, CKPT_STATE).get("data_cursor", {}).get("prompt_set_sha256")
 
 
 def save_train_state(

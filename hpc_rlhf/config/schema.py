@@ -255,6 +255,13 @@ class RMConfig:
     chat_template: bool = False
     """Render each pair's prompt (a `prompt` string or a `messages` list) with the tokenizer's chat template and
     its generation prompt; false: the prompt text as it is (messages then need the template)."""
+    prompt_column: str = "prompt"
+    """Table pairs: the column of each pair's prompt, a string or a list of chat messages (messages need
+    rm.chat_template=true). A table without it but with a `messages` column uses that one."""
+    chosen_column: str = "chosen"
+    """Table pairs: the column of the preferred answer (text)."""
+    rejected_column: str = "rejected"
+    """Table pairs: the column of the other answer (text)."""
     ranks: int = 1
     """MPI ranks of `hpc-rlhf train-rm` (stage=rm), data-parallel: each takes an equal share of every batch."""
 

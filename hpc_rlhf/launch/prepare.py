@@ -7,7 +7,9 @@
 `resume`, `demo`, and the Slurm submission): refuse a config that differs from the run's latest
 checkpoint in keys not safe to change on resume, save the tokenizer to RUN_DIR/tokenizer (the
 archive decodes with it), read the data of an SFT or reward-model stage, or an RL run's prompt file and
-reward-model tokenizer (bad data fails here, before any job is queued) and write RUN_DIR/config.yaml,
+reward-model tokenizer (bad data fails here, before any job is queued), check that the longest sequence fits
+every model's context (models/context.py), write the rendered prompt set to RUN_DIR/prompts.h5 (the ranks read
+it instead of the prompt file: rollout/prompt_file.py) and RUN_DIR/config.yaml,
 which every rank reads. The config is frozen:
 it returns a copy whose run_dir is absolute, and that copy is the one to launch.
 """
@@ -34,39 +36,81 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
         from hpc_rlhf.checkpoint.train_state import check_start  # imports torch: only on a resume
 
         check_start(info.path, cfg)  # the config may resume it; its optimizer state is plain data
+    start = info.path if info is not None else None
+    prompt_file = cfg.stage == "rl" and cfg.task.name != "demo"
+    prompts = None
+    if prompt_file:  # read, and compared with the checkpoint's prompt set, before anything is written
+        prompts = check_inputs(cfg, run_dir, start)
     save_run_tokenizer(cfg, run_dir)  # fails early with a one-line error; the archive decodes with it
     if cfg.model.lora.r > 0:  # adapters on modules the policy has (its architecture, no weights)
         from hpc_rlhf.models.lora import check_targets
 
         check_targets(cfg, run_dir)
     if cfg.stage != "rl":  # sft, rm: their data, read and checked row by row before any rank starts
-        check_stage_data(cfg, run_dir)
+        longest = check_stage_data(cfg, run_dir)
+        if cfg.stage == "sft":
+            from hpc_rlhf.models.context import check_context
+
+            what = f"the longest SFT example (sft.max_len={cfg.sft.max_len} cuts longer ones)"
+            check_context(cfg, longest, what, fix="set a lower sft.max_len")
     else:
-        check_inputs(cfg, run_dir)  # the prompt file row by row, the reward model's tokenizer
+        if not prompt_file:
+            check_inputs(cfg, run_dir, start)  # the demo's prompts: the reward model's tokenizer only
+        check_rl_context(cfg, run_dir, prompts)
     if cfg.stage == "rl" and cfg.model.reward_path is None and any(s.kind == "model" for s in cfg.reward.sources):
         print(
             "warning: model.reward_path is unset: PPO runs against a randomly initialised reward model "
             "(train one with `hpc-rlhf train-rm`)",
             file=sys.stderr,
         )
+    if prompts is not None:  # rendered once: every rank reads RUN_DIR/prompts.h5 instead of the prompt file
+        from hpc_rlhf.rollout.prompt_file import prompts_sha256, write_prompts
+
+        if prompts_sha256(run_dir, cfg) != prompts.sha256:
+            write_prompts(run_dir, cfg, prompts.flat())
     with open(RunDir(run_dir).config, "w") as f:
         f.write(to_yaml(cfg))
     return cfg, run_dir
 
 
-def check_stage_data(cfg: Config, run_dir: str) -> None:
-    """Read a supervised stage's data as its ranks will (a one-line UserError naming file, row and fix)."""
+def check_stage_data(cfg: Config, run_dir: str) -> int:
+    """Read a supervised stage's data as its ranks will (a one-line UserError naming file, row and fix).
+    Returns the tokens of its longest example (SFT; 0 for pairs)."""
     from hpc_rlhf.models.build import load_tokenizer
 
     tok = load_tokenizer(cfg, run_dir)
     if cfg.stage == "sft":
         from hpc_rlhf.stages.sft import load_examples
 
-        load_examples(cfg, tok)
-    else:
-        from hpc_rlhf.stages.reward_model import load_pairs
+        examples, _ = load_examples(cfg, tok)
+        return max(len(e.ids) for e in examples)
+    from hpc_rlhf.stages.reward_model import load_pairs
 
-        load_pairs(cfg, tok)
+    load_pairs(cfg, tok)
+    return 0
+
+
+def check_rl_context(cfg: Config, run_dir: str, prompts) -> None:
+    """The longest prompt (task.max_prompt_tokens when set, else the longest of the prompt file, or the demo's
+    task.prompt_len_max) + generate.max_new_tokens fits every model's context (models/context.py)."""
+    from hpc_rlhf.models.context import check_context
+
+    t, new = cfg.task, cfg.generate.max_new_tokens
+    if prompts is None:
+        tokens, what, fix = t.prompt_len_max, f"task.prompt_len_max={t.prompt_len_max}", "lower them"
+    elif t.name == "dataset" and t.max_prompt_tokens > 0:
+        tokens, what, fix = t.max_prompt_tokens, f"task.max_prompt_tokens={t.max_prompt_tokens}", "lower them"
+    else:
+        tokens = prompts.longest()
+        what, fix = f"the longest prompt of task.prompts_path ({tokens} tokens)", "set task.max_prompt_tokens"
+        fix += " (task.name=dataset) or lower generate.max_new_tokens"
+    shares = True
+    if cfg.model.reward_path is not None:
+        from hpc_rlhf.models.build import load_tokenizer
+        from hpc_rlhf.models.retokenize import RewardTokens
+
+        shares = RewardTokens.of(cfg, load_tokenizer(cfg, run_dir)) is None
+    check_context(cfg, tokens + new, f"{what} + generate.max_new_tokens={new}", fix, shares)
 
 
 def run_local(cfg: Config, run_dir: str) -> int:
@@ -87,20 +131,27 @@ def run_local(cfg: Config, run_dir: str) -> int:
     return code
 
 
-def check_inputs(cfg: Config, run_dir: str) -> None:
+def check_inputs(cfg: Config, run_dir: str, start: str | None = None):
     """Read the prompt file (every row: columns, non-empty, chat template, length) and the reward model's
     tokenizer now, so that bad data is a one-line UserError naming file, row and fix before any rank starts
-    or any Slurm job is queued, never a failed job."""
+    or any Slurm job is queued, never a failed job. `start`: the checkpoint a resume continues from, whose
+    prompt set the file must still render to (rollout/prompt_store.py). Returns the PromptSet (None: demo)."""
     model_rm = cfg.model.reward_path is not None and any(s.kind == "model" for s in cfg.reward.sources)
     if cfg.task.name == "demo" and not model_rm:
-        return
+        return None
     from hpc_rlhf.models.build import load_tokenizer
     from hpc_rlhf.models.retokenize import RewardTokens
     from hpc_rlhf.rollout.prompts import PromptSet
 
     tok = load_tokenizer(cfg, run_dir)
+    prompts = None
     if cfg.task.name != "demo":
-        PromptSet(cfg, tok)
+        prompts = PromptSet(cfg, tok)
+        if start is not None:
+            from hpc_rlhf.checkpoint.train_state import saved_prompt_set
+            from hpc_rlhf.rollout.prompt_store import check_same_prompts
+
+            check_same_prompts(saved_prompt_set(start), prompts.sha256, start, cfg.task.prompts_path)
     if (
         model_rm
         and RewardTokens.of(cfg, tok) is not None
@@ -111,6 +162,7 @@ def check_inputs(cfg: Config, run_dir: str) -> None:
             f"the reward model '{cfg.model.reward_path}' has a tokenizer of its own, so the value model (which "
             "reads the policy's tokens) cannot start from it; set model.value_init=policy"
         )
+    return prompts
 
 
 def save_run_tokenizer(cfg: Config, run_dir: str) -> None:

@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         dog.done()  # from here a lost peer is the heartbeats' to report
         torch.set_num_threads(_threads(cfg, comm))
         device = local_device(cfg.runtime, nodes, rank)  # cuda:<local rank> + set_device, or cpu
+        if rl:
+            _render_prompts_once(cfg, run_dir, comm)
         if topo is None:
             verdict = _run_stage(cfg, run_dir, comm, device, stop)
         elif topo.single:
@@ -125,6 +127,24 @@ def main(argv: list[str] | None = None) -> int:
         hb.stop()
     note_exit(run_dir, rank, str(code), attempt)
     return code
+
+
+def _render_prompts_once(cfg, run_dir: str, comm) -> None:
+    """A prompt file's set is in RUN_DIR/prompts.h5 before any rank reads it (rollout/prompt_file.py): the
+    launcher wrote it; where none did (a recipe's RL stage, a run dir of an earlier version) rank 0 renders
+    and writes it while the others wait."""
+    from hpc_rlhf.rollout.prompts import FILE_SOURCES
+
+    if cfg.task.name not in FILE_SOURCES:
+        return
+    if comm.Get_rank() == 0:
+        from hpc_rlhf.models.build import load_tokenizer
+        from hpc_rlhf.rollout.prompt_file import prompts_sha256, write_prompts
+        from hpc_rlhf.rollout.prompts import PromptSet
+
+        if prompts_sha256(run_dir, cfg) is None:
+            write_prompts(run_dir, cfg, PromptSet(cfg, load_tokenizer(cfg, run_dir)).flat())
+    comm.bcast(None, root=0)  # the others read it after this
 
 
 def _start_heartbeat(cfg, run_dir: str, comm, role: str, attempt: str):

@@ -225,9 +225,11 @@ def build_reference(cfg: Config, tok: PreTrainedTokenizerBase, device=None, comp
     return ref
 
 
-def _classifier(
+def build_classifier(
     path: str | None, key: str, cfg: Config, tok: PreTrainedTokenizerBase, seed: int, device=None, compute=False
 ) -> PreTrainedModel:
+    """A one-label sequence classifier: folder `path` (config key `key`; a causal LM's folder gets a new
+    `score` head drawn from `seed`), or model.arch initialised from `seed`. Dropout off, in eval mode."""
     device = torch.device(device or "cpu")
     if path:
         conf = _folder_config(path, key)  # a reward model may have its own tokenizer
@@ -245,7 +247,9 @@ def _classifier(
 
 def build_reward(cfg: Config, tok: PreTrainedTokenizerBase, device=None, compute: bool = False) -> PreTrainedModel:
     """The reward model: model.reward_path, else a fresh random one (what `train-rm` starts from)."""
-    return _classifier(cfg.model.reward_path, "model.reward_path", cfg, tok, cfg.model.init_seed + 1, device, compute)
+    return build_classifier(
+        cfg.model.reward_path, "model.reward_path", cfg, tok, cfg.model.init_seed + 1, device, compute
+    )
 
 
 def build_value(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreTrainedModel:
@@ -254,7 +258,7 @@ def build_value(cfg: Config, tok: PreTrainedTokenizerBase, device=None) -> PreTr
     if cfg.model.value_init == "reward" and cfg.model.reward_path:
         return build_reward(cfg, tok, device)
     path = cfg.model.policy_path
-    model = _classifier(path, "model.policy_path", cfg, tok, cfg.model.init_seed + 2, device)
+    model = build_classifier(path, "model.policy_path", cfg, tok, cfg.model.init_seed + 2, device)
     if path is None:  # copy the initial policy's backbone into the value model
         policy = build_policy(cfg, tok, device)
         prefix = model.base_model_prefix

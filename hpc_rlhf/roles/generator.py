@@ -40,7 +40,7 @@ class Generator:
             policy = lora.apply(policy, cfg) if lora.enabled(cfg) else policy  # LoRA: base + adapters (peft)
             policy = place(policy, device, cfg.runtime.bf16)
         self.policy = policy
-        self.prompts = PromptSet(cfg, self.tok)
+        self.prompts = PromptSet(cfg, self.tok, run_dir)
         self.version = -1  # no weights loaded yet: trainer 0 publishes every version a generator uses
         self.fp = fingerprint(cfg)
         self.durable = cfg.checkpoint.sync_rollouts == "every_shard"

@@ -49,7 +49,7 @@ class Scorer:
         )
         self.retok = RewardTokens.of(cfg, self.tok) if self.reward is not None else None  # RM's own tokenizer
         raw = self.retok is not None and self.retok.chat  # the RM's chat template takes the prompts as written
-        self.prompts = PromptSet(cfg, self.tok) if self.sources.needs_text or raw else None  # the labels
+        self.prompts = PromptSet(cfg, self.tok, run_dir) if self.sources.needs_text or raw else None  # the labels
         if reference is None:  # the initial policy; with LoRA that is the base (adapters start at zero)
             reference = place(build_reference(cfg, self.tok, device, compute=True), device, cfg.runtime.bf16)
         self.reference = reference

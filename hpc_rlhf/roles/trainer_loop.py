@@ -43,6 +43,7 @@ from hpc_rlhf.roles.metrics_log import MetricsLog, StepMetricHooks
 from hpc_rlhf.roles.trainer import Trainer
 from hpc_rlhf.rollout.ledger import StepLedger, ledger_entry
 from hpc_rlhf.rollout.plan import behaviour_version
+from hpc_rlhf.rollout.prompt_store import check_same_prompts
 from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.sync import ShardSync
 from hpc_rlhf.rundir import clean_temporaries
@@ -66,8 +67,9 @@ class TrainSession:
         self.cfg, self.run_dir, self.lead = cfg, run_dir, lead
         self.text = ConfigText.of(cfg)
         self.tr = Trainer(cfg, run_dir, device, dp)
-        prompts = PromptSet(cfg, self.tr.tok)
+        prompts = PromptSet(cfg, self.tr.tok, run_dir)
         self.n_prompts = len(prompts)  # for the data cursor of checkpoints
+        self.prompt_set = prompts.sha256  # the identity of a prompt file's set: kept with the cursor, checked on resume
         self.data_metrics = prompts.stats  # data/* counts of the prompt set, logged with every step
         # publish_files=False: the generator is in this process (takes the versions' tensors)
         # only the lead checkpoints: the other train ranks hold no version tensors
@@ -95,6 +97,9 @@ class TrainSession:
             return 0
         # sharded models, or a sharded checkpoint: one tensor at a time into this rank's layout
         st = load_train_state(info.path, self.cfg, lazy=tr.sharded)
+        check_same_prompts(
+            st.data_cursor.get("prompt_set_sha256"), self.prompt_set, info.path, self.cfg.task.prompts_path
+        )
         try:
             if st.source is not None:
                 tr.load_from(st.source, st.optim)
@@ -208,7 +213,7 @@ class TrainSession:
             optim=tr.optim_state(),
             behaviour={v: self.versions[v] for v in self.versions.older_than(tr.version)},
             ledger=self.ledger.read(),
-            data_cursor=data_cursor(next_step, self.n_prompts, self.cfg.generate.prompts_per_step),
+            data_cursor=data_cursor(next_step, self.n_prompts, self.cfg.generate.prompts_per_step, self.prompt_set),
             train_ranks=tr.dp.size if tr.sharded else None,
         )
         save_train_state(self.run_dir, st, self.text, self.cfg.checkpoint.keep_last, staged)

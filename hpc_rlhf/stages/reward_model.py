@@ -5,7 +5,8 @@ preference pairs with the Bradley-Terry loss, -log sigmoid(r(chosen) - r(rejecte
     hpc-rlhf submit configs/tiny.yaml stage=rm run_dir=runs/rm           # the same on Slurm
 
 Pairs come from `rm.pairs_path`: a table (JSONL/Parquet/CSV/saved dataset, data/pairs.py) of
-{"prompt" | "messages", "chosen", "rejected"} rows, rendered with the chat template when `rm.chat_template`,
+{"prompt" | "messages", "chosen", "rejected"} rows (other names: rm.prompt_column, rm.chosen_column,
+rm.rejected_column), rendered with the chat template when `rm.chat_template`,
 or HDF5 with flat token arrays `prompt_tokens/chosen_tokens/rejected_tokens` and int64 `*_offsets`; for the
 demo task they are synthesised from the gold rule. A held-out split (`rm.heldout_frac`) gives the pairwise
 accuracy. Step s trains on slice s of the epoch's permutation (drawn from (seed, epoch)), split over the
@@ -23,15 +24,14 @@ import time
 import h5py
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from hpc_rlhf.config import Config
 from hpc_rlhf.data.chat import require_chat_template
-from hpc_rlhf.data.pairs import table_pairs
+from hpc_rlhf.data.pairs import PairColumns, table_pairs
 from hpc_rlhf.data.tables import open_table
 from hpc_rlhf.errors import UserError, first_line
 from hpc_rlhf.launch.prepare import save_run_tokenizer
-from hpc_rlhf.models.build import _no_dropout, _seeded, build_reward, load_tokenizer
+from hpc_rlhf.models.build import build_classifier, build_reward, load_tokenizer
 from hpc_rlhf.models.forward import make_batch, sequence_scores
 from hpc_rlhf.rundir import RM_REPORT, RunDir, write_atomic
 from hpc_rlhf.stages.loop import StageRun
@@ -56,7 +56,8 @@ def load_pairs(cfg: Config, tok) -> list[dict]:
         require_chat_template(
             tok, cfg.model.tokenizer_path or cfg.model.policy_path or "the tokenizer", "rm.chat_template"
         )
-    return table_pairs(tok, open_table(path, "rm.pairs_path"), path, cfg.rm.chat_template)
+    columns = PairColumns(cfg.rm.prompt_column, cfg.rm.chosen_column, cfg.rm.rejected_column)
+    return table_pairs(tok, open_table(path, "rm.pairs_path"), path, cfg.rm.chat_template, columns)
 
 
 def _h5_pairs(path: str) -> list[dict]:
@@ -83,15 +84,12 @@ def _h5_pairs(path: str) -> list[dict]:
 
 
 def _initial_model(cfg: Config, tok):
+    """What train-rm starts from: model.reward_path, else model.policy_path with a new score head (drawn from
+    model.init_seed + 1, models/build.py), else model.arch."""
     if cfg.model.reward_path is None and cfg.model.policy_path is not None:
-        conf = _no_dropout(AutoConfig.from_pretrained(cfg.model.policy_path, local_files_only=True))
-        conf.num_labels, conf.pad_token_id = 1, tok.pad_token_id
-        return _seeded(  # the new score head's random init: from the run's init seed, not the RNG's history
-            cfg.model.init_seed + 1,
-            lambda: AutoModelForSequenceClassification.from_pretrained(
-                cfg.model.policy_path, config=conf, local_files_only=True
-            ),
-        )
+        model = build_classifier(cfg.model.policy_path, "model.policy_path", cfg, tok, cfg.model.init_seed + 1)
+        model.config.pad_token_id = tok.pad_token_id  # in the exported folder: transformers' forward needs it
+        return model
     return build_reward(cfg, tok)
 
 

@@ -112,3 +112,24 @@ def test_rm_on_two_ranks_matches_one(tmp_path, tiny_rm):
     assert worst <= 1e-5, worst  # the PPO layout test's tolerance (tests/dist/test_pipeline.py)
     reports = [json.load(open(f"{d}/reward_model/rm_report.json")) for d in (tiny_rm["dir"], run)]
     assert reports[1]["rm_ranks"] == 2 and reports[0]["rm_heldout_pairs"] == reports[1]["rm_heldout_pairs"]
+
+
+def test_rm_starts_from_a_policy_folder_with_a_head_drawn_from_the_init_seed(tmp_path):
+    """model.policy_path without model.reward_path (the recipe's RM stage): the policy's backbone, a new score head
+    drawn from model.init_seed + 1 (models/build.py, as the value model's head), the pad id in its config."""
+    import torch
+
+    from hpc_rlhf.models.build import build_policy, load_tokenizer
+    from hpc_rlhf.stages.reward_model import _initial_model
+
+    tok = load_tokenizer(load_config(TINY, [f"model.tokenizer_path={demo_tokenizer(tmp_path)}"]))
+    policy = build_policy(load_config(TINY), tok)
+    policy.save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    cfg = load_config(TINY, [f"model.policy_path={tmp_path}/policy"])
+    a, b = _initial_model(cfg, tok), _initial_model(cfg, tok)
+    other = _initial_model(load_config(TINY, [f"model.policy_path={tmp_path}/policy", "model.init_seed=7"]), tok)
+    body = policy.model.state_dict()
+    assert all(torch.equal(v, body[k]) for k, v in a.model.state_dict().items())
+    assert torch.equal(a.score.weight, b.score.weight) and not torch.equal(a.score.weight, other.score.weight)
+    assert a.config.num_labels == 1 and a.config.pad_token_id == tok.pad_token_id and a.score.weight.std() > 0

@@ -1,13 +1,16 @@
-"""How long reading and checking a prompt dataset takes (what `prepare` and every rank do at start).
+"""How long a rank takes to get its prompt set at start: rendering the prompt file (what every rank did, and what
+`prepare` still does once) against reading RUN_DIR/prompts.h5 (what every rank does now).
 
     python tools/bench/prompt_table.py                      # 100000 rows, Parquet and JSONL, with and without chat
     python tools/bench/prompt_table.py --rows 20000 --words 200
 
 Writes, in a temporary folder, a prompt file of ROWS prompts of 20..WORDS made-up words (Parquet: a `messages`
 column of one user turn; JSONL: a `prompt` text column), trains a byte-level BPE tokenizer of 8192 tokens on
-them with a ChatML-like chat template, then times `PromptSet(cfg, tok)` (task.name=dataset: open, check every
-row, render, tokenize) in this process. Prints one JSON line per case: seconds, prompts, tokens per prompt,
-and this process's peak RSS so far (ru_maxrss, MiB).
+them with a ChatML-like chat template, then, per case, in this process: times `PromptSet(cfg, tok)`
+(task.name=dataset: open, check every row, render, tokenize: `render_s`), writing RUN_DIR/prompts.h5
+(`write_s`, prepare's extra cost) and `PromptSet(cfg, tok, run_dir)` (read it: `read_s`, a rank's cost now).
+Prints one JSON line per case: those seconds, prompts, tokens per prompt, the file's MiB, and this process's
+peak RSS so far (ru_maxrss, MiB).
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ def main() -> None:
     args = ap.parse_args()
     from hpc_rlhf.config import load_config
     from hpc_rlhf.models.build import load_tokenizer
+    from hpc_rlhf.rollout.prompt_file import write_prompts
     from hpc_rlhf.rollout.prompts import PromptSet
+    from hpc_rlhf.rundir import RunDir
 
     with tempfile.TemporaryDirectory() as d:
         parquet, jsonl, texts = _files(d, args.rows, args.words)
@@ -75,12 +80,21 @@ def main() -> None:
             tok = load_tokenizer(cfg)
             t0 = time.perf_counter()
             ps = PromptSet(cfg, tok)
-            secs = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            run_dir = f"{d}/run"
+            os.makedirs(run_dir, exist_ok=True)
+            write_prompts(run_dir, cfg, ps.flat())
+            t2 = time.perf_counter()
+            again = PromptSet(cfg, tok, run_dir)
+            t3 = time.perf_counter()
+            assert again.sha256 == ps.sha256 and len(again) == len(ps)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             mean = float(np.mean([len(ps[i]) for i in range(len(ps))]))
             fmt = os.path.splitext(path)[1][1:]
+            mib = os.path.getsize(RunDir(run_dir).prompts) / 2**20
             print(json.dumps({"format": fmt, "chat_template": chat, "prompts": len(ps), "tokens_per_prompt": round(mean, 1),
-                              "seconds": round(secs, 2), "peak_rss_mib": round(rss)}))  # fmt: skip
+                              "render_s": round(t1 - t0, 2), "write_s": round(t2 - t1, 2), "read_s": round(t3 - t2, 3),
+                              "file_mib": round(mib, 1), "peak_rss_mib": round(rss)}), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
