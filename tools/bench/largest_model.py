@@ -1,24 +1,24 @@
 """The largest Llama-shaped model that completes PPO steps on this machine, per setting, as JSON.
 
     PYTHONPATH=$PWD python tools/bench/largest_model.py [--settings none fsdp lora ...] \
-        [--fit-hidden 512 640] [--budget-gib 20] [--verify] [--work /tmp]
+        [--fit-hidden 384 512 640] [--budget-gib 20] [--verify [--verify-offset 1]] [--work /tmp]
 
 For each setting (train.sharding none / fsdp, activation checkpointing off / on, LoRA; layout 1+1+2,
 fp32) it runs tools/bench/memory.py's measurement (2 PPO steps of configs/tiny.yaml, a checkpoint at
 the end, every rank's VmHWM polled from /proc) at the --fit-hidden sizes of one Llama family
 (`shape`: hidden h, h/64 layers and heads, intermediate 4h, so about h^3/4 parameters), fits
-bytes = a + b * params to the SUM of the ranks' peaks (the machine's need) and to the largest rank's,
-and predicts the largest family member whose sum fits in --budget-gib. With --verify it then runs
-that member (or, with --verify-step-down, the one below it) inside a memory cgroup capped at the
-budget, so that an overshoot kills only the probe: cgroup v2 (memory.max) where the memory
-controller is there, else v1 (memory.limit_in_bytes), as a child of this process's own cgroup
-(root needed), removed afterwards. A verification is skipped (reported, not run) while MemAvailable
-is below the predicted use plus --headroom-gib; it is retried --retries times, --retry-wait-s apart.
+bytes = a + b * params to the SUM of the ranks' peaks (the machine's need) and to the largest
+rank's, and predicts the largest member whose sum fits in --budget-gib. With --verify it then runs
+that member (--verify-offset -1 / 1: the one below / above it) inside a memory cgroup capped at the
+budget, so that an overshoot kills only the probe (cgroup_cap.py: v2 or v1, a child of this
+process's own cgroup, root needed, removed afterwards). A verification waits (--retries times,
+--retry-wait-s apart) for MemAvailable above the predicted use plus --headroom-gib, else is
+reported as not run.
 
 The workload is deliberately tiny (4 prompts x 2 samples of 8 new tokens, 1 epoch, minibatch 4,
 1 torch thread per rank): the states (weights, gradients, AdamW moments) dominate, activations are
-small. bf16 is not a setting: mixed precision keeps fp32 masters, and its CPU cost is measured
-elsewhere (docs/performance.md); this machine's question is which fp32 model fits.
+small. fp32 only: train.precision=bf16 keeps fp32 master weights and AdamW moments on the train
+ranks, and was left out to keep the probes few on a shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -129,10 +129,12 @@ def run_point(hidden: int, overrides: list[str], args: argparse.Namespace) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    ap.add_argument("--fit-hidden", nargs="+", type=int, default=[512, 640], help="family sizes to fit on")
+    ap.add_argument("--fit-hidden", nargs="+", type=int, default=[384, 512, 640], help="family sizes to fit on")
     ap.add_argument("--budget-gib", type=float, default=20.0, help="memory the job may use (all ranks)")
     ap.add_argument("--verify", action="store_true", help="run the predicted size under a cgroup cap")
-    ap.add_argument("--verify-step-down", action="store_true", help="verify one family size below the prediction")
+    ap.add_argument(
+        "--verify-offset", type=int, default=0, help="verify this many family sizes (64 hidden each) off the prediction"
+    )
     ap.add_argument("--headroom-gib", type=float, default=1.0, help="MemAvailable needed beyond the cap")
     ap.add_argument("--retries", type=int, default=3)
     ap.add_argument("--retry-wait-s", type=float, default=120.0)
@@ -165,7 +167,7 @@ def main() -> None:
             "predicted_params": params(best, vocab) if best else None,
         }
         if args.verify and best:
-            h = best - 64 if args.verify_step_down else best
+            h = best + 64 * args.verify_offset
             pred = a + b * params(h, vocab)
             res["verify"] = cgroup_cap.verify(
                 lambda h=h, o=SETTINGS[name]: run_point(h, o, args), f"largest-model-{os.getpid()}", budget, pred, args
