@@ -23,7 +23,7 @@ def test_family_params_by_hand():
     for h, n in HAND.items():
         assert lm.params(h, 40) == n
         assert lm.vocab_of(n, h) == 40
-    assert lm.params(768, 40) == 113_326_848  # memory.py's default model (docs/performance.md: 113.3M)
+    assert lm.params(768, 36) == 113_320_704  # memory.py's default on configs/tiny.yaml (32 words + 4 specials)
     with pytest.raises(ValueError):
         lm.shape(100)
     with pytest.raises(ValueError):
