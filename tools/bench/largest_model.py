@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument(
         "--verify-offset", type=int, default=0, help="verify this many family sizes (64 hidden each) off the prediction"
     )
-    ap.add_argument("--headroom-gib", type=float, default=1.0, help="MemAvailable needed beyond the cap")
+    ap.add_argument("--headroom-gib", type=float, default=1.0, help="MemAvailable needed beyond the predicted use")
     ap.add_argument("--retries", type=int, default=3)
     ap.add_argument("--retry-wait-s", type=float, default=120.0)
     ap.add_argument("--layout", default="1+1+2")
@@ -172,7 +172,7 @@ def main() -> None:
             res["verify"] = cgroup_cap.verify(
                 lambda h=h, o=SETTINGS[name]: run_point(h, o, args), f"largest-model-{os.getpid()}", budget, pred, args
             )
-            res["verify"]["predicted_sum_gib"] = round(pred / GIB, 2)
+            res["verify"].update(hidden=h, predicted_sum_gib=round(pred / GIB, 2))
         out["settings"][name] = res
         print(json.dumps({name: res}), file=sys.stderr, flush=True)
         if args.out:
