@@ -10,7 +10,8 @@ of the whole file in memory (`safetensors.torch.save_file` makes one), while a s
 computes the file's sha256 from the same buffers (hashlib releases the GIL), so the checkpoint
 manifest needs no second read of the file. Tensors are laid out by element size, largest first, as
 the reference writer does, so every tensor starts at an offset aligned to its element size. Files
-are read back with `safetensors.torch.load_file`.
+are read back with `safetensors.torch.load_file`, or into existing tensors with `read_into` (the
+generators' published weights: no second copy of the policy).
 
 `split_tensors` turns an optimizer/scheduler state (dicts, lists, tuples holding tensors) into a
 small plain-data skeleton with named placeholders (written as JSON by checkpoint/exact_json.py)
@@ -39,6 +40,7 @@ DTYPES = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
+_DTYPE_OF = {v: k for k, v in DTYPES.items()}
 MARK = "__tensor__"
 
 
@@ -85,6 +87,33 @@ def write_tensors(
     finally:
         hasher.join()
     return digest.hexdigest(), len(head) + off
+
+
+def read_into(path: str, targets: dict[str, torch.Tensor]) -> list[str]:
+    """Copy each tensor of the safetensors file `path` into targets[name] (cast to that tensor's dtype, onto
+    its device) with plain reads, one tensor at a time: straight into the target's memory when it is a
+    contiguous CPU tensor of the file's dtype, else through one tensor-sized buffer. Neither the whole file
+    nor a memory map of it is held (a map's pages would count in the reader's resident memory). Names in
+    the file but not in `targets` are skipped; returns the file's names."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        header.pop("__metadata__", None)
+        for name, h in header.items():
+            dst = targets.get(name)
+            if dst is None:
+                continue
+            dtype, (start, end) = _DTYPE_OF[h["dtype"]], h["data_offsets"]
+            dst = dst.detach()
+            direct = dst.device.type == "cpu" and dst.dtype == dtype and dst.is_contiguous()
+            direct = direct and list(dst.shape) == h["shape"]
+            buf = dst if direct else torch.empty(h["shape"], dtype=dtype)
+            f.seek(8 + n + start)
+            if end > start and f.readinto(memoryview(buf.reshape(-1).view(torch.uint8).numpy())) != end - start:
+                raise ValueError(f"{path}: tensor {name} is cut short (a truncated file)")
+            if not direct:
+                dst.copy_(buf)
+    return list(header)
 
 
 def split_tensors(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
-from hpc_rlhf.checkpoint.tensorfile import write_tensors
+from hpc_rlhf.checkpoint.tensorfile import read_into, write_tensors
 from hpc_rlhf.models import lora
 from hpc_rlhf.rundir import RunDir, parse_weights_name, tmp_path
 
@@ -60,7 +61,18 @@ def publish(run_dir: str, version: int, tensors: dict[str, torch.Tensor]) -> str
 
 
 def load_into(model: torch.nn.Module, path: str) -> None:
-    load_state(model, load_file(path, device=str(next(model.parameters()).device)), f"weights '{path}'")
+    """Copy the published file at `path` into `model` one tensor at a time (cast to the model's dtype):
+    never a second full state of the policy next to the model, nor a memory map of the whole file (both
+    cost a model's size of resident memory; on a GPU the first would be device memory)."""
+    device, what = str(next(model.parameters()).device), f"weights '{path}'"
+    if lora.is_lora(model):  # adapters only: small
+        return load_state(model, load_file(path, device=device), what)
+    own = model.state_dict()  # the model's own tensors (no copies)
+    with safe_open(path, framework="pt") as f:  # the header only
+        keys = list(f.keys())
+    _check_fit([k for k in own if k not in set(keys)], [k for k in keys if k not in own], what)
+    with torch.no_grad():
+        read_into(path, own)  # what load_state_dict does (copy_, cast), a tensor at a time, by plain reads
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -70,6 +82,11 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str
     if lora.is_lora(model):  # adapters only, onto the same base (models/lora.py)
         return lora.load_adapters(model, state, what)
     missing, unexpected = model.load_state_dict(state, strict=False)
+    _check_fit(missing, unexpected, what)
+
+
+def _check_fit(missing: list[str], unexpected: list[str], what: str) -> None:
+    """Tied weights are stored once (cpu_state): a missing LM head or embedding is the tied twin."""
     tied = {k for k in missing if "lm_head" in k or "wte" in k or "embed" in k}
     if set(missing) - tied or unexpected:
         raise RuntimeError(f"{what} do not fit the policy: missing {missing}, unexpected {unexpected}")

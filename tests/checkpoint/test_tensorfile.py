@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from hpc_rlhf.checkpoint import exact_json
-from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
+from hpc_rlhf.checkpoint.tensorfile import join_tensors, read_into, split_tensors, write_tensors
 from hpc_rlhf.config import load_config
 from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.roles.trainer_loop import TrainSession
@@ -209,3 +209,31 @@ def test_exact_json_keeps_every_type_and_refuses_what_it_cannot_keep():
     for text in ('{"$code": "x"}', '{"$float": "1.5"}', '{"$tuple": 3}', "NaN", '{"$dict": [[[1], 2]]}'):
         with pytest.raises(ValueError):
             exact_json.loads(text)
+
+
+def test_read_into_fills_existing_tensors_as_load_file_and_copy_would(tmp_path):
+    """read_into (the generators' published weights) against safetensors' own reader + copy_: every dtype of
+    the file, cast into another dtype, a 0-d and an empty tensor, a name the targets lack; a cut file fails."""
+    g = torch.Generator().manual_seed(3)
+    tensors = {
+        "w": torch.randn(5, 7, generator=g),
+        "h": torch.randn(3, 4, generator=g).to(torch.bfloat16),
+        "ids": torch.arange(11, dtype=torch.int64),
+        "mask": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+        "empty": torch.zeros(0, 3),
+        "extra": torch.ones(2),
+    }
+    path = str(tmp_path / "t.safetensors")
+    write_tensors(path, tensors)
+    ref = load_file(path)
+    targets = {k: torch.full_like(v, 9) for k, v in ref.items() if k != "extra"}
+    targets["w"] = torch.zeros(5, 7, dtype=torch.bfloat16)  # cast on the way, as load_state_dict's copy_ does
+    assert sorted(read_into(path, targets)) == sorted(tensors)
+    for k, t in targets.items():
+        expect = torch.empty_like(t).copy_(ref[k])
+        assert t.dtype == expect.dtype and torch.equal(t, expect), k
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 4)
+    with pytest.raises(ValueError, match="cut short"):
+        read_into(path, {k: torch.empty_like(v) for k, v in ref.items()})
