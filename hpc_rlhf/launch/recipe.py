@@ -12,8 +12,9 @@ each stage is a run dir of its own in it (rundir.RECIPE_STAGES), whose output is
     rl   stage=rl,  run_dir RUN_DIR/rl, model.policy_path = the SFT policy, model.reward_path = the reward model
 
 Before anything is queued: the SFT stage is prepared as `submit` prepares a run (its data read row by row),
-the reward model's pairs are read with the same tokenizer, and every stage's config is validated; a bad one
-is a one-line error and nothing is submitted. The SFT and reward-model jobs run on one node
+the reward model's pairs are read with the same tokenizer, the RL stage's prompt file is read and its
+longest sequence checked against the models' context, and every stage's config is validated; a bad one is a
+one-line error and nothing is submitted. The SFT and reward-model jobs run on one node
 (slurm.nodes=1, sft.ranks / rm.ranks tasks); RL takes the config's Slurm shape. Job 2 waits for job 1 and job 3
 for job 2 (`afterok`, with `--kill-on-invalid-dep=yes`: a failed stage cancels the rest of the chain instead
 of leaving it pending). A preempted or timed-out stage requeues itself (launch/slurm_job.py): the same job id,
@@ -155,7 +156,12 @@ def _prepare(cfg: Config, stages: dict[str, Config]) -> None:
     for st in stages.values():
         check_no_active_job(Path(st.run_dir))
         check_free(st.run_dir)
+    own_tokenizer = cfg.model.tokenizer_path or cfg.model.policy_path
+    if own_tokenizer:  # first, so that a fix of the RL prompt file finds no SFT stage prepared yet
+        _check_rl_inputs(cfg, stages, None)
     prepare_run_dir(stages["sft"])  # prepare_run: tokenizer, the SFT data read, config.yaml
+    if not own_tokenizer:  # the demo's tokenizer, which preparing the SFT stage built
+        _check_rl_inputs(cfg, stages, stages["sft"].run_dir)
     tok = load_tokenizer(stages["sft"], stages["sft"].run_dir)
     load_pairs(dataclasses.replace(stages["rm"], model=cfg.model), tok)
     for name in ("rm", "rl"):
@@ -164,6 +170,16 @@ def _prepare(cfg: Config, stages: dict[str, Config]) -> None:
         write_atomic(RunDir(st.run_dir).config, to_yaml(st).encode())
         if st.slurm.snapshot_code:
             snapshot_code(Path(st.run_dir))
+
+
+def _check_rl_inputs(cfg: Config, stages: dict[str, Config], tokenizer_dir: Optional[str]) -> None:
+    """The RL stage's prompt file (every row) and its context length, as `submit` checks a run's: its policy
+    and reward model are not written yet, so the user's models stand in (the SFT policy keeps their tokenizer
+    and context; the reward model starts from it)."""
+    from hpc_rlhf.launch.prepare import check_inputs, check_rl_context
+
+    rl_now = dataclasses.replace(stages["rl"], model=cfg.model)
+    check_rl_context(rl_now, tokenizer_dir, check_inputs(rl_now, tokenizer_dir))
 
 
 def recipe_status(root: str | Path, out: Optional[TextIO] = None) -> list[dict]:

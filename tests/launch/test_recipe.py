@@ -5,14 +5,15 @@ the chain on the dev cluster: tests/launch/slurm/test_recipe_chain.py)."""
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
 from hpc_rlhf.config import load_config
-from hpc_rlhf.errors import ConfigError
+from hpc_rlhf.errors import ConfigError, UserError
 from hpc_rlhf.launch.recipe import stage_configs, submit_recipe
 from tests.conftest import TINY
-from tests.stages.stage_data import sft_jsonl
+from tests.stages.stage_data import demo_tokenizer, sft_jsonl
 
 
 def _cfg(tmp_path, *more: str):
@@ -54,3 +55,23 @@ def test_a_bad_stage_config_fails_before_anything_is_submitted(tmp_path):
     with pytest.raises(ConfigError, match="sft.data_path"):
         submit_recipe(cfg, dry_run=False, out=io.StringIO())
     assert not (tmp_path / "recipe").exists()
+
+
+@pytest.mark.parametrize(
+    "rows, more, error",
+    [
+        ([{"text": "a b"}], [], "no column 'prompt'"),  # the RL prompt file lacks its prompt column
+        ([{"prompt": "a b"}], ["generate.max_new_tokens=100"], "generate.max_new_tokens=100"),  # over 64 positions
+    ],
+    ids=["prompt-column", "context"],
+)
+def test_a_bad_rl_stage_input_fails_before_anything_is_prepared_or_submitted(tmp_path, rows, more, error):
+    """The RL stage's prompt file and context are read at submission, though its policy does not exist yet."""
+    prompts = tmp_path / "rl_prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = demo_tokenizer(tmp_path)
+    cfg = _cfg(tmp_path, f"model.tokenizer_path={tok}", "task.name=dataset", f"task.prompts_path={prompts}", *more)
+    with pytest.raises(UserError, match=error) as e:
+        submit_recipe(cfg, dry_run=False, out=io.StringIO())
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "recipe" / "sft" / "config.yaml").exists()  # no stage prepared, nothing queued
