@@ -50,3 +50,12 @@ def two_nodes(slurm_cluster: str) -> int:
             pytest.fail(f"CI: {msg} (.ci/slurm_setup.sh should have)")
         pytest.skip(msg)
     return count
+
+
+@pytest.fixture
+def jobs():
+    """Job ids a test started; any still alive at the end is cancelled."""
+    ids: list[str] = []
+    yield ids
+    for j in ids:
+        subprocess.run(["scancel", str(j)], capture_output=True, timeout=30)

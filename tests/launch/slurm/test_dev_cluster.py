@@ -144,15 +144,6 @@ def run_logs(run_dir: Path) -> str:
 
 
 @pytest.fixture
-def jobs():
-    """Job ids a test started; any still alive at the end is cancelled."""
-    ids: list[str] = []
-    yield ids
-    for j in ids:
-        subprocess.run(["scancel", str(j)], capture_output=True, timeout=30)
-
-
-@pytest.fixture
 def standin_env(monkeypatch):
     """sbatch passes the submitter's environment to the job: set the stand-in's step time there."""
     monkeypatch.setenv("STANDIN_STEP_S", "0.2")

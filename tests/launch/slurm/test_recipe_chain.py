@@ -36,14 +36,6 @@ def _preempt(job_id: str, tmp_path: Path, jobs: list) -> None:
     jobs.append(r.stdout.strip().split(";")[0])
 
 
-@pytest.fixture
-def jobs():
-    ids: list[str] = []
-    yield ids
-    for j in ids:
-        subprocess.run(["scancel", str(j)], capture_output=True, timeout=30)
-
-
 def test_recipe_runs_as_three_chained_jobs_through_a_preemption(tmp_path, jobs):
     root = tmp_path / "recipe"
     cfg = load_config(
