@@ -24,11 +24,14 @@ ALLOWED = {
     "rollout": L1,
     "models": L1,
     "demo": L1 | {"models"},
+    "runtime": BASE,
     "checkpoint": L2,
-    "dist": L2 | {"checkpoint"},
+    "cluster": L2,
+    "parallel": L2 | {"cluster"},
+    "weights": L2 | {"checkpoint", "parallel"},
     "archive": L1 | {"rollout"},
     "rewards": L2,
-    "roles": L2 | {"checkpoint", "dist", "rewards"},
+    "roles": L2 | {"checkpoint", "cluster", "parallel", "weights", "runtime", "rewards"},
 }
 # roles/: the modules of each role; modules of roles/ not listed here are shared helpers of the roles
 ROLES = {

@@ -62,7 +62,7 @@ def _validate_runtime(cfg: Config) -> None:
 
 def _validate_placement(cfg: Config) -> None:
     """`placement.*` syntax and the node indices against slurm.nodes (the allocation itself, i.e. which
-    ranks each node holds, is checked by dist/topology.py at submission and at start-up)."""
+    ranks each node holds, is checked by cluster/topology.py at submission and at start-up)."""
     for role in ("generate", "score", "train"):
         key, value = f"placement.{role}", getattr(cfg.placement, role)
         try:

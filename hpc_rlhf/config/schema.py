@@ -376,10 +376,10 @@ class RuntimeConfig:
     start_timeout_s: float = 120.0
     """Longest a task may take from importing MPI to its first heartbeat (MPI_Init, the node map, the
     RUN_DIR check): a task that dies in MPI start-up would otherwise leave its peers blocked there until the
-    job's time limit (0 = no deadline; dist/start_watchdog.py)."""
+    job's time limit (0 = no deadline; cluster/start_watchdog.py)."""
     heartbeat_timeout_s: float = 30.0
     """A rank that sends no heartbeat for this long (killed, stopped, its node lost) ends the job with its
-    rank, role, pid and host named, on any node and under any launcher (0 = off; dist/heartbeat.py)."""
+    rank, role, pid and host named, on any node and under any launcher (0 = off; cluster/heartbeat.py)."""
     lease_ttl_s: float = 60.0
     """The run directory's lease (RUN_DIR/owner.json) expires this long after its owner's last renewal:
     the longest a crashed owner on another node blocks a resume (launch/lease.py)."""
@@ -400,7 +400,7 @@ class TrainConfig:
     """How the train ranks hold the policy, the value model and their AdamW states: `none` = full
     copies on every rank (gradients all-reduced); `fsdp` = FSDP2 shards over the train ranks
     (fully_shard per decoder layer; gradients reduce-scattered; a no-op with one train rank).
-    Checkpoints are the same either way, so it may change on resume (dist/fsdp.py)."""
+    Checkpoints are the same either way, so it may change on resume (parallel/fsdp.py)."""
     activation_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass instead of keeping them
     (less memory, one more forward per update; the same numbers). May change on resume."""
@@ -457,7 +457,7 @@ class SlurmConfig:
 class PlacementConfig:
     """Which nodes of the job each role group runs on: `any`, or node indices such as `0` or `1,2`
     (node i = the i-th node of the allocation, which holds ranks i*tasks_per_node and on). Checked against
-    the allocation by `hpc-rlhf submit` (--dry-run too) and again at start-up (dist/topology.py)."""
+    the allocation by `hpc-rlhf submit` (--dry-run too) and again at start-up (cluster/topology.py)."""
 
     generate: str = "any"
     """Nodes of the generation group (`any` or comma-separated node indices)."""

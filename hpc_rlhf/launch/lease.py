@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
-from hpc_rlhf.dist.ranks import proc_start, rank_info
+from hpc_rlhf.cluster.ranks import proc_start, rank_info
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.launch.slurm_events import check_no_active_job, job_active
 from hpc_rlhf.rundir import RunDir, tmp_path, write_atomic

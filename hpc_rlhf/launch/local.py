@@ -18,7 +18,7 @@ RUN_DIR/.ranks/rank_R.json (pid, host, role) at start and rank_R.exit just befor
 that vanishes without an exit note died. The launcher prints `error: rank R (ROLE #i, pid P on HOST)
 died without a word (killed by a signal? out of memory?)`, kills the other ranks and mpiexec, and
 returns non-zero within a second. A rank that fails with an error names itself and aborts the world.
-A rank that stops (SIGSTOP) is named by the others' heartbeats (dist/heartbeat.py), which abort the world.
+A rank that stops (SIGSTOP) is named by the others' heartbeats (cluster/heartbeat.py), which abort the world.
 
 The launcher that dies. mpiexec is started with PR_SET_PDEATHSIG=SIGKILL and every rank watches the
 launcher's pidfd (launch/orphans.py): a SIGKILL of `hpc-rlhf` leaves no process of the run behind.
@@ -35,8 +35,8 @@ import sys
 import threading
 import time
 
+from hpc_rlhf.cluster.ranks import clear_rank_notes, rank_info
 from hpc_rlhf.config import Config
-from hpc_rlhf.dist.ranks import clear_rank_notes, rank_info
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.launch.orphans import die_with_parent, launcher_env
 

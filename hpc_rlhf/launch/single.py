@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 
 from hpc_rlhf.config import Config
-from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.models import lora
+from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.generator import Generator
 from hpc_rlhf.roles.scorer import Scorer
 from hpc_rlhf.roles.trainer_loop import TrainSession

@@ -62,8 +62,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
+from hpc_rlhf.cluster.start_watchdog import StartWatchdog
 from hpc_rlhf.config import Config, load_config
-from hpc_rlhf.dist.start_watchdog import StartWatchdog
 from hpc_rlhf.errors import ConfigError, first_line
 from hpc_rlhf.launch.slurm_events import read_events, record_event
 from hpc_rlhf.rundir import RunDir

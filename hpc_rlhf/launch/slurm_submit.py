@@ -81,8 +81,8 @@ def slurm_shape(cfg: Config) -> tuple[int, int]:
 def check_placement(cfg: Config) -> None:
     """`placement.*` against the job's allocation (Slurm's block distribution: node k holds ranks
     k*tasks_per_node and on): a one-line ConfigError when the groups cannot be placed. The worker checks
-    again at start-up against the nodes MPI finds (dist/nodes.py)."""
-    from hpc_rlhf.dist.topology import Topology
+    again at start-up against the nodes MPI finds (cluster/nodes.py)."""
+    from hpc_rlhf.cluster.topology import Topology
 
     if cfg.stage != "rl":  # sft, rm: every rank runs the stage; there are no role groups to place
         return

@@ -1,6 +1,6 @@
 """One MPI rank of a run: `python -m hpc_rlhf.launch.worker RUN_DIR` (what mpiexec/srun start).
 
-Reads RUN_DIR/config.yaml, finds the nodes (dist/nodes.py: every node must see the same RUN_DIR; rank 0
+Reads RUN_DIR/config.yaml, finds the nodes (cluster/nodes.py: every node must see the same RUN_DIR; rank 0
 logs hosts and clocks), its role from the world size, the layout and `placement.*` (stage=sft or rm: every
 rank runs that stage, stages/), its device (GPU <local rank>), resumes from the latest checkpoint, and runs its
 role loop. Exit status: 0 = run finished; runtime.requeue_exit_code
@@ -21,9 +21,9 @@ import sys
 import traceback
 import uuid
 
+from hpc_rlhf.cluster.ranks import note_exit, register_rank
+from hpc_rlhf.cluster.start_watchdog import StartWatchdog
 from hpc_rlhf.config.schema import RuntimeConfig
-from hpc_rlhf.dist.ranks import note_exit, register_rank
-from hpc_rlhf.dist.start_watchdog import StartWatchdog
 from hpc_rlhf.launch.orphans import watch_launcher
 from hpc_rlhf.launch.signals import StopFlag
 from hpc_rlhf.rundir import RunDir
@@ -64,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     from hpc_rlhf.errors import UserError, first_line
 
     cfg = dataclasses.replace(load_config(RunDir(run_dir).config), run_dir=run_dir)
-    dog = StartWatchdog(cfg.runtime.start_timeout_s)  # until the heartbeats run (dist/start_watchdog.py)
+    dog = StartWatchdog(cfg.runtime.start_timeout_s)  # until the heartbeats run (cluster/start_watchdog.py)
     from mpi4py import MPI
 
-    from hpc_rlhf.dist.nodes import NodeMap, check_shared_run_dir, local_device
-    from hpc_rlhf.dist.topology import Topology
+    from hpc_rlhf.cluster.nodes import NodeMap, check_shared_run_dir, local_device
+    from hpc_rlhf.cluster.topology import Topology
 
     comm = MPI.COMM_WORLD
     rank, role = comm.Get_rank(), "?"
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     attempt = comm.bcast(uuid.uuid4().hex[:12] if rank == 0 else None, root=0)  # this start's token
     hb = None
     try:
-        nodes = NodeMap.gather(comm)  # which node each rank is on, by MPI itself (dist/nodes.py)
+        nodes = NodeMap.gather(comm)  # which node each rank is on, by MPI itself (cluster/nodes.py)
         if rank == 0:
             print(nodes.report(), flush=True)  # hosts and clocks, in the run's log
         if nodes.count > 1:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
         dog.done()
-        from hpc_rlhf.dist.heartbeat import lost_peer
+        from hpc_rlhf.cluster.heartbeat import lost_peer
 
         if hb is not None and lost_peer(e):  # a peer vanished (e.g. a trainer on another node): the
             hb.wait_verdict()  # heartbeats name it, with its host, and end the job (they abort the world)
@@ -148,9 +148,9 @@ def _render_prompts_once(cfg, run_dir: str, comm) -> None:
 
 
 def _start_heartbeat(cfg, run_dir: str, comm, role: str, attempt: str):
-    """Heartbeats with every other rank (dist/heartbeat.py); a silent peer ends the job, named. None in a
+    """Heartbeats with every other rank (cluster/heartbeat.py); a silent peer ends the job, named. None in a
     world of one or with runtime.heartbeat_timeout_s=0."""
-    from hpc_rlhf.dist.heartbeat import Heartbeat
+    from hpc_rlhf.cluster.heartbeat import Heartbeat
 
     rank, world, timeout = comm.Get_rank(), comm.Get_size(), cfg.runtime.heartbeat_timeout_s
     if world == 1 or timeout <= 0:
@@ -184,7 +184,7 @@ def _run_stage(cfg, run_dir: str, comm, device, stop) -> str:
 
 def _run_role(cfg, run_dir: str, comm, topo, device, stop) -> str:
     """This rank's role loop in a world of several ranks; its verdict ('done' or 'stop')."""
-    from hpc_rlhf.dist.control import Control
+    from hpc_rlhf.cluster.control import Control
 
     rank = comm.Get_rank()
     role = topo.role(rank)

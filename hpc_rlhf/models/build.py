@@ -276,7 +276,7 @@ def place(model: torch.nn.Module, device: torch.device, bf16: bool) -> torch.nn.
 
 
 def pick_device(setting: str, local_rank: int = 0) -> torch.device:
-    """`auto`: GPU `local_rank` (this rank's rank on its node, from MPI: dist/nodes.py) when there is a
+    """`auto`: GPU `local_rank` (this rank's rank on its node, from MPI: cluster/nodes.py) when there is a
     GPU, else CPU. dist.nodes.local_device adds the double-booking check and torch.cuda.set_device."""
     if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")

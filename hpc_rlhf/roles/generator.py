@@ -16,11 +16,9 @@ from typing import Optional
 
 import numpy as np
 
+from hpc_rlhf.cluster.control import CTRL, SHARD, Control
+from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config, fingerprint
-from hpc_rlhf.dist.control import CTRL, SHARD, Control
-from hpc_rlhf.dist.faults import maybe_fail
-from hpc_rlhf.dist.topology import Topology
-from hpc_rlhf.dist.weights import load_into, load_state
 from hpc_rlhf.models import lora
 from hpc_rlhf.models.build import build_policy, load_tokenizer, place
 from hpc_rlhf.models.generate import SamplingParams, sample
@@ -28,6 +26,8 @@ from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import behaviour_version, shard_path, shard_plan
 from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.shard import normalize, pack_ragged, reusable, write_shard
+from hpc_rlhf.runtime.faults import maybe_fail
+from hpc_rlhf.weights.publish import load_into, load_state
 
 
 class Generator:

@@ -20,10 +20,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from hpc_rlhf.cluster.control import CTRL, SCORED, SHARD, Control, Stopped
+from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config, fingerprint
-from hpc_rlhf.dist.control import CTRL, SCORED, SHARD, Control, Stopped
-from hpc_rlhf.dist.faults import maybe_fail
-from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.models.build import build_reference, build_reward, load_tokenizer, place
 from hpc_rlhf.models.forward import make_batch, response_logprobs, run_pair, sequence_scores
 from hpc_rlhf.models.generate import banned_tokens
@@ -33,6 +32,7 @@ from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import shard_path
 from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.shard import normalize, read_shard, reusable, unpack_ragged, write_shard
+from hpc_rlhf.runtime.faults import maybe_fail
 
 
 class Scorer:

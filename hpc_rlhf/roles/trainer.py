@@ -27,23 +27,23 @@ from typing import Optional
 import torch
 
 from hpc_rlhf.algo import make_kl_controller
+from hpc_rlhf.checkpoint.fsdp_state import RankParts, load_model, load_optim
 from hpc_rlhf.checkpoint.rank_files import CheckpointTensors
 from hpc_rlhf.checkpoint.tensorfile import join_tensors
 from hpc_rlhf.config import Config
-from hpc_rlhf.dist import fsdp
-from hpc_rlhf.dist.dp import DataParallel
-from hpc_rlhf.dist.faults import maybe_fail
-from hpc_rlhf.dist.fsdp_state import RankParts, load_model, load_optim
-from hpc_rlhf.dist.malloc import return_freed_memory
-from hpc_rlhf.dist.weights import cpu_state, load_state
 from hpc_rlhf.models import lora
 from hpc_rlhf.models.build import build_policy, build_value, load_tokenizer, place
 from hpc_rlhf.models.forward import checkpoint_layers
 from hpc_rlhf.models.generate import banned_tokens
+from hpc_rlhf.parallel import fsdp
+from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.metrics_log import source_means
 from hpc_rlhf.roles.timing import PhaseTimer, Spans
 from hpc_rlhf.roles.trainer_step import StepData, advantages, close_step, minibatch_epochs, old_values
 from hpc_rlhf.rollout.shard import read_shard
+from hpc_rlhf.runtime.faults import maybe_fail
+from hpc_rlhf.runtime.malloc import return_freed_memory
+from hpc_rlhf.weights.publish import cpu_state, load_state
 
 
 def _schedule(kind: str, warmup: int, total: int):
@@ -66,7 +66,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: str, device, dp: DataParallel):
         self.cfg, self.run_dir, self.device, self.dp = cfg, run_dir, device, dp
-        return_freed_memory()  # freed gradients and buffers leave the resident set (dist/malloc.py)
+        return_freed_memory()  # freed gradients and buffers leave the resident set (runtime/malloc.py)
         self.tok = load_tokenizer(cfg, run_dir)
         policy = build_policy(cfg, self.tok, device)
         policy = lora.apply(policy, cfg) if lora.enabled(cfg) else policy  # LoRA: the adapters train
@@ -76,7 +76,7 @@ class Trainer:
         self.policy = place(policy, device, pure_bf16)
         critic = cfg.algo.uses_critic
         self.value = place(build_value(cfg, self.tok, device), device, pure_bf16) if critic else None
-        # train.sharding=fsdp: FSDP2 shards over the train ranks (dist/fsdp.py); one rank: unsharded
+        # train.sharding=fsdp: FSDP2 shards over the train ranks (parallel/fsdp.py); one rank: unsharded
         self.sharded = cfg.train.sharding == "fsdp" and dp.size > 1
         if self.sharded:
             mesh = fsdp.train_mesh(dp.size, torch.device(device))
@@ -165,7 +165,7 @@ class Trainer:
     # them): the lead gets the full state, the others empty dicts. A checkpoint gathers nothing: each
     # train rank writes its own shards (rank_parts), the lead the rest (optim_state).
     def policy_state(self, copy: bool = True) -> dict[str, torch.Tensor]:
-        """The policy's CPU tensors (dist/weights.cpu_state; copy=False: the model's own where it can)."""
+        """The policy's CPU tensors (weights/publish.cpu_state; copy=False: the model's own where it can)."""
         return fsdp.full_model_state(self.policy) if self.sharded else cpu_state(self.policy, copy=copy)
 
     def value_state(self) -> dict[str, torch.Tensor]:
@@ -192,7 +192,7 @@ class Trainer:
     def load_from(self, src: CheckpointTensors, skeleton: dict) -> None:
         """Load weights and optimizer state from a checkpoint's tensors, one at a time, into this
         rank's layout (its shards, or whole models): a sharded checkpoint, or any checkpoint into
-        sharded models (dist/fsdp_state.py). Raises KeyError naming a missing tensor."""
+        sharded models (checkpoint/fsdp_state.py). Raises KeyError naming a missing tensor."""
         rank, ranks = (self.dp.rank, self.dp.size) if self.sharded else (0, 1)
         load_model(self.policy, src, "policy", rank, ranks)
         if self.value is not None:

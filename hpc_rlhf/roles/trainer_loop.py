@@ -11,7 +11,7 @@
 world of one rank. Only the lead (train rank 0) writes files; every train rank holds identical
 weights and optimizer state (gradients are all-reduced), except with train.sharding=fsdp, where each
 train rank holds a shard and writes it into the checkpoint itself (checkpoint/rank_files.py). The session composes one piece per concern:
-checkpoint/train_state.py (what a checkpoint holds), dist/versions.py (the behaviour versions and
+checkpoint/train_state.py (what a checkpoint holds), weights/versions.py (the behaviour versions and
 weight publishing), rollout/ledger.py (the step ledger), rollout/sync.py (rollout fsync before a
 checkpoint), roles/metrics_log.py (metrics.jsonl, progress, TensorBoard), models/export.py.
 """
@@ -32,13 +32,12 @@ from hpc_rlhf.checkpoint.train_state import (
     save_train_state,
     unloadable,
 )
+from hpc_rlhf.cluster.control import CTRL, SCORED, Control
+from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config
-from hpc_rlhf.dist.control import CTRL, SCORED, Control
-from hpc_rlhf.dist.dp import DataParallel
-from hpc_rlhf.dist.fsdp import unsharded
-from hpc_rlhf.dist.topology import Topology
-from hpc_rlhf.dist.versions import PolicyVersions
 from hpc_rlhf.models.export import export_policy
+from hpc_rlhf.parallel.dp import DataParallel
+from hpc_rlhf.parallel.fsdp import unsharded
 from hpc_rlhf.roles.metrics_log import MetricsLog, StepMetricHooks
 from hpc_rlhf.roles.trainer import Trainer
 from hpc_rlhf.rollout.ledger import StepLedger, ledger_entry
@@ -47,6 +46,7 @@ from hpc_rlhf.rollout.prompt_store import check_same_prompts
 from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.sync import ShardSync
 from hpc_rlhf.rundir import clean_temporaries
+from hpc_rlhf.weights.versions import PolicyVersions
 
 FIND = object()  # TrainSession(start=FIND): look for the latest valid checkpoint itself
 

@@ -36,7 +36,7 @@ from hpc_rlhf.checkpoint.store import find_latest, load_json, save_checkpoint
 from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
 from hpc_rlhf.checkpoint.train_state import unloadable
 from hpc_rlhf.config import Config, check_resumable, fingerprint, from_dict, to_dict, to_yaml
-from hpc_rlhf.dist.dp import DataParallel
+from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.rollout.ledger import truncate_jsonl
 from hpc_rlhf.rundir import CKPT_MODEL, CKPT_OPTIM, CKPT_OPTIM_SKELETON, CKPT_STATE, CONFIG, RunDir
 

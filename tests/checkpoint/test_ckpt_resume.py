@@ -17,8 +17,8 @@ import torch
 from hpc_rlhf.checkpoint.store import MARKER, find_latest, list_checkpoints
 from hpc_rlhf.checkpoint.train_state import read_optim
 from hpc_rlhf.config import load_config
-from hpc_rlhf.dist.dp import DataParallel
 from hpc_rlhf.errors import CheckpointError
+from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.trainer_loop import TrainSession
 from hpc_rlhf.rollout.ledger import truncate_jsonl
 from tests.conftest import TINY, cli, need

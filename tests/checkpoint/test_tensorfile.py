@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from hpc_rlhf.checkpoint import exact_json
 from hpc_rlhf.checkpoint.tensorfile import join_tensors, read_into, split_tensors, write_tensors
 from hpc_rlhf.config import load_config
-from hpc_rlhf.dist.dp import DataParallel
+from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.trainer_loop import TrainSession
 from hpc_rlhf.rollout import sync
 from hpc_rlhf.rollout.plan import shard_path

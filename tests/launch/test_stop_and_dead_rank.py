@@ -12,7 +12,7 @@ import time
 import pytest
 
 from hpc_rlhf.checkpoint.store import find_latest
-from hpc_rlhf.dist.ranks import proc_start
+from hpc_rlhf.cluster.ranks import proc_start
 from tests.conftest import FAULT_STEPS, REPO, cli, kr
 
 pytestmark = pytest.mark.mpi

@@ -131,11 +131,11 @@ def test_generate_logprobs_values_scores(folders):
 
 def test_a_ppo_step_exports_a_folder_transformers_reloads(folders, tmp_path):
     from hpc_rlhf.checkpoint.store import find_latest
-    from hpc_rlhf.dist.weights import load_into
     from hpc_rlhf.launch.prepare import prepare_run
     from hpc_rlhf.launch.signals import StopFlag
     from hpc_rlhf.launch.single import run_single
     from hpc_rlhf.rundir import CKPT_POLICY, RunDir
+    from hpc_rlhf.weights.publish import load_into
 
     torch.set_num_threads(1)
     cfg = family_cfg(folders, f"run_dir={tmp_path / 'run'}", "total_steps=1", "generate.shards_per_step=1")

@@ -15,14 +15,14 @@ from transformers import AutoModelForCausalLM
 
 from hpc_rlhf.config import load_config
 from hpc_rlhf.demo.task import GoldTask, build_tokenizer
-from hpc_rlhf.dist.dp import DataParallel
-from hpc_rlhf.dist.weights import cpu_state, load_state
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.models import lora
 from hpc_rlhf.models.build import build_policy, build_reference, load_tokenizer
 from hpc_rlhf.models.export import export_policy
 from hpc_rlhf.models.forward import make_batch, response_logprobs
+from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.trainer import Trainer
+from hpc_rlhf.weights.publish import cpu_state, load_state
 from tests.conftest import TINY
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hpc_rlhf.config import load_config
-from hpc_rlhf.dist.dp import DataParallel
+from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.trainer import Trainer
 from hpc_rlhf.roles.trainer_step import Norms, StepData, advantages, policy_objective
 from tests.conftest import TINY

@@ -9,13 +9,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hpc_rlhf.config import load_config, resume_diff
-from hpc_rlhf.dist.dp import DataParallel
-from hpc_rlhf.dist.weights import load_state
 from hpc_rlhf.errors import UserError
+from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.generator import Generator
 from hpc_rlhf.roles.scorer import Scorer
 from hpc_rlhf.roles.trainer import Trainer
 from hpc_rlhf.roles.trainer_step import Norms, StepData, advantages, old_values, policy_objective
+from hpc_rlhf.weights.publish import load_state
 from tests.conftest import TINY
 from tests.roles.test_trainer_groups import part, samples
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import load_config
-from hpc_rlhf.dist.topology import Topology
 from hpc_rlhf.rollout.plan import behaviour_version, sample_seed, shard_plan, step_prompts
 from tests.conftest import TINY
 

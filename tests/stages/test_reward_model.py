@@ -109,7 +109,7 @@ def test_rm_on_two_ranks_matches_one(tmp_path, tiny_rm):
     cli("train-rm", TINY, f"run_dir={run}", "rm.ranks=2")
     a, b = load_file(f"{tiny_rm['dir']}/{RM_FILE}"), load_file(f"{run}/{RM_FILE}")
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert worst <= 1e-5, worst  # the PPO layout test's tolerance (tests/dist/test_pipeline.py)
+    assert worst <= 1e-5, worst  # the PPO layout test's tolerance (tests/cluster/test_pipeline.py)
     reports = [json.load(open(f"{d}/reward_model/rm_report.json")) for d in (tiny_rm["dir"], run)]
     assert reports[1]["rm_ranks"] == 2 and reports[0]["rm_heldout_pairs"] == reports[1]["rm_heldout_pairs"]
 

@@ -107,4 +107,4 @@ def test_sft_on_two_ranks_matches_one(tmp_path, sft_args, sft_reference):
     a = load_file(f"{sft_reference}/final/policy/model.safetensors")
     b = load_file(f"{run}/final/policy/model.safetensors")
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert worst <= 1e-5, worst  # the PPO layout test's tolerance (tests/dist/test_pipeline.py)
+    assert worst <= 1e-5, worst  # the PPO layout test's tolerance (tests/cluster/test_pipeline.py)

@@ -34,7 +34,7 @@ def child(algo: str, run_dir: str, repeats: int) -> dict:
     import torch
 
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.dist.dp import DataParallel
+    from hpc_rlhf.parallel.dp import DataParallel
     from hpc_rlhf.roles.trainer import Trainer
 
     cfg = load_config(os.path.join(run_dir, "config.yaml"), [f"algo.name={algo}", f"run_dir={run_dir}"])

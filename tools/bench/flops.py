@@ -40,7 +40,7 @@ def measure(size: str, repeats: int, workdir: str) -> dict:
     import torch
 
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.dist.dp import DataParallel
+    from hpc_rlhf.parallel.dp import DataParallel
     from hpc_rlhf.roles.trainer import Trainer
 
     run_dir = os.path.join(workdir, f"flops_{size}")

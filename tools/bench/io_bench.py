@@ -71,8 +71,8 @@ def checkpoint_bench(workdir: str, repeats: int) -> dict:
     from safetensors.torch import load_file, save_file
 
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.dist.dp import DataParallel
     from hpc_rlhf.launch.prepare import prepare_run
+    from hpc_rlhf.parallel.dp import DataParallel
     from hpc_rlhf.roles.trainer_loop import TrainSession
 
     run_dir = os.path.join(workdir, "ckpt_run")

@@ -39,9 +39,9 @@ def child(case: str, run_dir: str, arch: list[str]) -> dict:
     import torch
 
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.dist.dp import DataParallel
     from hpc_rlhf.launch.prepare import prepare_run
     from hpc_rlhf.models import lora
+    from hpc_rlhf.parallel.dp import DataParallel
     from hpc_rlhf.roles.generator import Generator
     from hpc_rlhf.roles.scorer import Scorer
     from hpc_rlhf.roles.trainer_loop import TrainSession
@@ -76,12 +76,12 @@ def role_child(role: str, run_dir: str) -> dict:
     import torch
 
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.dist.dp import DataParallel
-    from hpc_rlhf.dist.weights import cpu_state
+    from hpc_rlhf.parallel.dp import DataParallel
     from hpc_rlhf.roles.generator import Generator
     from hpc_rlhf.roles.scorer import Scorer
     from hpc_rlhf.roles.trainer import Trainer
     from hpc_rlhf.rundir import RunDir
+    from hpc_rlhf.weights.publish import cpu_state
 
     rd = RunDir(run_dir)
     cfg = load_config(rd.config)

@@ -1,4 +1,4 @@
-"""dist/nodes.py with real MPI ranks: nodes and local ranks from MPI's shared-memory split (no launcher
+"""cluster/nodes.py with real MPI ranks: nodes and local ranks from MPI's shared-memory split (no launcher
 variable), the shared-RUN_DIR token check, and on a GPU the device of each rank (set_device, no two ranks
 on one GPU unless runtime.allow_shared_gpu). The multi-node cases run on the dev Slurm cluster
 (tests/launch/slurm/test_multi_node.py)."""
@@ -23,7 +23,7 @@ PROBE = textwrap.dedent(
     import json, sys
     from mpi4py import MPI
     from hpc_rlhf.config import RuntimeConfig
-    from hpc_rlhf.dist.nodes import NodeMap, check_shared_run_dir, local_device
+    from hpc_rlhf.cluster.nodes import NodeMap, check_shared_run_dir, local_device
     from hpc_rlhf.errors import UserError
     comm = MPI.COMM_WORLD
     nodes = NodeMap.gather(comm)

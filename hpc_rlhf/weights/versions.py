@@ -12,7 +12,7 @@ but the lead, or the single-rank loop whose generator takes the tensors in memor
 versions without writing weight files. `hold=False` (every train rank but the lead: only the lead
 checkpoints) keeps no tensors at all, only the paths. With k = 0 the caller may pass the model's own
 CPU tensors (cpu_state(copy=False)): the one held version is then the live policy, no copy; with
-k > 0 the older versions must be copies. Files: dist/weights.py.
+k > 0 the older versions must be copies. Files: weights/publish.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections import OrderedDict
 
 import torch
 
-from hpc_rlhf.dist.weights import prune, publish, weights_path
+from hpc_rlhf.weights.publish import prune, publish, weights_path
 
 
 class PolicyVersions:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hpc_rlhf.dist.topology import Topology
+from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.errors import RankTimeout
 
 SHARD, SCORED, CTRL, STOPREQ, BYE = 11, 12, 13, 14, 15

@@ -6,7 +6,7 @@
     dog.done()                                  # disarm (idempotent)
 
 Why: a task that dies inside MPI_Init (a transport assertion, a corrupt address from the process
-manager) leaves its peers blocked in MPI_Init's PMI fence. No heartbeat runs yet (dist/heartbeat.py starts
+manager) leaves its peers blocked in MPI_Init's PMI fence. No heartbeat runs yet (cluster/heartbeat.py starts
 after the first collectives) and the Slurm step keeps `--kill-on-bad-exit=0` so rank 0 can requeue
 (launch/slurm_job.py): without a deadline the job would hang until its time limit.
 

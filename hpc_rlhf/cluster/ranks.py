@@ -9,7 +9,7 @@ requeued Slurm job finds the notes of its previous attempt in place, and must no
 note for a rank of this attempt that left.
 
 A rank that vanishes without an exit note died (SIGKILL, the OOM killer, a lost node): the local
-launcher's watcher, the heartbeats (dist/heartbeat.py) and `hpc-rlhf status` tell them apart this way.
+launcher's watcher, the heartbeats (cluster/heartbeat.py) and `hpc-rlhf status` tell them apart this way.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ the identity of what is drawn, not from a rank (docs/slurm.md, "Placement").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 from hpc_rlhf.config import LayoutConfig, PlacementConfig
 from hpc_rlhf.errors import ConfigError

@@ -1,4 +1,4 @@
-"""Placement of the role groups on the nodes (dist/topology.py), against a brute-force reference: every
+"""Placement of the role groups on the nodes (cluster/topology.py), against a brute-force reference: every
 assignment of ranks to roles, feasible exactly when the reference finds one."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from hpc_rlhf.cluster.topology import ROLES, Topology
 from hpc_rlhf.config import LayoutConfig, PlacementConfig
-from hpc_rlhf.dist.topology import ROLES, Topology
 from hpc_rlhf.errors import ConfigError
 
 

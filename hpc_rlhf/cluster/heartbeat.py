@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Optional
 
-from hpc_rlhf.dist.ranks import read_exit
+from hpc_rlhf.cluster.ranks import read_exit
 from hpc_rlhf.rundir import RunDir
 
 

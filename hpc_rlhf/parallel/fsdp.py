@@ -9,7 +9,7 @@ Each decoder layer is one FSDP unit (its parameters all-gathered before its forw
 freed after); the policy's root unit holds embeddings, final norm and LM head. A value model is
 driven through its backbone and its `score` head separately (models/forward.token_values), so each of
 those is a unit of its own. Gradients are reduce-scattered as a SUM (divide factor 1): the losses are
-normalised by the global token count, as with the unsharded all-reduce (dist/dp.py), so any number of
+normalised by the global token count, as with the unsharded all-reduce (parallel/dp.py), so any number of
 train ranks computes the one-rank update up to float order. The lean forward of models/forward.py
 reads weights outside the modules' forward, which FSDP's hooks would not see: sharded models take the
 Hugging Face forward.
@@ -21,7 +21,7 @@ bf16 on the gathered copies, gradients are reduce-scattered in fp32.
 Full states have the unsharded layout exactly (parameter names), so published weights and the final
 export are the same whether the run was sharded or not. The gather puts one full copy of the policy
 on the lead only (cpu_offload): the copy the generators get. Checkpoints gather nothing: each train
-rank writes its own shards (dist/fsdp_state.py, checkpoint/rank_files.py), and any checkpoint loads
+rank writes its own shards (checkpoint/fsdp_state.py, checkpoint/rank_files.py), and any checkpoint loads
 into any layout one tensor at a time.
 """
 
@@ -39,7 +39,7 @@ GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def train_mesh(size: int, device: torch.device) -> DeviceMesh:
-    """The 1-D mesh of the train group's `size` ranks (its process group is dist/dp.py's)."""
+    """The 1-D mesh of the train group's `size` ranks (its process group is parallel/dp.py's)."""
     return init_device_mesh(torch.device(device).type, (size,))
 
 
@@ -70,7 +70,7 @@ def is_sharded(model: torch.nn.Module) -> bool:
 
 def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Collective over the train ranks: the lead gets the full CPU tensors (tied weights once, as
-    dist/weights.cpu_state gives them), the other ranks an empty dict."""
+    weights/publish.cpu_state gives them), the other ranks an empty dict."""
     full = get_model_state_dict(model, options=GATHER)
     if getattr(model.config, "tie_word_embeddings", False):
         full = {k: v for k, v in full.items() if "lm_head" not in k}

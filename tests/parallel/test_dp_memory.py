@@ -11,16 +11,16 @@ import sys
 import pytest
 import torch
 
-from hpc_rlhf.dist.malloc import return_freed_memory
-from hpc_rlhf.dist.versions import PolicyVersions
-from hpc_rlhf.dist.weights import cpu_state
+from hpc_rlhf.runtime.malloc import return_freed_memory
+from hpc_rlhf.weights.publish import cpu_state
+from hpc_rlhf.weights.versions import PolicyVersions
 from tests.conftest import REPO
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_bucketed_allreduce_sums_every_gradient(mpiexec, ranks):
-    worker = os.path.join(REPO, "tests", "dist", "allreduce_worker.py")
+    worker = os.path.join(REPO, "tests", "parallel", "allreduce_worker.py")
     env = {**os.environ, "PYTHONPATH": REPO}
     proc = subprocess.run(
         [mpiexec, "-n", str(ranks), sys.executable, worker], env=env, capture_output=True, text=True, timeout=120

@@ -1,4 +1,4 @@
-"""Run under mpiexec -n N by tests/dist/test_dp_memory.py: bucketed gradient all-reduce against the sum.
+"""Run under mpiexec -n N by tests/parallel/test_dp_memory.py: bucketed gradient all-reduce against the sum.
 
 Each rank fills gradients of mixed sizes (some above, some below the bucket size) with values seeded
 by (rank, tensor), all-reduces them with DataParallel.allreduce_grads and checks, on every rank, that
@@ -12,8 +12,8 @@ import sys
 import torch
 from mpi4py import MPI
 
-from hpc_rlhf.dist import dp as dpmod
-from hpc_rlhf.dist.dp import DataParallel
+from hpc_rlhf.parallel import dp as dpmod
+from hpc_rlhf.parallel.dp import DataParallel
 
 SHAPES = [(3, 5), (40,), (7, 30), (2,), (11, 11), (300,), (1,)]
 
@@ -32,9 +32,7 @@ def main() -> int:
         p.grad = grad(dp.rank, i, p.shape)
     params.append(torch.nn.Parameter(torch.zeros(4)))  # no gradient: skipped
     dp.allreduce_grads(params)
-    ok = all(
-        torch.equal(p.grad, sum(grad(r, i, p.shape) for r in range(dp.size))) for i, p in enumerate(params[:-1])
-    )
+    ok = all(torch.equal(p.grad, sum(grad(r, i, p.shape) for r in range(dp.size))) for i, p in enumerate(params[:-1]))
     ok = ok and params[-1].grad is None
     dp.close()
     return 0 if ok else 1

@@ -1,4 +1,4 @@
-"""The train group's rendezvous host (dist/rendezvous.py): a loopback name across hosts is refused."""
+"""The train group's rendezvous host (cluster/rendezvous.py): a loopback name across hosts is refused."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from hpc_rlhf.dist.rendezvous import choose_host, interface_addresses
+from hpc_rlhf.cluster.rendezvous import choose_host, interface_addresses
 from hpc_rlhf.errors import UserError
 
 HERE = [("eth0", "10.217.0.11"), ("ib0", "192.168.7.3")]

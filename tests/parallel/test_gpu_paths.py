@@ -11,8 +11,8 @@ import torch
 import torch.distributed as tdist
 from transformers import AutoModelForCausalLM
 
-from hpc_rlhf.dist import fsdp
 from hpc_rlhf.models.forward import checkpoint_layers, response_logprobs
+from hpc_rlhf.parallel import fsdp
 from tests.models.test_lean_forward import VARIANTS, batch, config
 
 pytestmark = [

@@ -11,13 +11,13 @@ single-rank gradient (see docs/algorithms.md).
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Iterable
 
 import torch
 import torch.distributed as tdist
 
-from hpc_rlhf.dist.rendezvous import rendezvous_host
+from hpc_rlhf.cluster.rendezvous import rendezvous_host
 from hpc_rlhf.errors import UserError
 
 
@@ -51,7 +51,7 @@ class DataParallel:
     ) -> DataParallel:
         """comm: the train group's mpi4py communicator (or None for a single trainer). The rendezvous is
         the first trainer's `addr`:`port` (runtime.rendezvous_addr/_port): "" = the address its host name
-        resolves to (refused when that is loopback and the trainers span hosts: dist/rendezvous.py), 0 = a
+        resolves to (refused when that is loopback and the trainers span hosts: cluster/rendezvous.py), 0 = a
         free port it picks; it tells the others over MPI."""
         if comm is None or comm.Get_size() == 1:
             return cls(0, 1)

@@ -1,4 +1,4 @@
-"""Heartbeats (hpc_rlhf/dist/heartbeat.py) between real processes: a killed or stopped one is named in
+"""Heartbeats (hpc_rlhf/cluster/heartbeat.py) between real processes: a killed or stopped one is named in
 time by every other, one that leaves with an exit note is not."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ TIMEOUT = 1.5
 MEMBER = textwrap.dedent(
     """
     import json, os, sys, time
-    from hpc_rlhf.dist.heartbeat import Heartbeat
+    from hpc_rlhf.cluster.heartbeat import Heartbeat
     from hpc_rlhf.rundir import RunDir
     run_dir, rank, world, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     attempt = sys.argv[5]
