@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from hpc_rlhf.config import Config, flatten
 from hpc_rlhf.errors import UserError
-from hpc_rlhf.rundir import RunDir
+from hpc_rlhf.rundir import CONFIG, RunDir
 
 _BATCH = 100  # params per log_batch call (MLflow's limit)
 
@@ -72,7 +72,7 @@ class MLflowSink:
         return max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
 
     def log_config_text(self, text: str) -> None:
-        self.client.log_text(self.run_id, text, "config.yaml")
+        self.client.log_text(self.run_id, text, CONFIG)  # named as in the run directory
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         if step <= self.done:  # logged by an attempt before this resume
