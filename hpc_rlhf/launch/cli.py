@@ -22,6 +22,7 @@ import sys
 import time
 
 from hpc_rlhf.errors import UserError
+from hpc_rlhf.launch import site_mpi
 from hpc_rlhf.rundir import RunDir
 
 
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("checkpoints", help="list committed checkpoints")
     p.add_argument("run_dir")
     p.set_defaults(func=_cmd_checkpoints)
+    site_mpi.add_subparser(sub)  # hpc-rlhf mpi
     try:
         from hpc_rlhf.launch.slurm_cmds import add_subparsers as slurm_parsers
 
