@@ -56,7 +56,8 @@ booted=$(date +%s)
 mount -t proc proc "$ROOT/proc"
 mkdir -p "$ROOT/dev" && mount --rbind /dev "$ROOT/dev" && mount --make-rslave "$ROOT/dev"  # /dev/shm for MPI
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
-mkdir -p "$ROOT/src" && mount --bind -o ro "$REPO" "$ROOT/src"
+git clone -q --bare "$REPO" "$WORK/src.git" # HEAD's commit, readable without this checkout's .git (a worktree's is elsewhere)
+mkdir -p "$ROOT/src" && mount --bind -o ro "$WORK/src.git" "$ROOT/src"
 pipenv=()
 if [ -n "$WHEELS" ]; then
     mkdir -p "$ROOT/opt/wheels" && mount --bind -o ro "$WHEELS" "$ROOT/opt/wheels"
