@@ -89,7 +89,9 @@ def probe(python: str | None = None, timeout: float = 120) -> MpiLibrary:
         last = lines[-1] if lines else f"exit {r.returncode}"
         if "undefined symbol" in last:
             raise UserError(f"mpi4py of {python} loads an MPI library it was not built against ({last}); {REBUILD}")
-        raise UserError(f"mpi4py of {python} does not load: {last}")
+        raise UserError(
+            f"mpi4py of {python} does not load ({last}); if it loads another MPI than it was built for, {REBUILD}"
+        )
     info = json.loads(r.stdout.strip().splitlines()[-1])
     libs = tuple(info["libs"])
     if len({_soname_major(p) for p in libs if os.path.basename(p).startswith("libmpi.so")}) > 1:
