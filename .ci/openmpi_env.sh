@@ -27,3 +27,10 @@ fi
 "$VENV/bin/python" -m hpc_rlhf.launch.cli mpi
 "$VENV/bin/python" -m hpc_rlhf.launch.cli mpi | grep -q "Open MPI" || { echo "openmpi_env: mpi4py is not on Open MPI" >&2; exit 1; }
 srun --mpi=list 2>&1 | grep -qw pmix || { echo "openmpi_env: srun --mpi=list lacks pmix" >&2; exit 1; }
+# one MPI world over both nodes of the dev cluster through PMIx (when it runs: .ci/slurm_setup.sh starts it first)
+if sinfo >/dev/null 2>&1; then
+    world=$(timeout 120 srun --job-name=ci-ompi -N 2 --ntasks-per-node=1 --mpi=pmix "$VENV/bin/python" -c \
+        "from mpi4py import MPI; print(MPI.COMM_WORLD.allreduce(1))" || true)
+    [ "$(echo "$world" | sort -u)" = "2" ] || { echo "openmpi_env: a 2-node srun --mpi=pmix did not form one world (got: $world)" >&2; exit 1; }
+    echo "openmpi_env: 2-node srun --mpi=pmix with Open MPI: one world of 2"
+fi

@@ -13,7 +13,9 @@
 # Deviations from a machine on the internet, where download.pytorch.org cannot be reached:
 #   PIP_FIND_LINKS=$FRESH_WHEELS (default /opt/wheels, bind-mounted read-only) so that pip finds torch's CPU wheel
 #   there instead of on download.pytorch.org (pip warns once that the index cannot be reached). Everything else
-#   comes from PyPI and Debian's archive.
+#   comes from PyPI and Debian's archive. PIP_RETRIES=0, so that each package's lookup on the unreachable
+#   index fails at once instead of after five retries. Where pip on the host trusts an extra CA (`pip config get
+#   global.cert`: a network that intercepts TLS), PIP_CERT gives the chroot's pip that bundle (FRESH_CA="" for none).
 # Environment: FRESH_WORK (/tmp/fresh-install: the chroot), FRESH_MIRROR (http://deb.debian.org/debian),
 # FRESH_SUITE (bookworm), FRESH_WHEELS (/opt/wheels; "" for none). Downloaded .debs are kept in
 # /var/cache/fresh-install-debs for the next run.
@@ -24,6 +26,8 @@ WORK=${FRESH_WORK:-/tmp/fresh-install}
 MIRROR=${FRESH_MIRROR:-http://deb.debian.org/debian}
 SUITE=${FRESH_SUITE:-bookworm}
 WHEELS=${FRESH_WHEELS-/opt/wheels}
+CA=$(python3 -m pip config get global.cert 2>/dev/null || true)
+FRESH_CA=${FRESH_CA-$CA}
 ROOT=$WORK/root
 start=$(date +%s)
 
@@ -58,7 +62,10 @@ mkdir -p "$ROOT/dev" && mount --rbind /dev "$ROOT/dev" && mount --make-rslave "$
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
 git clone -q --bare "$REPO" "$WORK/src.git" # HEAD's commit, readable without this checkout's .git (a worktree's is elsewhere)
 mkdir -p "$ROOT/src" && mount --bind -o ro "$WORK/src.git" "$ROOT/src"
-pipenv=()
+pipenv=(PIP_RETRIES=0) # download.pytorch.org does not resolve here: fail each lookup at once, not after 5 retries
+if [ -n "$FRESH_CA" ]; then # a network that intercepts TLS: its CA, which the host trusts and the chroot does not
+    cp "$FRESH_CA" "$ROOT/etc/ssl/certs/host-ca.crt" && pipenv+=(PIP_CERT=/etc/ssl/certs/host-ca.crt)
+fi
 if [ -n "$WHEELS" ]; then
     mkdir -p "$ROOT/opt/wheels" && mount --bind -o ro "$WHEELS" "$ROOT/opt/wheels"
     pipenv=(PIP_FIND_LINKS=/opt/wheels)
