@@ -14,8 +14,9 @@
 #   PIP_FIND_LINKS=$FRESH_WHEELS (default /opt/wheels, bind-mounted read-only) so that pip finds torch's CPU wheel
 #   there instead of on download.pytorch.org (pip warns once that the index cannot be reached). Everything else
 #   comes from PyPI and Debian's archive. PIP_RETRIES=0, so that each package's lookup on the unreachable
-#   index fails at once instead of after five retries. Where pip on the host trusts an extra CA (`pip config get
-#   global.cert`: a network that intercepts TLS), PIP_CERT gives the chroot's pip that bundle (FRESH_CA="" for none).
+#   index fails at once instead of after five retries. PIP_CERT: the chroot's pip trusts the host's CA bundle
+#   (FRESH_CA, default $PIP_CERT or /etc/ssl/certs/ca-certificates.crt; "" for none): where the network intercepts
+#   TLS with its own CA, the host trusts it and a fresh root does not.
 # Environment: FRESH_WORK (/tmp/fresh-install: the chroot), FRESH_MIRROR (http://deb.debian.org/debian),
 # FRESH_SUITE (bookworm), FRESH_WHEELS (/opt/wheels; "" for none). Downloaded .debs are kept in
 # /var/cache/fresh-install-debs for the next run.
@@ -26,8 +27,7 @@ WORK=${FRESH_WORK:-/tmp/fresh-install}
 MIRROR=${FRESH_MIRROR:-http://deb.debian.org/debian}
 SUITE=${FRESH_SUITE:-bookworm}
 WHEELS=${FRESH_WHEELS-/opt/wheels}
-CA=$(python3 -m pip config get global.cert 2>/dev/null || true)
-FRESH_CA=${FRESH_CA-$CA}
+FRESH_CA=${FRESH_CA-${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}}
 ROOT=$WORK/root
 start=$(date +%s)
 
