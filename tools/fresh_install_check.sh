@@ -68,7 +68,7 @@ if [ -n "$FRESH_CA" ]; then # a network that intercepts TLS: its CA, which the h
 fi
 if [ -n "$WHEELS" ]; then
     mkdir -p "$ROOT/opt/wheels" && mount --bind -o ro "$WHEELS" "$ROOT/opt/wheels"
-    pipenv=(PIP_FIND_LINKS=/opt/wheels)
+    pipenv+=(PIP_FIND_LINKS=/opt/wheels)
 fi
 
 # a clone of the committed HEAD: the same files a user's clone has (git refuses a foreign-owned repo: safe.directory)
