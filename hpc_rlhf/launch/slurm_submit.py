@@ -268,6 +268,7 @@ def submit(
         out.flush()
         return SubmitInfo(str(run_dir), None, script, num_tasks, [], dry_run=True)
     require_slurm()
+    resolve_plugin(cfg.slurm.mpi_plugin)  # a plugin srun or the MPI cannot use: refused before anything is written
     _check_worker(worker)
     check_no_active_job(run_dir)
     check_free(str(run_dir))  # a local run (or a job) that owns the run dir: refused before queueing
