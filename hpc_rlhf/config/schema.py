@@ -431,8 +431,9 @@ class RuntimeConfig:
     """TCP port of that rendezvous (0 = a free port the first trainer picks; set it where a firewall
     opens only some ports)."""
     allow_shared_gpu: bool = False
-    """Let several ranks of a node use one GPU (more ranks on a node than its visible GPUs); refused
-    otherwise, since two ranks on one GPU share its memory and time without saying so."""
+    """Let two ranks of a node use the same GPU (the same device UUID, compared at start-up across the node's
+    ranks, however the site binds GPUs to tasks); refused otherwise, since two ranks on one GPU share its
+    memory and time without saying so."""
 
 
 @dataclass(frozen=True)
@@ -484,8 +485,9 @@ class SlurmConfig:
     """Seconds before the time limit that USR2 is sent."""
     max_requeues: int = 3
     """Times the job requeues itself after preemption or time-out."""
-    mpi_plugin: str = "pmi2"
-    """srun --mpi plugin (pmi2 for the PyPI MPICH)."""
+    mpi_plugin: str = "auto"
+    """srun --mpi plugin; auto: the first of `srun --mpi=list` that mpi4py's MPI speaks (pmi2 for MPICH,
+    pmix for Open MPI), chosen at submit (launch/site_mpi.py)."""
     setup: list[str] = field(default_factory=list)
     """Shell lines run before the job (module load, source venv)."""
     extra_sbatch: list[str] = field(default_factory=list)
