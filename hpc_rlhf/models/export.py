@@ -14,6 +14,7 @@ A LoRA policy (models/lora.py) is written merged or as a peft adapter folder (mo
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from typing import Optional
@@ -50,9 +51,10 @@ def save_config(policy: PreTrainedModel, folder: str) -> None:
     weights' dtype and the model's class (FSDP's wrapper class named as its model), and
     generation_config.json for a model that generates."""
     os.makedirs(folder, exist_ok=True)
-    policy.config.dtype = str(policy.dtype).split(".")[1]  # what save_pretrained records
-    policy.config.architectures = [type(policy).__name__.removeprefix("FSDP")]
-    policy.config.save_pretrained(folder)
+    config = copy.deepcopy(policy.config)  # save_pretrained sets these on the model's own; a copy here
+    config.dtype = str(policy.dtype).split(".")[1]
+    config.architectures = [type(policy).__name__.removeprefix("FSDP")]
+    config.save_pretrained(folder)
     if policy.can_generate():
         policy.generation_config.save_pretrained(folder)
 

@@ -155,7 +155,12 @@ def version_folder(run_dir: str, version: int) -> str:
             link_or_copy(os.path.join(d, name), os.path.join(tmp, name))
     link_or_copy(src, os.path.join(tmp, HF_WEIGHTS))
     remove_tree(out)
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another reader made it meanwhile (a folder is not replaced by a rename)
+        remove_path(tmp)
+        if not os.path.samefile(mine, src):
+            raise
     return out
 
 
