@@ -23,51 +23,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hpc_rlhf.config.checks import get_key, validate
 from hpc_rlhf.config.resume import RESUME_SAFE_KEYS, is_resume_safe_key, refuse, unsafe_changes
-from hpc_rlhf.config.schema import (
-    AlgoConfig,
-    ArchConfig,
-    CheckpointConfig,
-    Config,
-    GenerateConfig,
-    KLConfig,
-    LayoutConfig,
-    LoggingConfig,
-    LoRAConfig,
-    ModelConfig,
-    PlacementConfig,
-    PPOConfig,
-    RewardConfig,
-    RewardSourceConfig,
-    RMConfig,
-    RuntimeConfig,
-    SFTConfig,
-    SlurmConfig,
-    TaskConfig,
-    TrainConfig,
-)
+from hpc_rlhf.config.schema import *  # noqa: F403 - every section class, as `from hpc_rlhf.config import PPOConfig`
+from hpc_rlhf.config.schema import Config, RewardSourceConfig
+from hpc_rlhf.config.schema import __all__ as _SCHEMA
 from hpc_rlhf.errors import ConfigError, first_line
 
 __all__ = [
-    "AlgoConfig",
-    "ArchConfig",
-    "CheckpointConfig",
-    "Config",
-    "GenerateConfig",
-    "KLConfig",
-    "LayoutConfig",
-    "LoggingConfig",
-    "LoRAConfig",
-    "ModelConfig",
-    "PlacementConfig",
-    "PPOConfig",
-    "RewardConfig",
-    "RewardSourceConfig",
-    "RMConfig",
-    "RuntimeConfig",
-    "SFTConfig",
-    "TrainConfig",
-    "SlurmConfig",
-    "TaskConfig",
+    *_SCHEMA,
     "RESUME_SAFE_KEYS",
     "check_resumable",
     "fingerprint",
