@@ -15,9 +15,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hpc_rlhf import rundir  # noqa: E402
+from hpc_rlhf.config import resume  # noqa: E402
 from hpc_rlhf.rollout import schema  # noqa: E402
 
-TABLES = {"rundir.markdown_table": rundir.markdown_table, "schema.markdown_table": schema.markdown_table}
+TABLES = {
+    "rundir.markdown_table": rundir.markdown_table,
+    "schema.markdown_table": schema.markdown_table,
+    "config.resume_safe_keys": resume.markdown_list,
+}
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 
 

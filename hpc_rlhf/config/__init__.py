@@ -3,7 +3,8 @@
     cfg = load_config("configs/demo.yaml", ["seed=3", "layout.train=2"])
     cfg = dataclasses.replace(cfg, run_dir=os.path.abspath(cfg.run_dir))  # derive, never assign
 
-Every field is documented where it is declared. `load_config` merges, type-checks and validates once;
+Every field is documented where it is declared (config/schema.py, config/sections/), and so is whether it
+may change on resume (config/fields.py `resume_safe`; config/resume.py derives RESUME_SAFE_KEYS). `load_config` merges, type-checks and validates once;
 an unknown key or a bad value raises `ConfigError` with one line naming the key and the valid choices.
 A Config and every section of it are frozen: assigning to a field raises `FrozenInstanceError` naming
 the field; a changed config is derived with `dataclasses.replace` (nested: replace the section too).
@@ -21,51 +22,14 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpc_rlhf.config.checks import get_key, validate
-from hpc_rlhf.config.schema import (
-    AlgoConfig,
-    ArchConfig,
-    CheckpointConfig,
-    Config,
-    GenerateConfig,
-    KLConfig,
-    LayoutConfig,
-    LoggingConfig,
-    LoRAConfig,
-    ModelConfig,
-    PlacementConfig,
-    PPOConfig,
-    RewardConfig,
-    RewardSourceConfig,
-    RMConfig,
-    RuntimeConfig,
-    SFTConfig,
-    SlurmConfig,
-    TaskConfig,
-    TrainConfig,
-)
+from hpc_rlhf.config.resume import RESUME_SAFE_KEYS, is_resume_safe_key, refuse, unsafe_changes
+from hpc_rlhf.config.schema import *  # noqa: F403 - every section class, as `from hpc_rlhf.config import PPOConfig`
+from hpc_rlhf.config.schema import Config, RewardSourceConfig
+from hpc_rlhf.config.schema import __all__ as _SCHEMA
 from hpc_rlhf.errors import ConfigError, first_line
 
 __all__ = [
-    "AlgoConfig",
-    "ArchConfig",
-    "CheckpointConfig",
-    "Config",
-    "GenerateConfig",
-    "KLConfig",
-    "LayoutConfig",
-    "LoggingConfig",
-    "LoRAConfig",
-    "ModelConfig",
-    "PlacementConfig",
-    "PPOConfig",
-    "RewardConfig",
-    "RewardSourceConfig",
-    "RMConfig",
-    "RuntimeConfig",
-    "SFTConfig",
-    "TrainConfig",
-    "SlurmConfig",
-    "TaskConfig",
+    *_SCHEMA,
     "RESUME_SAFE_KEYS",
     "check_resumable",
     "fingerprint",
@@ -77,31 +41,6 @@ __all__ = [
     "to_yaml",
     "validate",
 ]
-
-# Keys that may differ between a checkpoint's config and the config it is resumed with.
-RESUME_SAFE_KEYS = (
-    "total_steps",
-    "logging.",
-    "checkpoint.every_steps",
-    "checkpoint.every_min",
-    "checkpoint.keep_last",
-    "checkpoint.sync_rollouts",
-    "model.lora.export",
-    "runtime.wait_timeout_s",
-    "runtime.heartbeat_timeout_s",
-    "runtime.start_timeout_s",
-    "runtime.lease_ttl_s",
-    "runtime.mpiexec",
-    "runtime.launcher",
-    "runtime.rendezvous_addr",
-    "runtime.rendezvous_port",
-    "runtime.allow_shared_gpu",
-    "slurm.",
-    "placement.",
-    "layout.train",  # checkpoints hold full states, whatever the train ranks' number or sharding
-    "train.sharding",
-    "train.activation_checkpointing",
-)
 
 
 def _valid_keys(node: Any) -> list[str]:
@@ -178,30 +117,16 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _is_safe(key: str) -> bool:
-    return any(key == s or (s.endswith(".") and key.startswith(s)) for s in RESUME_SAFE_KEYS)
+_is_safe = is_resume_safe_key  # the name config/describe.py and older callers use
 
 
 def resume_diff(saved: Config, new: Config) -> list[str]:
     """Keys whose values differ and are not safe to change on resume, as 'key: old -> new'."""
-    a, b = flatten(to_dict(saved)), flatten(to_dict(new))
-    return [
-        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k) and not _is_safe(k) and k != "run_dir"
-    ]
+    return unsafe_changes(flatten(to_dict(saved)), flatten(to_dict(new)))
 
 
 def check_resumable(saved: Config, new: Config, where: str) -> None:
     """Raise ConfigError (one line) when `new` differs from the config `saved` with checkpoint `where`
     in keys that are not safe to change on resume. The one resume check of the package: the launcher
     runs it before any rank starts, the train lead again on the checkpoint it loads."""
-    diff = resume_diff(saved, new)
-    if diff:
-        raise ConfigError(
-            f"config differs from checkpoint '{where}' in keys not safe to change on resume: "
-            + "; ".join(diff)
-            + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts, slurm.*, placement.*, "
-            "layout.train and train.sharding/activation_checkpointing may change;"
-            " start a new run_dir, or undo the change)"
-        )
+    refuse(resume_diff(saved, new), where)

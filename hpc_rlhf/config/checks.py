@@ -191,6 +191,22 @@ def _validate_logging(cfg: Config) -> None:
 
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express. Returns cfg."""
+    _validate_step(cfg)
+    _validate_rm(cfg)
+    _validate_sft(cfg)
+    _validate_runtime(cfg)
+    _validate_reward(cfg)
+    _validate_algo(cfg)
+    _validate_lora(cfg)
+    _validate_logging(cfg)
+    _validate_inputs(cfg)
+    _validate_slurm(cfg)
+    _validate_placement(cfg)
+    return cfg
+
+
+def _validate_step(cfg: Config) -> None:
+    """The layout and what a step draws, cuts into shards and splits into minibatches."""
     for role in ("generate", "score", "train"):
         _check(getattr(cfg.layout, role) >= 1, f"layout.{role}", "needs at least 1 rank")
     g, p = cfg.generate, cfg.ppo
@@ -230,13 +246,10 @@ def validate(cfg: Config) -> Config:
     _check(0 <= p.lam <= 1, "ppo.lam", "must be in [0, 1]")
     _check(p.clip_ratio > 0, "ppo.clip_ratio", "must be > 0")
     _check(cfg.checkpoint.keep_last >= 2, "checkpoint.keep_last", "must be >= 2")
-    _validate_rm(cfg)
-    _validate_sft(cfg)
-    _validate_runtime(cfg)
-    _validate_reward(cfg)
-    _validate_algo(cfg)
-    _validate_lora(cfg)
-    _validate_logging(cfg)
+
+
+def _validate_inputs(cfg: Config) -> None:
+    """The model built from model.arch, the prompts, and every configured path (which must exist)."""
     a = cfg.model.arch
     _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
     _validate_task(cfg)
@@ -255,9 +268,6 @@ def validate(cfg: Config) -> Config:
         path = get_key(cfg, key)
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"config key '{key}': path '{path}' does not exist; give a local folder or file")
-    _validate_slurm(cfg)
-    _validate_placement(cfg)
-    return cfg
 
 
 # ----------------------------------------------------------------------------------------------- Slurm checks

@@ -121,6 +121,7 @@ def _param_count(model: torch.nn.Module) -> int:
     return n
 
 
+# long: the decode loop and the state it carries (cache, masks, RNG draws) read best in one piece
 @torch.no_grad()
 def _sample(
     model: torch.nn.Module,
@@ -130,7 +131,6 @@ def _sample(
     eos_id: int,
     pad_id: int,
 ) -> Samples:
-    # over 60 lines: the decode loop and the state it carries (cache, masks, RNG draws) read best in one piece
     device = next(model.parameters()).device
     b, t_max = len(prompts), params.max_new_tokens
     p = max(len(x) for x in prompts)
