@@ -35,6 +35,7 @@ from hpc_rlhf.models.build import build_classifier, build_reward, load_tokenizer
 from hpc_rlhf.models.forward import make_batch, sequence_scores
 from hpc_rlhf.rundir import RM_REPORT, RunDir, write_atomic
 from hpc_rlhf.stages.loop import StageRun
+from hpc_rlhf.stages.progress import stage_bar
 
 
 def load_pairs(cfg: Config, tok) -> list[dict]:
@@ -147,6 +148,7 @@ def train_reward_model(
     per_epoch = -(-len(train) // bs)
     total = cfg.rm.epochs * per_epoch
     order, epoch_of_order = None, -1
+    bar = stage_bar(cfg, run.lead, total, start, "train-rm")
     for step in range(start, total):
         epoch, i = divmod(step, per_epoch)
         if epoch != epoch_of_order:
@@ -165,8 +167,12 @@ def train_reward_model(
         norm = run.reduce_and_step(model, opt, 1.0, local_empty=not len(mine))
         loss_v = run.allreduce_sum(loss_v)
         extra["losses"] = [*extra["losses"], loss_v][-10:]
-        if run.end_step(step, total, {"rm/loss": loss_v, "rm/grad_norm": norm, "rm/epoch": epoch}, model, opt, extra):
+        metrics = {"rm/loss": loss_v, "rm/grad_norm": norm, "rm/epoch": epoch, "rm/steps_total": total}
+        bar.step(metrics)
+        if run.end_step(step, total, metrics, model, opt, extra):
+            bar.close()
             return None
+    bar.close()
     run.finish(total, model, opt, extra)
     acc = _heldout_accuracy(run, model.eval(), held, tok.pad_token_id)
     out_dir = cfg.rm.out_dir or RunDir(run_dir).reward_model

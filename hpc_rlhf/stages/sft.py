@@ -30,6 +30,7 @@ from hpc_rlhf.data.tables import open_table
 from hpc_rlhf.models.build import build_policy, load_tokenizer
 from hpc_rlhf.models.export import export_policy
 from hpc_rlhf.stages.loop import StageRun
+from hpc_rlhf.stages.progress import stage_bar
 
 
 def load_examples(cfg: Config, tok: Any) -> tuple[list[Example], int]:
@@ -135,6 +136,7 @@ def train_sft(cfg: Config, run_dir: str, comm: Any = None, stop: Any = None, dev
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     start, extra = run.resume(model, opt)
     extra = extra or {"losses": []}
+    bar = stage_bar(cfg, run.lead, len(steps), start, "sft")
     for step in range(start, len(steps)):
         epoch, rows = steps[step]
         count = max(1, loss_tokens(examples, rows))
@@ -150,8 +152,12 @@ def train_sft(cfg: Config, run_dir: str, comm: Any = None, stop: Any = None, dev
         loss_v = run.allreduce_sum(loss_v)
         extra["losses"] = [*extra["losses"], loss_v][-10:]
         metrics = {"sft/loss": loss_v, "sft/grad_norm": norm, "sft/tokens": count, "sft/epoch": epoch}
+        metrics["sft/steps_total"] = len(steps)  # for `hpc-rlhf status`: the run's steps depend on the data
+        bar.step(metrics)
         if run.end_step(step, len(steps), metrics, model, opt, extra):
+            bar.close()
             return None
+    bar.close()
     run.finish(len(steps), model, opt, extra)
     report = {
         "sft_steps": len(steps),
