@@ -105,3 +105,51 @@ def test_code_links_point_at_their_code(path: str) -> None:
         if n > len(lines) or code not in lines[n - 1]:
             bad.append(f"{m.group(0)}: line {n} of {os.path.relpath(target, REPO)} does not hold it")
     assert not bad, "\n".join(bad)
+
+
+def _command_uses(text: str) -> list[str]:
+    """Every `hpc-rlhf ...` the text shows: in backticks, and as lines of code blocks."""
+    uses = re.findall(r"`(hpc-rlhf [^`]*)`", text)
+    for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, re.S | re.M):
+        uses += [ln.strip() for ln in block.splitlines() if ln.strip().startswith("hpc-rlhf ")]
+    return uses
+
+
+def _bad_command(use: str, parser) -> str | None:
+    """Why `use` names a command or flag hpc-rlhf does not have (None when it exists)."""
+    import argparse
+
+    words = use.split()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if len(words) < 2 or words[1].startswith("-"):
+        flags = [w.split("=")[0] for w in words[1:] if w.startswith("--")]
+        return next((f"no option {f}" for f in flags if f not in parser._option_string_actions), None)
+    if words[1].isupper():  # a placeholder: `hpc-rlhf COMMAND --help`
+        return None
+    names = re.split(r"[|/]", words[1])
+    unknown = [n for n in names if n not in sub.choices]
+    if unknown:
+        return f"no command {unknown[0]}"
+    for name in names:
+        options = sub.choices[name]._option_string_actions
+        for w in words[2:]:
+            if w.startswith("--") and w.split("=")[0].rstrip(",.;:)") not in options:
+                return f"`{name}` has no option {w.split('=')[0]}"
+    return None
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: os.path.relpath(p, REPO))
+def test_docs_name_only_commands_and_flags_that_exist(path: str) -> None:
+    from hpc_rlhf.launch.cli import build_parser
+
+    parser = build_parser()
+    bad = [f"{use!r}: {why}" for use in _command_uses(open(path).read()) if (why := _bad_command(use, parser))]
+    assert not bad, "\n".join(bad)
+
+
+def test_a_command_that_does_not_exist_is_found() -> None:
+    from hpc_rlhf.launch.cli import build_parser
+
+    text = "or `hpc-rlhf submit`'s `resume`, `hpc-rlhf submit --resumes RUN_DIR`, `hpc-rlhf restart R`"
+    found = [_bad_command(u, build_parser()) for u in _command_uses(text)]
+    assert found == [None, "`submit` has no option --resumes", "no command restart"]

@@ -70,6 +70,15 @@ def _check_plot(run_dir: str, expect_panels: set[str], tmp_path) -> dict:
     return data
 
 
+def test_plot_command_and_status_of_a_finished_run(rl_run, tmp_path):
+    out = tmp_path / "fig.png"
+    printed = cli("plot", rl_run, "--out", str(out)).stdout
+    assert printed == f"wrote {out} and {tmp_path / 'fig.json'}\n" and out.stat().st_size > 10_000
+    shown = cli("status", rl_run).stdout
+    assert "step:       4 / 4 (rl), finished" in shown and "checkpoint: step_000004" in shown
+    assert "owner:      none" in shown, shown
+
+
 def test_plot_rl_run(rl_run, tmp_path):
     data = _check_plot(
         rl_run, {"reward", "KL", "loss", "entropy", "response length", "throughput (s per step)"}, tmp_path
@@ -134,6 +143,10 @@ def test_status_of_a_run_in_progress(tmp_path, mpiexec):
         line = progress_lines(p)[0]
         assert f"step:       {p.done} / 400 (rl), " in line and "steps/hour, ETA " in line
         assert all(math.isfinite(v) for v in p.last.values())
+        shown = cli("status", str(run)).stdout  # the command: the same lines, the owner, no Slurm job
+        assert f"run:        {run}\n" in shown and "steps/hour, ETA " in shown and "last:       reward " in shown
+        assert f"owner:      pid {proc.pid} on " in shown and "(hpc-rlhf train)" in shown, shown
+        assert "job:" not in shown and "attempts:" not in shown
     finally:
         proc.send_signal(signal.SIGTERM)  # a stop: a checkpoint, exit 75
         assert proc.wait(120) == 75
