@@ -1,8 +1,7 @@
 """The progress bar of the supervised stages (`hpc-rlhf sft`, `hpc-rlhf train-rm`): a tqdm bar on rank 0.
 
     bar = stage_bar(cfg, lead=run.lead, total=total, start=start, desc="sft")
-    bar.step({"sft/loss": 0.31})      # after each step: advance, show the loss
-    bar.close()
+    bar.step({"sft/loss": 0.31})      # after each step: advance, show the loss; closed after the last step
 
 Shown only on the stage's rank 0, only when `logging.progress` is on, and only on a terminal (stderr is a
 TTY) or when asked with HPC_RLHF_PROGRESS=1 (the ranks of an mpiexec job write to pipes, so the local
@@ -23,9 +22,6 @@ class _NoBar:
     def step(self, metrics: dict) -> None:
         pass
 
-    def close(self) -> None:
-        pass
-
 
 class _Bar:
     def __init__(self, total: int, start: int, desc: str) -> None:
@@ -37,9 +33,8 @@ class _Bar:
         shown = {k.split("/", 1)[-1]: f"{v:.4g}" for k, v in metrics.items() if k.endswith("/loss")}
         self.bar.set_postfix(shown, refresh=False)
         self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
+        if self.bar.n >= self.bar.total:
+            self.bar.close()
 
 
 def wanted(cfg: Any, lead: bool) -> bool:

@@ -88,6 +88,22 @@ def _heldout_accuracy(run: StageRun, model, held: list[dict], pad_id: int) -> fl
 
 
 # long: one pass over the stage (data, model, the epochs of steps, the report); each phase is a call or two
+def _train_step(run: StageRun, model, opt, train: list[dict], idx: np.ndarray, pad: int) -> tuple[float, float]:
+    """One optimizer step on the pairs `train[idx]` (this rank's share of them): (batch loss, gradient norm)."""
+    mine = run.share(idx)
+    opt.zero_grad(set_to_none=True)
+    loss_v = 0.0
+    if len(mine):
+        c, r = _scores(model, [train[j] for j in mine], pad, run.device)
+        loss = -torch.nn.functional.logsigmoid(c - r).mean()
+        if len(mine) != len(idx):  # this rank's share of the batch mean; the gradients are summed
+            loss = loss * (len(mine) / len(idx))
+        loss.backward()
+        loss_v = loss.item()
+    norm = run.reduce_and_step(model, opt, 1.0, local_empty=not len(mine))
+    return run.allreduce_sum(loss_v), norm
+
+
 def train_reward_model(
     cfg: Config, run_dir: str | None = None, comm=None, stop=None, device=None, persist: bool = True
 ) -> dict | None:
@@ -116,26 +132,12 @@ def train_reward_model(
         epoch, i = divmod(step, per_epoch)
         if epoch != epoch_of_order:
             order, epoch_of_order = np.random.default_rng([cfg.seed, 0x4D, epoch]).permutation(len(train)), epoch
-        idx = order[i * bs : (i + 1) * bs]
-        mine = run.share(idx)
-        opt.zero_grad(set_to_none=True)
-        loss_v = 0.0
-        if len(mine):
-            c, r = _scores(model, [train[j] for j in mine], tok.pad_token_id, run.device)
-            loss = -torch.nn.functional.logsigmoid(c - r).mean()
-            if len(mine) != len(idx):  # this rank's share of the batch mean; the gradients are summed
-                loss = loss * (len(mine) / len(idx))
-            loss.backward()
-            loss_v = loss.item()
-        norm = run.reduce_and_step(model, opt, 1.0, local_empty=not len(mine))
-        loss_v = run.allreduce_sum(loss_v)
+        loss_v, norm = _train_step(run, model, opt, train, order[i * bs : (i + 1) * bs], tok.pad_token_id)
         extra["losses"] = [*extra["losses"], loss_v][-10:]
         metrics = {"rm/loss": loss_v, "rm/grad_norm": norm, "rm/epoch": epoch, "rm/steps_total": total}
         bar.step(metrics)
         if run.end_step(step, total, metrics, model, opt, extra):
-            bar.close()
             return None
-    bar.close()
     run.finish(total, model, opt, extra)
     acc = _heldout_accuracy(run, model.eval(), held, tok.pad_token_id)
     out_dir = cfg.rm.out_dir or RunDir(run_dir).reward_model

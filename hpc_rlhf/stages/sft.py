@@ -140,9 +140,7 @@ def train_sft(cfg: Config, run_dir: str, comm: Any = None, stop: Any = None, dev
         metrics["sft/steps_total"] = len(steps)  # for `hpc-rlhf status`: the run's steps depend on the data
         bar.step(metrics)
         if run.end_step(step, len(steps), metrics, model, opt, extra):
-            bar.close()
             return None
-    bar.close()
     run.finish(len(steps), model, opt, extra)
     report = {
         "sft_steps": len(steps),
