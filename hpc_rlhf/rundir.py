@@ -43,6 +43,9 @@ LEDGER = "ledger.jsonl"
 METRICS = "metrics.jsonl"
 TIMING = "timing"
 TENSORBOARD = "tb"
+TRACKING = "tracking.json"
+WANDB = "wandb"
+MLRUNS = "mlruns"
 FINAL = "final"
 FINAL_POLICY = "policy"
 REWARD_MODEL = "reward_model"
@@ -166,6 +169,9 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(LEDGER, "train lead", "one line per step: the shards, prompts and samples it consumed"),
     Entry(METRICS, "train lead", "one line per step: `ppo/`, `gen/`, `score/`, `time/` metrics"),
     Entry(f"{TENSORBOARD}/", "train lead", "TensorBoard event files (logging.tensorboard=true)"),
+    Entry(TRACKING, "train lead", "the W&B run id and MLflow run id this run logs to, kept across resumes"),
+    Entry(f"{WANDB}/", "train lead", "W&B's files (logging.wandb; offline: `wandb sync` uploads them)"),
+    Entry(f"{MLRUNS}/", "train lead", "MLflow's file store (logging.mlflow without a tracking_uri)"),
     Entry(f"{TIMING}/ROLE_R.jsonl", "every rank", "phase timings per step (HPC_RLHF_TIMING=1, tools/bench)"),
     Entry(f"{FINAL}/{FINAL_POLICY}/", "train lead", "the trained policy, a Hugging Face folder"),
     Entry(f"{REWARD_MODEL}/", "`train-rm`, demo", f"the reward model and its `{RM_REPORT}`"),
@@ -253,6 +259,19 @@ class RunDir:
     @property
     def tensorboard(self) -> str:
         return self._p(TENSORBOARD)
+
+    @property
+    def tracking(self) -> str:
+        return self._p(TRACKING)
+
+    @property
+    def wandb(self) -> str:
+        """The folder W&B writes in (its `dir` is RUN_DIR: it adds `wandb/` itself)."""
+        return self._p(WANDB)
+
+    @property
+    def mlruns(self) -> str:
+        return self._p(MLRUNS)
 
     def timing(self, role: str, rank: int) -> str:
         return self._p(TIMING, f"{role}_{rank}.jsonl")
