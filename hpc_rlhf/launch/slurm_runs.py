@@ -1,9 +1,10 @@
 """A run on Slurm once submitted: its state and progress, its logs; cancel it, or submit it again.
 
-    status(run_dir)        # `hpc-rlhf status RUN_DIR`: the latest job's Slurm state, progress, owner, how it ended
+    status(run_dir)        # `hpc-rlhf status RUN_DIR` of any run: progress, rate, ETA, last metrics, owner, and
+                           # on Slurm the latest job's state, how it ended and every attempt
     cancel(run_dir)        # `hpc-rlhf cancel RUN_DIR`: scancel; the job will not requeue itself
     logs(run_dir, rank)    # `hpc-rlhf logs RUN_DIR [--rank N]`
-    resume(run_dir)        # submit the run again from RUN_DIR/config.yaml (launch/slurm_submit.py, event `resume`)
+    resume(run_dir)        # `hpc-rlhf submit --resume RUN_DIR`: the run again from RUN_DIR/config.yaml, event `resume`
 
 The commands are defined in launch/cli.py; these functions raise `UserError` (one line) for it to print.
 
