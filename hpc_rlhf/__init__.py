@@ -2,6 +2,8 @@
 
 import os as _os
 
+__version__ = "0.1.0"  # pyproject.toml's version (tests/launch/test_cli.py keeps them equal)
+
 # No hub access at run time, and no per-load progress bars in rank logs.
 _os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

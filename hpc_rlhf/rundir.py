@@ -52,6 +52,8 @@ REWARD_MODEL = "reward_model"
 RM_REPORT = "rm_report.json"
 DEMO_REPORT = "demo_report.json"
 DEMO_CURVES = "demo_curves.png"
+METRICS_PLOT = "metrics.png"
+METRICS_PLOT_DATA = "metrics_plot.json"
 SLURM = "slurm"
 JOBS = "jobs.jsonl"
 CODE = "code"
@@ -199,6 +201,8 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(RECIPE, "`submit-recipe`", "a recipe's chain: each stage's run dir (`sft/`, `rm/`, `rl/`) and Slurm job"),
     Entry(DEMO_REPORT, "demo", "gold reward before and after, RM accuracy, KL, timings"),
     Entry(DEMO_CURVES, "demo", "gold reward, reward-model score and KL over the steps"),
+    Entry(METRICS_PLOT, "`hpc-rlhf plot`", "metrics.jsonl drawn: rewards, KL, losses, entropy, lengths, throughput"),
+    Entry(METRICS_PLOT_DATA, "`hpc-rlhf plot`", "the points of metrics.png, per panel and metric"),
     Entry(f"{SLURM}/", "submitit, `submit`", "sbatch scripts, per-task logs JOBID_R_log.{out,err}"),
     Entry(f"{SLURM}/{JOBS}", "`submit`, the job", "event log: submit, resume, requeue, cancel, ..."),
     Entry(f"{CODE}/hpc_rlhf/", "`submit`", "the package as it was at submission (slurm.snapshot_code)"),

@@ -30,6 +30,7 @@ ALLOWED = {
     "parallel": L2 | {"cluster"},
     "weights": L2 | {"checkpoint", "parallel"},
     "archive": L1 | {"rollout"},
+    "monitor": L1 | {"checkpoint"},
     "rewards": L2,
     "roles": L2 | {"checkpoint", "cluster", "parallel", "weights", "runtime", "rewards"},
 }

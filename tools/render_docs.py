@@ -1,9 +1,11 @@
-"""Re-render the tables that docs/ show from code declarations, in place.
+"""Re-render the parts of README.md and docs/ that are generated from code declarations, in place.
 
     python tools/render_docs.py          # rewrites the marked blocks; prints the files it changed
 
-A block is marked `<!-- BEGIN name -->` ... `<!-- END name -->`; `name` is one of TABLES below. The tests
-(tests/test_rundir.py, tests/rollout/test_shard.py) fail when a doc is stale; this script fixes it.
+A block is marked `<!-- BEGIN name -->` ... `<!-- END name -->` (on lines of their own around a table, or
+inline around a value), or `<!-- BEGIN name ARG -->` ... `<!-- END name ARG -->` for a generator that takes
+an argument (`config.keys SECTION`). `name` is one of GENERATORS below. tests/test_docs.py fails when a
+block is stale; this script fixes it.
 """
 
 from __future__ import annotations
@@ -12,37 +14,51 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 from hpc_rlhf import rundir  # noqa: E402
-from hpc_rlhf.config import resume  # noqa: E402
+from hpc_rlhf.config import describe, resume  # noqa: E402
 from hpc_rlhf.rollout import schema  # noqa: E402
 
-TABLES = {
-    "rundir.markdown_table": rundir.markdown_table,
-    "schema.markdown_table": schema.markdown_table,
-    "config.resume_safe_keys": resume.markdown_list,
+GENERATORS = {
+    "rundir.markdown_table": lambda: rundir.markdown_table(),
+    "schema.markdown_table": lambda: schema.markdown_table(),
+    "schema.version": lambda: str(schema.SCHEMA_VERSION),
+    "config.keys": describe.markdown_table,  # ARG: the section, e.g. `config.keys slurm`
+    "config.resume_safe_keys": lambda: resume.markdown_list(),
 }
-DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+BLOCK = re.compile(r"(<!-- BEGIN ([\w.]+)(?: ([\w.]+))? -->)(\n?)(.*?)(\n?)(<!-- END \2(?: \3)? -->)", re.S)
+
+
+def documents() -> list[str]:
+    """README.md and every docs/*.md: the files whose marked blocks are generated."""
+    docs = os.path.join(REPO, "docs")
+    return [os.path.join(REPO, "README.md")] + [
+        os.path.join(docs, n) for n in sorted(os.listdir(docs)) if n.endswith(".md")
+    ]
 
 
 def render(text: str) -> str:
-    for name, fn in TABLES.items():
-        pat = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n).*?(\n<!-- END {re.escape(name)} -->)", re.S)
-        text = pat.sub(lambda m, fn=fn: m.group(1) + fn() + m.group(2), text)
-    return text
+    """`text` with every marked block regenerated; an unknown generator name raises KeyError."""
+
+    def fill(m: re.Match) -> str:
+        fn = GENERATORS[m.group(2)]
+        body = fn(m.group(3)) if m.group(3) else fn()
+        return m.group(1) + m.group(4) + body + m.group(6) + m.group(7)
+
+    return BLOCK.sub(fill, text)
 
 
 def main() -> int:
-    for name in sorted(os.listdir(DOCS)):
-        if name.endswith(".md"):
-            path = os.path.join(DOCS, name)
-            old = open(path).read()
-            new = render(old)
-            if new != old:
-                with open(path, "w") as f:
-                    f.write(new)
-                print(path)
+    for path in documents():
+        with open(path) as f:
+            old = f.read()
+        new = render(old)
+        if new != old:
+            with open(path, "w") as f:
+                f.write(new)
+            print(path)
     return 0
 
 

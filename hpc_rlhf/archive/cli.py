@@ -56,8 +56,19 @@ def _group(text: str) -> tuple[int, int]:
 
 
 def _open(args: argparse.Namespace):
-    from hpc_rlhf.archive.store import Archive
+    import os
 
+    from hpc_rlhf.archive.store import Archive
+    from hpc_rlhf.rollout.shard import read_attrs
+
+    if os.path.isfile(args.run_dir):  # one file: it must be a shard (a folder may hold other files)
+        try:
+            read_attrs(args.run_dir)
+        except UserError as e:
+            why = getattr(e, "reason", str(e))
+            raise UserError(
+                f"'{args.run_dir}' is not a rollout shard ({why}); give a run directory, a folder of shards or a shard"
+            ) from None
     arc = Archive.open(args.run_dir)
     arc.require_shards()
     return arc
@@ -192,7 +203,7 @@ def add_subparsers(subparsers) -> argparse.ArgumentParser:
         return p
 
     p = common("summary", "per policy version: reward stats, KL to reference, length, EOS and repetition rates")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default table)")
     p.add_argument("--ngram", type=int, default=3, help="n of the repeated n-gram rate (default 3)")
     p.add_argument("--no-ngram", action="store_true", help="skip the repeated n-gram rate (reads no tokens)")
     p.add_argument("--bands", action="store_true", help="add p10/p25/p50/p75/p90 of reward, KL and length")
@@ -204,7 +215,7 @@ def add_subparsers(subparsers) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     p = common("export", "per-sample fields to parquet/csv/jsonl, streamed in chunks")
-    p.add_argument("--format", choices=("parquet", "csv", "jsonl"), required=True)
+    p.add_argument("--format", choices=("parquet", "csv", "jsonl"), required=True, help="file format of --out")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--tokens", action="store_true", help="add prompt_tokens and response_tokens")
     p.add_argument("--text", action="store_true", help="add prompt_text and response_text (run tokenizer)")

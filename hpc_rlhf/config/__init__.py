@@ -65,6 +65,17 @@ def _explain(e: OmegaConfBaseException) -> str:
     return f"config key '{key}': {msg}"
 
 
+def _yaml_error(e: Exception) -> str:
+    """'line L, column C: what is wrong (while what)' of a YAML syntax error (1-based, as editors count)."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or not problem:
+        return first_line(e)
+    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and start is not None:
+        context += f" that starts at line {start.line + 1}, column {start.column + 1}"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+
+
 def load_config(path: Optional[str] = None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
     """Schema defaults <- YAML file <- `key=value` overrides; typed, validated, returned as a Config."""
     try:
@@ -76,7 +87,7 @@ def load_config(path: Optional[str] = None, overrides: tuple[str, ...] | list[st
             try:
                 layers.append(OmegaConf.load(path))
             except Exception as e:  # yaml syntax
-                raise ConfigError(f"config file '{path}' is not valid YAML: {first_line(e)}") from None
+                raise ConfigError(f"config file '{path}' is not valid YAML: {_yaml_error(e)}") from None
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override '{item}' is not key=value (e.g. seed=3)")

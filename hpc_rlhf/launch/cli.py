@@ -1,20 +1,23 @@
-"""`hpc-rlhf`: the command line.
+"""`hpc-rlhf`: the command line. `hpc-rlhf` alone prints the commands, `hpc-rlhf COMMAND --help` each one's form.
 
-    hpc-rlhf demo [key=value ...]              # the embedded default: RM stage + multi-rank PPO + report
-    hpc-rlhf train CONFIG [key=value ...]      # PPO (resumes when RUN_DIR holds a checkpoint)
-    hpc-rlhf resume RUN_DIR                    # continue a stopped run locally (see also: submit/resume)
-    hpc-rlhf train-rm CONFIG [key=value ...]   # reward model on preference pairs (Bradley-Terry; rm.ranks)
-    hpc-rlhf sft CONFIG [key=value ...]        # supervised fine-tuning (sft.ranks); exports RUN_DIR/final/policy
-    hpc-rlhf submit-recipe CONFIG [--dry-run]  # SFT -> reward model -> RL as three chained Slurm jobs
-    hpc-rlhf checkpoints RUN_DIR               # committed checkpoints: step, time, size, validity
+    hpc-rlhf demo [--config FILE] [key=value ...]        # the gold-rule demo: RM stage + multi-rank PPO + report
+    hpc-rlhf train CONFIG [key=value ...]                # RL (resumes when RUN_DIR holds a checkpoint)
+    hpc-rlhf resume RUN_DIR [key=value ...]              # continue a stopped run here
+    hpc-rlhf train-rm | sft CONFIG [key=value ...]       # the supervised stages (rm.ranks / sft.ranks)
+    hpc-rlhf config CONFIG [key=value ...] | --keys [SECTION]   # the resolved config; every key documented
+    hpc-rlhf status RUN_DIR | plot RUN_DIR | checkpoints RUN_DIR  # where a run stands; its curves; checkpoints
     hpc-rlhf submit CONFIG [key=value ...] [--dry-run]   # a run as one Slurm job (submitit)
-    hpc-rlhf status|cancel|logs RUN_DIR        # a run on Slurm (a recipe's folder: the chain of its jobs)
-    hpc-rlhf job hold|prepare|requeue|end RUN_DIR ...   # the steps of the sbatch template jobs/ppo.sbatch
+    hpc-rlhf submit --resume RUN_DIR [key=value ...]     # a failed, cancelled or stopped run, submitted again
+    hpc-rlhf submit-recipe CONFIG [--dry-run]            # SFT -> reward model -> RL as three chained Slurm jobs
+    hpc-rlhf cancel | logs RUN_DIR                       # a run on Slurm
+    hpc-rlhf job hold|prepare|requeue|end RUN_DIR ...    # the steps of the sbatch template jobs/ppo.sbatch
     hpc-rlhf archive summary|show|export|plot|verify RUN_DIR   # defined by hpc_rlhf/archive/cli.py
 
 Every command is defined here (the archive's in its own package); each handler calls the module that does
 the work: prepare.py and run.py (a run here), slurm_submit.py (the one submitter), slurm_runs.py (a run on
-Slurm), recipe.py, sbatch_steps.py, demo.py. Errors caused by input print one line, `error: ...`, and exit 2.
+Slurm, and `status` of any run), recipe.py, sbatch_steps.py, demo.py, monitor/ (plot), config/describe.py.
+Flags and `key=value` overrides mix in any order. Errors caused by input print one line, `error: ...`, and
+exit 2, before anything is written or queued.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ import os
 import sys
 import time
 
+from hpc_rlhf import __version__
 from hpc_rlhf.errors import UserError
-from hpc_rlhf.launch import site_mpi
+from hpc_rlhf.launch import cli_parsers
 from hpc_rlhf.rundir import RunDir
+
+__all__ = ["build_parser", "main"]
 
 
 def _owned(cfg, command: str):
@@ -40,37 +46,50 @@ def _owned(cfg, command: str):
 def _run_here(cfg, command: str) -> int:
     """Prepare the run, then run it on this machine, owning its run directory meanwhile."""
     from hpc_rlhf.launch.prepare import prepare_run
-    from hpc_rlhf.launch.run import run_local
+    from hpc_rlhf.launch.run import check_startable, run_local
 
+    check_startable(cfg)  # before the lease or any file is written
     with _owned(cfg, command):
         return run_local(*prepare_run(cfg))
 
 
-def _cmd_train(args) -> int:
+def _load(config: str, overrides: list[str]):
     from hpc_rlhf.config import load_config
 
-    return _run_here(load_config(args.config, args.overrides), "train")
+    return load_config(config, overrides)
+
+
+def _run_dir_config(run_dir: str, overrides: list[str]):
+    """The config of an existing run dir (RUN_DIR/config.yaml) with `overrides`, run_dir set to it."""
+    from hpc_rlhf.config import load_config
+
+    path = RunDir(run_dir).config
+    if not os.path.isfile(path):
+        what = "does not exist" if not os.path.exists(run_dir) else "is not a run directory (no config.yaml)"
+        raise UserError(f"'{run_dir}' {what}")
+    return dataclasses.replace(load_config(path, overrides), run_dir=run_dir)
+
+
+def _cmd_train(args) -> int:
+    return _run_here(_load(args.config, args.overrides), "train")
 
 
 def _cmd_resume(args) -> int:
-    from hpc_rlhf.config import load_config
-
-    path = RunDir(args.run_dir).config
-    if not os.path.exists(path):
-        raise UserError(f"'{args.run_dir}' is not a run directory (no config.yaml)")
-    return _run_here(dataclasses.replace(load_config(path, args.overrides), run_dir=args.run_dir), "resume")
+    return _run_here(_run_dir_config(args.run_dir, args.overrides), "resume")
 
 
 def _cmd_checkpoints(args) -> int:
     from hpc_rlhf.checkpoint.store import list_checkpoints
     from hpc_rlhf.launch.lease import describe, owner
 
+    if not os.path.isdir(args.run_dir):
+        raise UserError(f"run dir '{args.run_dir}' does not exist")
     holder = owner(args.run_dir)
     print(f"owner: {describe(holder) if holder else 'none (no run holds this run dir)'}")
     infos = list_checkpoints(args.run_dir)
     if not infos:
         print(f"no checkpoints in {args.run_dir}")
-        return 1
+        return 0
     print(f"{'step':>6}  {'saved':19}  {'size_MB':>8}  valid")
     for i in infos:
         t = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created_unix)) if i.created_unix else "-"
@@ -80,30 +99,57 @@ def _cmd_checkpoints(args) -> int:
 
 def _cmd_stage(args) -> int:
     """`sft` and `train-rm`: the supervised stages, run like `train` (mpiexec -n sft.ranks / rm.ranks, resume)."""
-    from hpc_rlhf.config import load_config
-
-    return _run_here(load_config(args.config, [*args.overrides, f"stage={args.stage}"]), args.command)
+    return _run_here(_load(args.config, [*args.overrides, f"stage={args.stage}"]), args.command)
 
 
 def _cmd_recipe(args) -> int:
-    from hpc_rlhf.config import load_config
     from hpc_rlhf.launch.recipe import submit_recipe
 
-    submit_recipe(load_config(args.config, args.overrides), args.config, dry_run=args.dry_run)
+    submit_recipe(_load(args.config, args.overrides), args.config, dry_run=args.dry_run)
     return 0
 
 
 def _cmd_demo(args) -> int:
     from hpc_rlhf.launch.demo import run_demo
 
+    stray = [o for o in args.overrides if "=" not in o]
+    if stray:
+        raise UserError(
+            f"'{stray[0]}' is not key=value; the demo takes a config file as --config: "
+            f"hpc-rlhf demo --config {stray[0]} [key=value ...]"
+        )
     return run_demo(args.config, args.overrides)
 
 
 def _cmd_submit(args) -> int:
-    from hpc_rlhf.config import load_config
+    from hpc_rlhf.launch.run import check_startable
     from hpc_rlhf.launch.slurm_submit import submit
 
-    submit(load_config(args.config, args.overrides), args.config, args.dry_run)
+    if args.resume is not None:
+        return _submit_resume(args)
+    if args.config is None:
+        raise UserError("submit needs a CONFIG (or --resume RUN_DIR for a run submitted before)")
+    cfg = _load(args.config, args.overrides)
+    check_startable(cfg, local=False)
+    submit(cfg, args.config, args.dry_run)
+    return 0
+
+
+def _submit_resume(args) -> int:
+    """`submit --resume RUN_DIR [key=value ...]`: the run's own config.yaml, resume-safe overrides only."""
+    from hpc_rlhf.config import check_resumable
+    from hpc_rlhf.launch.slurm_runs import resume
+
+    overrides = ([args.config] if args.config is not None else []) + args.overrides
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise UserError(
+            f"submit --resume takes the run's own config.yaml; '{bad[0]}' is not a key=value override "
+            f"(e.g. hpc-rlhf submit --resume {args.resume} total_steps=80)"
+        )
+    saved = _run_dir_config(args.resume, [])
+    check_resumable(saved, _run_dir_config(args.resume, overrides), f"run dir {args.resume}")
+    resume(args.resume, args.dry_run, overrides=overrides)
     return 0
 
 
@@ -145,87 +191,71 @@ def _cmd_job(args) -> int:
     return sbatch_steps.end(args.run_dir, args.status)
 
 
-def _local_parsers(sub) -> None:
-    """The commands that run here: train, resume, train-rm, sft, demo, checkpoints."""
-    p = sub.add_parser("train", help="PPO training (resumes from RUN_DIR's latest checkpoint)")
-    p.add_argument("config", help="YAML config (see configs/)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides")
-    p.set_defaults(func=_cmd_train)
-    p = sub.add_parser("resume", help="continue a run from its latest checkpoint, locally")
-    p.add_argument("run_dir")
-    p.add_argument("overrides", nargs="*", help="resume-safe overrides (e.g. total_steps=80)")
-    p.set_defaults(func=_cmd_resume)
-    p = sub.add_parser("train-rm", help="train the reward model on preference pairs (resumes a stopped run)")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*")
-    p.set_defaults(func=_cmd_stage, stage="rm")
-    p = sub.add_parser("sft", help="supervised fine-tuning on prompt/response or chat data (resumes a stopped run)")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*")
-    p.set_defaults(func=_cmd_stage, stage="sft")
-    p = sub.add_parser("demo", help="the synthetic gold-rule demo: RM stage, PPO, report")
-    p.add_argument("--config", default=None, help="YAML config (default: configs/demo.yaml values, embedded)")
-    p.add_argument("overrides", nargs="*")
-    p.set_defaults(func=_cmd_demo)
-    p = sub.add_parser("checkpoints", help="list committed checkpoints")
-    p.add_argument("run_dir")
-    p.set_defaults(func=_cmd_checkpoints)
-    site_mpi.add_subparser(sub)  # hpc-rlhf mpi
+def _cmd_config(args) -> int:
+    from hpc_rlhf.config import describe, to_yaml
+
+    if args.keys is not None:
+        if args.config is not None or args.overrides:
+            raise UserError("config --keys lists the schema's keys; it takes no CONFIG or overrides")
+        known = {k.key.split(".")[0] for k in describe.keys()}
+        if args.keys and not describe.keys(args.keys) and args.keys not in known:
+            raise UserError(f"'{args.keys}' is not a config section; sections: {', '.join(sorted(known))}")
+        print(describe.listing(args.keys))
+        return 0
+    if args.config is None:
+        raise UserError(
+            "config needs a CONFIG file (or --keys to list every key), e.g. hpc-rlhf config configs/demo.yaml"
+        )
+    sys.stdout.write(to_yaml(_load(args.config, args.overrides)))
+    return 0
 
 
-def _slurm_parsers(sub) -> None:
-    """The commands for Slurm: submit, submit-recipe, status, cancel, logs, and the template's `job` steps."""
-    p = sub.add_parser("submit", help="submit a run to Slurm (submitit)")
-    p.add_argument("config", help="YAML config file")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.add_argument("--dry-run", action="store_true", help="print the sbatch script and submit nothing")
-    p.set_defaults(func=_cmd_submit)
-    p = sub.add_parser("submit-recipe", help="SFT, reward model and RL as three chained Slurm jobs")
-    p.add_argument("config", help="YAML config with sft:, rm: and the RL sections (RUN_DIR holds the three stages)")
-    p.add_argument("overrides", nargs="*")
-    p.add_argument("--dry-run", action="store_true", help="print the three sbatch scripts; submit nothing")
-    p.set_defaults(func=_cmd_recipe)
-    p = sub.add_parser("status", help="Slurm state and progress of a run")
-    p.add_argument("run_dir")
-    p.set_defaults(func=_cmd_status)
-    p = sub.add_parser("cancel", help="cancel the Slurm job of a run")
-    p.add_argument("run_dir")
-    p.set_defaults(func=_cmd_cancel)
-    p = sub.add_parser("logs", help="print the Slurm logs of a run's tasks")
-    p.add_argument("run_dir")
-    p.add_argument("--rank", type=int, default=None, help="only this task (default: every task)")
-    p.set_defaults(func=_cmd_logs)
-    job = sub.add_parser("job", help="the steps of the sbatch template jobs/ppo.sbatch (inside its job)")
-    steps = job.add_subparsers(dest="step", required=True)
-    p = steps.add_parser("prepare", help="write/check RUN_DIR/config.yaml and the task count")
-    p.add_argument("run_dir")
-    p.add_argument("config", nargs="?")
-    p.add_argument("overrides", nargs="*")
-    p = steps.add_parser("hold", help="own RUN_DIR (its lease) for this job until stdin closes")
-    p.add_argument("run_dir")
-    p = steps.add_parser("requeue", help="scontrol requeue $SLURM_JOB_ID, counted against slurm.max_requeues")
-    p.add_argument("run_dir")
-    p.add_argument("--if-exit", type=int, default=None, help="only if this is runtime.requeue_exit_code")
-    p = steps.add_parser("end", help="record the job's end in jobs.jsonl, unless STATUS asks for a requeue")
-    p.add_argument("run_dir")
-    p.add_argument("status", type=int, help="the ranks' exit status (srun's)")
-    job.set_defaults(func=_cmd_job)
+def _cmd_mpi(args) -> int:
+    from hpc_rlhf.launch import site_mpi
+
+    print(site_mpi.report(args.mpiexec))
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from hpc_rlhf.monitor.plot import plot_run
+
+    png, data = plot_run(args.run_dir, args.out)
+    print(f"wrote {png} and {data}")
+    return 0
+
+
+HANDLERS = {
+    "train": _cmd_train,
+    "resume": _cmd_resume,
+    "stage": _cmd_stage,
+    "demo": _cmd_demo,
+    "checkpoints": _cmd_checkpoints,
+    "config": _cmd_config,
+    "plot": _cmd_plot,
+    "mpi": _cmd_mpi,
+    "status": _cmd_status,
+    "submit": _cmd_submit,
+    "submit-recipe": _cmd_recipe,
+    "cancel": _cmd_cancel,
+    "logs": _cmd_logs,
+    "job": _cmd_job,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="hpc-rlhf", description="HPC-native RLHF (PPO) trainer")
-    sub = ap.add_subparsers(dest="command", required=True)
-    _local_parsers(sub)
-    _slurm_parsers(sub)
-    from hpc_rlhf.archive.cli import add_subparsers as archive_parsers
-
-    archive_parsers(sub)
-    return ap
+    """The whole command line (launch/cli_parsers.py declares it) wired to this module's handlers."""
+    return cli_parsers.build(HANDLERS, __version__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
     try:
+        args = parser.parse_args(argv)
         return args.func(args) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -70,6 +70,7 @@ def _plot(metrics: list[dict], path: str) -> None:
 
 def run_demo(config_path: str | None, overrides: list[str]) -> int:
     from hpc_rlhf.launch.lease import owned
+    from hpc_rlhf.launch.run import check_startable
 
     t0 = time.time()
     cfg = load_config(config_path, overrides)
@@ -77,6 +78,7 @@ def run_demo(config_path: str | None, overrides: list[str]) -> int:
         raise UserError("the demo needs task.name=demo")
     cfg = with_gold_metric(cfg)  # gen/gold_reward_mean of every step in metrics.jsonl
     cfg = dataclasses.replace(cfg, run_dir=os.path.abspath(cfg.run_dir))
+    check_startable(cfg)  # before the lease and the reward-model stage write anything
     with owned(cfg.run_dir, "demo", cfg.runtime.lease_ttl_s):  # the whole demo owns its run dir
         return _demo(cfg, t0)
 

@@ -17,6 +17,8 @@ file with a rename, after checking that the token in it is still ours.
 A lease is taken over only when it is provably stale:
 - its owner ran on this host and that process is gone (pid not alive, or alive with another start
   time: a reused pid), and no rank process of the run listed in RUN_DIR/.ranks is alive on this host; or
+- its owner is a Slurm job that has ended (squeue lists it no more, or sacct gives its final state): at once,
+  so a run whose job FAILED can be submitted again right away;
 - it expired (no renewal for `ttl_s` by this host's clock: clusters keep clocks in sync with NTP), and,
   when the owner is a Slurm job and `squeue` answers here, that job is no longer active;
 - a Slurm job that finds its own job id in the lease (a requeued job) takes it over at once.
@@ -41,7 +43,7 @@ from typing import Optional
 
 from hpc_rlhf.cluster.ranks import proc_start, rank_info
 from hpc_rlhf.errors import UserError
-from hpc_rlhf.launch.slurm_events import check_no_active_job, job_active
+from hpc_rlhf.launch.slurm_events import check_no_active_job, job_active, job_ended
 from hpc_rlhf.rundir import RunDir, tmp_path, write_atomic
 
 
@@ -106,9 +108,13 @@ def stale_reason(run_dir: str, info: dict, my_job: Optional[str]) -> Optional[st
                 return f"its owner (pid {info['pid']}) is gone"
             if info["age_s"] <= info.get("ttl_s", 60):
                 return None
+    job = info.get("slurm_job_id")
+    if job:
+        ended = job_ended(str(job))
+        if ended is not None:  # the job is over, whatever its last renewal: no need to wait for the expiry
+            return f"its Slurm job {job} has ended ({ended})"
     if info["age_s"] <= float(info.get("ttl_s", 60)):
         return None
-    job = info.get("slurm_job_id")
     if job and job_active(str(job)):
         return None
     return f"it expired ({info['age_s']:.0f} s since its last renewal, ttl {info.get('ttl_s')} s)"

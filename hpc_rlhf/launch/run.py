@@ -30,3 +30,21 @@ def run_local(cfg: Config, run_dir: str) -> int:
     elif code != 0:
         print(f"error: the run failed (exit {code}); see the rank errors above", file=sys.stderr)
     return code
+
+
+def check_startable(cfg: Config, local: bool = True) -> None:
+    """One-line UserErrors for what would fail only after files are written: a run_dir that is a file, and
+    (local=True, runtime.launcher=local) an mpiexec that is not there. Called before the lease is taken."""
+    import os
+    import shutil
+
+    from hpc_rlhf.errors import UserError
+
+    if os.path.exists(cfg.run_dir) and not os.path.isdir(cfg.run_dir):
+        raise UserError(
+            f"run_dir '{cfg.run_dir}' is a file, not a folder; give run_dir=PATH of a folder (made if missing)"
+        )
+    if local and cfg.runtime.launcher == "local" and shutil.which(cfg.runtime.mpiexec) is None:
+        raise UserError(
+            f"runtime.mpiexec '{cfg.runtime.mpiexec}' not found on PATH; `pip install mpich` or point it at your site MPI"
+        )

@@ -140,13 +140,6 @@ def report(mpiexec: str = "mpiexec") -> str:
     return "\n".join(lines)
 
 
-def add_subparser(sub) -> None:
-    """`hpc-rlhf mpi [--mpiexec EXE]` in the CLI."""
-    p = sub.add_parser("mpi", help="which MPI library mpi4py runs on, its local launcher and srun plugin")
-    p.add_argument("--mpiexec", default="mpiexec", help="the local launcher to check (runtime.mpiexec)")
-    p.set_defaults(func=lambda args: print(report(args.mpiexec)))
-
-
 def main() -> int:
     """Print the plugin `slurm.mpi_plugin=auto` picks here (argv[1]: another plugin to check instead)."""
     try:

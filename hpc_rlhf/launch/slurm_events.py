@@ -105,14 +105,47 @@ def job_active(job_id: str) -> Optional[bool]:
     return squeue_state(job_id) in ACTIVE_STATES
 
 
+def job_ended(job_id: str) -> Optional[str]:
+    """The final state of a Slurm job that has ended (squeue lists it no more, or in a final state; sacct's
+    state when accounting answers), or None while it may still be queued or running, or when there is no
+    squeue here to ask or squeue fails (a lease is then judged by its expiry alone)."""
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        r = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    state = r.stdout.strip().splitlines()[0].strip() if r.returncode == 0 and r.stdout.strip() else None
+    if state in ACTIVE_STATES:
+        return None
+    if state is None and r.returncode != 0 and "invalid job id" not in r.stderr.lower():
+        return None  # squeue failed (slurmctld unreachable): no verdict
+    final = state or "gone from squeue"
+    if shutil.which("sacct") is not None:
+        try:
+            a = subprocess.run(
+                ["sacct", "-n", "-X", "-P", "-j", str(job_id), "-o", "State"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            got = a.stdout.strip().splitlines()
+            if a.returncode == 0 and got and got[0].strip():
+                final = got[0].split()[0]
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return None if final in ACTIVE_STATES else final
+
+
 def check_no_active_job(run_dir: str | Path) -> None:
-    """UserError (one line) when the run's latest Slurm job is still queued or running."""
+    """UserError (one line) when a Slurm job of the run is still queued or running."""
     ids = job_ids(run_dir)
     if not ids or shutil.which("squeue") is None:
         return
-    state = squeue_state(ids[-1])
-    if state in ACTIVE_STATES:
-        raise UserError(
-            f"run dir {run_dir} already has Slurm job {ids[-1]} ({state}); cancel it first "
-            f"(hpc-rlhf cancel {run_dir}) or use another run_dir"
-        )
+    for job_id in reversed(ids):
+        state = squeue_state(job_id)
+        if state in ACTIVE_STATES:
+            raise UserError(
+                f"run dir {run_dir} already has Slurm job {job_id} ({state}); cancel it first "
+                f"(hpc-rlhf cancel {run_dir}) or use another run_dir"
+            )

@@ -1,9 +1,10 @@
 """A run on Slurm once submitted: its state and progress, its logs; cancel it, or submit it again.
 
-    status(run_dir)        # `hpc-rlhf status RUN_DIR`: the latest job's Slurm state, progress, owner, how it ended
+    status(run_dir)        # `hpc-rlhf status RUN_DIR` of any run: progress, rate, ETA, last metrics, owner, and
+                           # on Slurm the latest job's state, how it ended and every attempt
     cancel(run_dir)        # `hpc-rlhf cancel RUN_DIR`: scancel; the job will not requeue itself
     logs(run_dir, rank)    # `hpc-rlhf logs RUN_DIR [--rank N]`
-    resume(run_dir)        # submit the run again from RUN_DIR/config.yaml (launch/slurm_submit.py, event `resume`)
+    resume(run_dir)        # `hpc-rlhf submit --resume RUN_DIR`: the run again from RUN_DIR/config.yaml, event `resume`
 
 The commands are defined in launch/cli.py; these functions raise `UserError` (one line) for it to print.
 
@@ -21,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
@@ -39,6 +41,7 @@ from hpc_rlhf.launch.slurm_events import (
     record_event,
     squeue_state,
 )
+from hpc_rlhf.monitor.progress import progress_lines, run_progress
 from hpc_rlhf.rundir import RunDir
 
 
@@ -114,14 +117,9 @@ def progress(run_dir: str | Path) -> dict[str, Any]:
     return out
 
 
-def status(run_dir: str | Path, out: Optional[TextIO] = None) -> dict[str, Any]:
-    """Print and return the Slurm state and the progress of a run."""
-    out = out or sys.stdout
-    run_dir = _run_dir(run_dir)
-    ids = _require_jobs(run_dir)
-    job_id = ids[-1]
+def _job_line(run_dir: Path, job_id: str, events: list[dict]) -> tuple[str, dict[str, Any]]:
+    """The `job:` line of status and what Slurm (or, once Slurm forgot it, the job's own end event) says."""
     info = slurm_state(job_id)
-    events = read_events(run_dir)
     mine = [e for e in events if str(e.get("job_id")) == job_id]
     info["self_requeues"] = sum(1 for e in mine if e.get("event") == "requeue")
     info["cancelled"] = any(e.get("event") == "cancel" for e in mine)
@@ -132,14 +130,7 @@ def status(run_dir: str | Path, out: Optional[TextIO] = None) -> dict[str, Any]:
         else:
             ended = "COMPLETED" if end.get("status") == 0 else "FAILED"
             info.update(state=ended, exit_code=end.get("status"), source=f"{JOBS_FILE} end event")
-    prog = progress(run_dir)
-    try:
-        total = load_config(RunDir(str(run_dir)).config).total_steps
-    except Exception:
-        total = None
-    info.update(prog, total_steps=total, run_dir=str(run_dir), jobs=ids)
-    state = info["state"]
-    if state == "RUNNING" and info.get("reason"):  # squeue's %R is the node list of a running job
+    if info["state"] == "RUNNING" and info.get("reason"):  # squeue's %R is the node list of a running job
         info["nodes"] = info.pop("reason")
     shown = ("partition", "nodes", "elapsed", "reason", "exit_code")
     extra = [f"{k} {info[k]}" for k in shown if info.get(k) not in (None, "", "None", "(null)")]
@@ -149,24 +140,57 @@ def status(run_dir: str | Path, out: Optional[TextIO] = None) -> dict[str, Any]:
         extra.append(f"self-requeues {info['self_requeues']}")
     if info["cancelled"]:
         extra.append("cancel requested")
-    step = "-" if prog["step"] is None else str(prog["step"])
-    out.write(
-        f"run:        {run_dir}\n"
-        f"job:        {job_id} {state} [{info['source']}]{' (' + ', '.join(extra) + ')' if extra else ''}\n"
-        f"progress:   last logged step {step}{' (total_steps ' + str(total) + ')' if total is not None else ''}\n"
-        f"checkpoint: {prog['checkpoint'] or '-'}\n"
-    )
+    return f"{job_id} {info['state']} [{info['source']}]{' (' + ', '.join(extra) + ')' if extra else ''}", info
+
+
+def _ended(events: list[dict], job_id: str) -> Optional[str]:
+    """'exit S (rank R): why' of the job's first failing end event, else None."""
+    ends = [e for e in events if e.get("event") == "end" and str(e.get("job_id")) == job_id]
+    end = next((e for e in ends if e.get("status")), None)  # the first failure named is the cause
+    if end is None:
+        return None
+    return f"exit {end['status']} (rank {end.get('rank', '?')}): {end.get('error') or 'see hpc-rlhf logs RUN_DIR'}"
+
+
+def attempt_lines(run_dir: Path, events: list[dict], latest: str, latest_state: str) -> list[str]:
+    """One line per Slurm job of the run, oldest first: id, how it was submitted, when, its state, its end."""
+    lines = []
+    for e in [e for e in events if e.get("event") in ("submit", "resume")]:
+        job_id = str(e["job_id"])
+        state = latest_state if job_id == latest else _job_line(run_dir, job_id, events)[1]["state"]
+        why = _ended(events, job_id)
+        lines.append(f"  {job_id:>8}  {e['event']:6}  {e.get('time', '?')}  {state}{'  ' + why if why else ''}")
+    return lines
+
+
+def status(run_dir: str | Path, out: Optional[TextIO] = None) -> dict[str, Any]:
+    """Print and return where a run stands, local or on Slurm: progress, rate, ETA and last metrics
+    (monitor/progress.py), the newest checkpoint, the owner; for a run on Slurm its latest job's state, how
+    it ended, and every attempt (RUN_DIR/slurm/jobs.jsonl)."""
+    out = out or sys.stdout
+    run_dir = _run_dir(run_dir)
+    ids = job_ids(run_dir)
+    if not ids and not Path(RunDir(str(run_dir)).config).exists():
+        raise UserError(f"'{run_dir}' is not a run directory (no config.yaml and no Slurm job recorded)")
+    events = read_events(run_dir)
+    prog = run_progress(str(run_dir))
+    info: dict[str, Any] = {"state": None, "source": None}
+    lines = [f"run:        {run_dir}"]
+    if ids:
+        job, info = _job_line(run_dir, ids[-1], events)
+        lines.append(f"job:        {job}")
+    lines += progress_lines(prog)
     holder = owner(str(run_dir))
-    out.write(f"owner:      {describe(holder) if holder else 'none'}\n")
-    failed = [e for e in read_events(run_dir) if e.get("event") == "end" and str(e.get("job_id")) == job_id]
-    end = next((e for e in failed if e.get("status")), None)  # the first failure named is the cause
-    if end is not None:
-        why = end.get("error") or "see the logs (hpc-rlhf logs RUN_DIR)"
-        out.write(f"ended:      exit {end['status']} (rank {end.get('rank', '?')}): {why}\n")
-    if len(ids) > 1:
-        out.write(f"jobs:       {' '.join(ids)}\n")
+    lines.append(f"owner:      {describe(holder) if holder else 'none'}")
+    if ids:
+        why = _ended(events, ids[-1])
+        lines += [f"ended:      {why}"] if why else []
+        lines += [f"attempts:   {len(ids)} Slurm job(s), oldest first"] + attempt_lines(
+            run_dir, events, ids[-1], info["state"]
+        )
+    out.write("\n".join(lines) + "\n")
     out.flush()
-    info["owner"] = holder
+    info.update(progress(run_dir), total_steps=prog.total, run_dir=str(run_dir), jobs=ids, owner=holder, progress=prog)
     return info
 
 
@@ -230,12 +254,13 @@ def logs(run_dir: str | Path, rank: Optional[int] = None, out: Optional[TextIO] 
 
 
 def resume(
-    run_dir: str | Path, dry_run: bool = False, out: Optional[TextIO] = None, **kw: Any
+    run_dir: str | Path, dry_run: bool = False, out: Optional[TextIO] = None, overrides: Sequence[str] = (), **kw: Any
 ) -> slurm_submit.SubmitInfo:
-    """Submit the run again from RUN_DIR/config.yaml; the worker resumes from its latest checkpoint."""
+    """Submit the run again from RUN_DIR/config.yaml (with `overrides`, which prepare_run refuses unless
+    resume-safe); the worker resumes from its latest checkpoint. `hpc-rlhf submit --resume RUN_DIR`."""
     run_dir = _run_dir(run_dir)
     path = Path(RunDir(str(run_dir)).config)
     if not path.exists():
         raise UserError(f"{path} does not exist: not a run dir")
-    cfg = load_config(str(path), [f"run_dir={run_dir}"])
+    cfg = load_config(str(path), [*overrides, f"run_dir={run_dir}"])
     return slurm_submit.submit(cfg, str(path), dry_run, event="resume", out=out, **kw)

@@ -29,6 +29,7 @@ from hpc_rlhf.models.build import build_classifier, build_reward, load_tokenizer
 from hpc_rlhf.models.forward import make_batch, sequence_scores
 from hpc_rlhf.rundir import RM_REPORT, RunDir, write_atomic
 from hpc_rlhf.stages.loop import StageRun
+from hpc_rlhf.stages.progress import stage_bar
 from hpc_rlhf.stages.tokenizer import save_run_tokenizer
 
 
@@ -87,6 +88,22 @@ def _heldout_accuracy(run: StageRun, model, held: list[dict], pad_id: int) -> fl
 
 
 # long: one pass over the stage (data, model, the epochs of steps, the report); each phase is a call or two
+def _train_step(run: StageRun, model, opt, train: list[dict], idx: np.ndarray, pad: int) -> tuple[float, float]:
+    """One optimizer step on the pairs `train[idx]` (this rank's share of them): (batch loss, gradient norm)."""
+    mine = run.share(idx)
+    opt.zero_grad(set_to_none=True)
+    loss_v = 0.0
+    if len(mine):
+        c, r = _scores(model, [train[j] for j in mine], pad, run.device)
+        loss = -torch.nn.functional.logsigmoid(c - r).mean()
+        if len(mine) != len(idx):  # this rank's share of the batch mean; the gradients are summed
+            loss = loss * (len(mine) / len(idx))
+        loss.backward()
+        loss_v = loss.item()
+    norm = run.reduce_and_step(model, opt, 1.0, local_empty=not len(mine))
+    return run.allreduce_sum(loss_v), norm
+
+
 def train_reward_model(
     cfg: Config, run_dir: str | None = None, comm=None, stop=None, device=None, persist: bool = True
 ) -> dict | None:
@@ -110,25 +127,16 @@ def train_reward_model(
     per_epoch = -(-len(train) // bs)
     total = cfg.rm.epochs * per_epoch
     order, epoch_of_order = None, -1
+    bar = stage_bar(cfg, run.lead, total, start, "train-rm")
     for step in range(start, total):
         epoch, i = divmod(step, per_epoch)
         if epoch != epoch_of_order:
             order, epoch_of_order = np.random.default_rng([cfg.seed, 0x4D, epoch]).permutation(len(train)), epoch
-        idx = order[i * bs : (i + 1) * bs]
-        mine = run.share(idx)
-        opt.zero_grad(set_to_none=True)
-        loss_v = 0.0
-        if len(mine):
-            c, r = _scores(model, [train[j] for j in mine], tok.pad_token_id, run.device)
-            loss = -torch.nn.functional.logsigmoid(c - r).mean()
-            if len(mine) != len(idx):  # this rank's share of the batch mean; the gradients are summed
-                loss = loss * (len(mine) / len(idx))
-            loss.backward()
-            loss_v = loss.item()
-        norm = run.reduce_and_step(model, opt, 1.0, local_empty=not len(mine))
-        loss_v = run.allreduce_sum(loss_v)
+        loss_v, norm = _train_step(run, model, opt, train, order[i * bs : (i + 1) * bs], tok.pad_token_id)
         extra["losses"] = [*extra["losses"], loss_v][-10:]
-        if run.end_step(step, total, {"rm/loss": loss_v, "rm/grad_norm": norm, "rm/epoch": epoch}, model, opt, extra):
+        metrics = {"rm/loss": loss_v, "rm/grad_norm": norm, "rm/epoch": epoch, "rm/steps_total": total}
+        bar.step(metrics)
+        if run.end_step(step, total, metrics, model, opt, extra):
             return None
     run.finish(total, model, opt, extra)
     acc = _heldout_accuracy(run, model.eval(), held, tok.pad_token_id)

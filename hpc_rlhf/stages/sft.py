@@ -28,6 +28,7 @@ from hpc_rlhf.data.sft import Example, load_examples
 from hpc_rlhf.models.build import build_policy, load_tokenizer
 from hpc_rlhf.models.export import export_policy
 from hpc_rlhf.stages.loop import StageRun
+from hpc_rlhf.stages.progress import stage_bar
 
 
 def epoch_rows(cfg: Config, examples: list[Example], epoch: int) -> list[list[int]]:
@@ -120,6 +121,7 @@ def train_sft(cfg: Config, run_dir: str, comm: Any = None, stop: Any = None, dev
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     start, extra = run.resume(model, opt)
     extra = extra or {"losses": []}
+    bar = stage_bar(cfg, run.lead, len(steps), start, "sft")
     for step in range(start, len(steps)):
         epoch, rows = steps[step]
         count = max(1, loss_tokens(examples, rows))
@@ -135,6 +137,8 @@ def train_sft(cfg: Config, run_dir: str, comm: Any = None, stop: Any = None, dev
         loss_v = run.allreduce_sum(loss_v)
         extra["losses"] = [*extra["losses"], loss_v][-10:]
         metrics = {"sft/loss": loss_v, "sft/grad_norm": norm, "sft/tokens": count, "sft/epoch": epoch}
+        metrics["sft/steps_total"] = len(steps)  # for `hpc-rlhf status`: the run's steps depend on the data
+        bar.step(metrics)
         if run.end_step(step, len(steps), metrics, model, opt, extra):
             return None
     run.finish(len(steps), model, opt, extra)

@@ -81,11 +81,39 @@ def test_a_lease_of_another_host_blocks_until_it_expires(tmp_path):
     assert owner(str(tmp_path))["token"] == lease.token
 
 
-def test_a_requeued_slurm_job_takes_over_its_own_lease(tmp_path):
+def _squeue_says(tmp_path, monkeypatch, script: str) -> None:
+    """squeue, the seam through which the lease learns a Slurm job's state, answering as `script` does."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in (("squeue", script), ("sacct", "exit 0")):  # sacct: accounting off
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_requeued_slurm_job_takes_over_its_own_lease(tmp_path, monkeypatch):
+    _squeue_says(tmp_path, monkeypatch, "echo RUNNING")
     _plant(tmp_path, slurm_job_id="77")
     with pytest.raises(UserError, match="Slurm job 77"):
         acquire(str(tmp_path), "slurm", slurm_job_id="78")
     assert acquire(str(tmp_path), "slurm", slurm_job_id="77").body["slurm_job_id"] == "77"
+
+
+@pytest.mark.parametrize(
+    "squeue", ["echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1", "exit 0", "echo FAILED"]
+)
+def test_the_lease_of_an_ended_slurm_job_is_taken_over_at_once(tmp_path, monkeypatch, squeue):
+    _plant(tmp_path, slurm_job_id="77")  # renewed a moment ago: a live job's lease would hold for 60 s
+    _squeue_says(tmp_path, monkeypatch, squeue)
+    lease = acquire(str(tmp_path), "resume")
+    assert owner(str(tmp_path))["token"] == lease.token
+
+
+def test_no_verdict_from_a_failing_squeue_keeps_the_lease(tmp_path, monkeypatch):
+    _plant(tmp_path, slurm_job_id="77")
+    _squeue_says(tmp_path, monkeypatch, "echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1")
+    with pytest.raises(UserError, match="Slurm job 77"):
+        acquire(str(tmp_path), "resume")
 
 
 def test_renewal_keeps_it_fresh_and_notices_a_lost_lease(tmp_path):
