@@ -31,7 +31,8 @@ ALLOWED = {
     "weights": L2 | {"checkpoint", "parallel"},
     "archive": L1 | {"rollout"},
     "rewards": L2,
-    "roles": L2 | {"checkpoint", "cluster", "parallel", "weights", "runtime", "rewards"},
+    "generation": L2 | {"checkpoint", "parallel", "weights"},
+    "roles": L2 | {"checkpoint", "cluster", "parallel", "weights", "runtime", "rewards", "generation"},
 }
 # roles/: the modules of each role; modules of roles/ not listed here are shared helpers of the roles
 ROLES = {

@@ -34,10 +34,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "7ba3361423ff9479"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "7ba3361423ff9479"),
-    (TINY, [], "501932ead344a2e2"),
-    (TINY, OVERRIDES, "adf3234e726e1729"),
+    (None, [], "5b69f82aa79fcc28"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "5b69f82aa79fcc28"),
+    (TINY, [], "b62b2d2f7ef61056"),
+    (TINY, OVERRIDES, "ee4fe2b5289979bf"),
 ]
 
 
