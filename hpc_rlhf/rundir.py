@@ -166,7 +166,9 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(METRICS, "train lead", "one line per step: `ppo/`, `gen/`, `score/`, `time/` metrics"),
     Entry(f"{TENSORBOARD}/", "train lead", "TensorBoard event files (logging.tensorboard=true)"),
     Entry(f"{TIMING}/ROLE_R.jsonl", "every rank", "phase timings per step (HPC_RLHF_TIMING=1, tools/bench)"),
-    Entry(f"{ENGINE}/gen_R/", "generation rank", "generate.engine=vllm: the policy's config.json the engine starts from"),
+    Entry(
+        f"{ENGINE}/gen_R/", "generation rank", "generate.engine=vllm: the policy's config.json the engine starts from"
+    ),
     Entry(f"{FINAL}/{FINAL_POLICY}/", "train lead", "the trained policy, a Hugging Face folder"),
     Entry(f"{REWARD_MODEL}/", "`train-rm`, demo", f"the reward model and its `{RM_REPORT}`"),
     Entry(RECIPE, "`submit-recipe`", "a recipe's chain: each stage's run dir (`sft/`, `rm/`, `rl/`) and Slurm job"),

@@ -1,7 +1,7 @@
 """The native engine: the project's own decoder (models/generate.py), bit-exact on every layout.
 
-    engine = NativeEngine(cfg, device, tok)     # builds the policy as the generator always did
-    engine.load_file(v, path); out = engine.sample(prompts, seeds)
+engine = NativeEngine(cfg, device, tok)     # builds the policy as the generator always did
+engine.load_file(v, path); out = engine.sample(prompts, seeds)
 """
 
 from __future__ import annotations
