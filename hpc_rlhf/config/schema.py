@@ -139,8 +139,9 @@ class VLLMConfig:
     """Share of the GPU's memory the engine may take (weights + KV cache); GPU only."""
     max_num_seqs: int = 256
     """Most sequences decoded at once (continuous batching)."""
-    enforce_eager: bool = False
-    """No CUDA graphs (starts faster, decodes slower); GPU only."""
+    enforce_eager: Optional[bool] = None
+    """No torch.compile and no CUDA graphs: starts faster, decodes slower. Unset: eager on the CPU (compiling
+    there costs minutes per engine start), compiled with CUDA graphs on a GPU."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights and activations: `auto` = the dtype the native generator holds the policy in."""
     tensor_parallel_size: int = 1

@@ -49,6 +49,7 @@ def engine_env(cfg: Config) -> None:
 def write_engine_folder(cfg: Config, run_dir: str, rank: int, tok: PreTrainedTokenizerBase) -> str:
     """RUN_DIR/engine/gen_R/ with the policy's config.json (from model.policy_path, else model.arch)."""
     from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     folder = RunDir(run_dir).engine_dir(rank)
     os.makedirs(folder, exist_ok=True)
@@ -56,6 +57,8 @@ def write_engine_folder(cfg: Config, run_dir: str, rank: int, tok: PreTrainedTok
         conf = AutoConfig.from_pretrained(cfg.model.policy_path, local_files_only=True)
     else:
         conf = arch_config(cfg.model.arch, tok)
+    if not getattr(conf, "architectures", None):  # built from model.arch: name the causal-LM class
+        conf.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[conf.model_type]]
     conf.save_pretrained(folder)
     return folder
 
@@ -65,13 +68,6 @@ def published_tensors(path: str) -> Iterator[tuple[str, torch.Tensor]]:
     with safe_open(path, framework="pt") as f:
         for k in f.keys():
             yield k, f.get_tensor(k)
-
-
-def _load_weights(worker, weights: Sequence[tuple[str, torch.Tensor]] | None = None, path: str = "") -> int:
-    """Run inside the engine's worker (collective_rpc): the model's own load_weights, in place."""
-    model = worker.model_runner.model
-    loaded = model.load_weights(weights if weights is not None else published_tensors(path))
-    return len(loaded or ())
 
 
 class VLLMEngine:
@@ -97,7 +93,7 @@ class VLLMEngine:
             seed=cfg.seed,
             max_num_seqs=v.max_num_seqs,
             gpu_memory_utilization=v.gpu_memory_utilization,
-            enforce_eager=v.enforce_eager,
+            enforce_eager=v.enforce_eager if v.enforce_eager is not None else not _on_gpu(),
             tensor_parallel_size=v.tensor_parallel_size,
             logprobs_mode="processed_logprobs",
         )
@@ -109,14 +105,18 @@ class VLLMEngine:
 
     def load_file(self, version: int, path: str) -> None:
         """Policy `version` from its published file (weights/publish.py), in place."""
-        self.llm.collective_rpc(_load_weights, kwargs={"path": path})
-        self.llm.reset_prefix_cache()  # cached keys/values were computed with the old weights
+        self._reload(published_tensors(path))  # cached keys/values were computed with the old weights
         self.version = version
 
     def load_tensors(self, version: int, state: dict[str, torch.Tensor]) -> None:
-        self.llm.collective_rpc(_load_weights, kwargs={"weights": list(state.items())})
-        self.llm.reset_prefix_cache()
+        self._reload(iter(state.items()))
         self.version = version
+
+    def _reload(self, weights: Iterator[tuple[str, torch.Tensor]]) -> None:
+        """vLLM's in-place reload (the model's own load_weights, checkpoint names), then no prefix
+        cache: its keys and values were computed with the old weights."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()
 
     def request_params(self, seed: int):
         from vllm import SamplingParams
