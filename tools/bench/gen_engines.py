@@ -5,7 +5,7 @@
 Per size: a randomly initialised Llama folder (fp32), 64 prompts of 16 random tokens, 128 new tokens per
 prompt, temperature 1, one seed per prompt; `fixed`: EOS never sampled, every response 128 tokens;
 `ragged`: the EOS row of the output layer is tilted towards the model's mean hidden state until about
-one token in 64 is EOS, so responses end at different lengths. Each engine is warmed up once, then
+one token in 64 is EOS, so responses end at different lengths. vLLM is warmed up by one call, then
 the engines run one after the other in every round (alternated, so load on the machine hits all);
 tokens/s = generated tokens / seconds, the median over rounds. Prints one JSON line per (size, mode)
 and writes them all to --out. Runs in the vLLM venv (.ci/vllm_env.sh); on a GPU with `vllm` installed
@@ -144,8 +144,8 @@ def bench(size: str, ragged: bool, rounds: int, engines: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as d:
         folder = build_folder(size, d, ragged)
         runners = {e: makers[e](folder, ragged) for e in engines}
-        for r in runners.values():
-            r()  # warm-up (vLLM: its first call is the slow one)
+        if "vllm" in runners:
+            runners["vllm"]()  # warm-up: vLLM's first call is the slow one
         rates: dict[str, list[float]] = {e: [] for e in engines}
         tokens: dict[str, int] = {}
         for _ in range(rounds):
