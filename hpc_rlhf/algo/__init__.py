@@ -1,5 +1,6 @@
 """The pure RL math of RLHF: masked statistics, the KL penalty, GAE and the PPO losses, the
-critic-free advantages (GRPO, RLOO, REINFORCE++) and loss aggregation.
+critic-free advantages (GRPO, RLOO, REINFORCE++) and loss aggregation; the registries that name the
+advantage estimators, policy losses and KL terms the trainer picks from the config (`registry.py`).
 
 Only torch; no config, no I/O. All token tensors are `(B, T)` with a right-padded response mask.
 See docs/algorithms.md for every implementation choice and the public code it agrees with.
@@ -13,6 +14,7 @@ from hpc_rlhf.algo.critic_free import (
     rloo_advantages,
     uniform_groups,
 )
+from hpc_rlhf.algo.estimators import grpo_estimator, ppo_estimator, reinforce_pp_estimator, rloo_estimator
 from hpc_rlhf.algo.gae import gae
 from hpc_rlhf.algo.kl import (
     KL_ESTIMATORS,
@@ -27,8 +29,34 @@ from hpc_rlhf.algo.kl import (
 )
 from hpc_rlhf.algo.losses import entropy_from_logits, explained_variance, policy_loss, value_loss
 from hpc_rlhf.algo.masked import masked_mean, masked_sum, masked_var, masked_whiten
+from hpc_rlhf.algo.registry import (
+    ADVANTAGE_ESTIMATORS,
+    KL_TERMS,
+    POLICY_LOSSES,
+    AdvantageEstimator,
+    AdvantageInputs,
+    Registry,
+    UnknownName,
+    register_advantage,
+    register_kl,
+    register_policy_loss,
+)
 
 __all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "KL_TERMS",
+    "POLICY_LOSSES",
+    "AdvantageEstimator",
+    "AdvantageInputs",
+    "Registry",
+    "UnknownName",
+    "grpo_estimator",
+    "ppo_estimator",
+    "register_advantage",
+    "register_kl",
+    "register_policy_loss",
+    "reinforce_pp_estimator",
+    "rloo_estimator",
     "KL_ESTIMATORS",
     "KL_LOSS_ESTIMATORS",
     "LOSS_AGGS",

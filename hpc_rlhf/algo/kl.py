@@ -7,6 +7,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from hpc_rlhf.algo.registry import KL_TERMS, register_kl
+
 KL_ESTIMATORS = ("k1", "k3")
 KL_LOSS_ESTIMATORS = ("k1", "k2", "k3")
 
@@ -27,12 +29,9 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k1") -> Tensor:
     Raises:
         ValueError: on an unknown estimator name.
     """
-    if estimator == "k1":
-        return logp - ref_logp
-    if estimator == "k3":
-        r = ref_logp - logp
-        return torch.expm1(r) - r  # exp(r) - 1 - r, accurate for small r
-    raise ValueError(f"unknown KL estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    return KL_TERMS.get(estimator)(logp, ref_logp)
 
 
 def kl_loss_terms(logp: Tensor, ref_logp: Tensor, estimator: str) -> Tensor:
@@ -50,11 +49,28 @@ def kl_loss_terms(logp: Tensor, ref_logp: Tensor, estimator: str) -> Tensor:
     Raises:
         ValueError: on an unknown estimator name.
     """
-    if estimator == "k2":
-        return 0.5 * (logp - ref_logp) ** 2
-    if estimator in ("k1", "k3"):
-        return kl_penalty(logp, ref_logp, estimator)
-    raise ValueError(f"unknown KL loss estimator {estimator!r}; valid: {', '.join(KL_LOSS_ESTIMATORS)}")
+    if estimator not in KL_LOSS_ESTIMATORS:
+        raise ValueError(f"unknown KL loss estimator {estimator!r}; valid: {', '.join(KL_LOSS_ESTIMATORS)}")
+    return KL_TERMS.get(estimator)(logp, ref_logp)
+
+
+@register_kl("k1")
+def kl_k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """`logp - ref_logp` per token, `(B, T)`: unbiased, signed."""
+    return logp - ref_logp
+
+
+@register_kl("k2")
+def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """`0.5 * (logp - ref_logp)^2` per token, `(B, T)`: a loss term only (its gradient is k1's)."""
+    return 0.5 * (logp - ref_logp) ** 2
+
+
+@register_kl("k3")
+def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """`exp(r) - r - 1`, `r = ref_logp - logp`, per token, `(B, T)`: Schulman's, unbiased and >= 0."""
+    r = ref_logp - logp
+    return torch.expm1(r) - r  # exp(r) - 1 - r, accurate for small r
 
 
 def token_rewards(score: Tensor, kl: Tensor, mask: Tensor, beta: float, reward_clip: float = 0.0) -> Tensor:

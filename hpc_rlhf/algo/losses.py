@@ -7,8 +7,10 @@ from torch import Tensor
 
 from hpc_rlhf.algo.aggregate import Normalizer, _normalizer, aggregate
 from hpc_rlhf.algo.masked import masked_mean, masked_sum, masked_var
+from hpc_rlhf.algo.registry import register_policy_loss
 
 
+@register_policy_loss("ppo_clip")
 def policy_loss(
     logp: Tensor,
     old_logp: Tensor,

@@ -14,7 +14,7 @@ from typing import Any
 
 from hpc_rlhf.config.schema import REWARD_FUNCTION_ARGS, REWARD_FUNCTION_KEYWORDS, Config
 from hpc_rlhf.errors import ConfigError
-from hpc_rlhf.plugins import load_function
+from hpc_rlhf.plugins import load_callable, load_function
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -100,9 +100,16 @@ def _validate_reward(cfg: Config) -> None:
             load_function(str(s.function), f"{key}.function", REWARD_FUNCTION_ARGS, REWARD_FUNCTION_KEYWORDS)
 
 
+_ALGO_NAME = "must be the name of a registered advantage estimator (ppo, grpo, rloo, reinforce_pp, ...) or package.module:function"
+
+
 def _validate_algo(cfg: Config) -> None:
     """The algorithm's values against the sampling (a group = the samples of one prompt at one step)."""
     a, n = cfg.algo, cfg.generate.samples_per_prompt
+    if ":" in a.name:  # an estimator of one's own: its module imports here (and registers it)
+        load_callable(a.name, "algo.name")
+    else:  # a registered name: looked up (with the registered names on error) when the trainer is built
+        _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", a.name) is not None, "algo.name", _ALGO_NAME)
     if a.name in ("grpo", "rloo"):
         _check(
             n >= 2,

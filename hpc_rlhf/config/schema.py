@@ -233,9 +233,10 @@ class PPOConfig:
 class AlgoConfig:
     """The RL algorithm of the train step; every choice is written up in docs/algorithms.md."""
 
-    name: Literal["ppo", "grpo", "rloo", "reinforce_pp"] = "ppo"
-    """`ppo`: GAE on a learned value model; `grpo`, `rloo`, `reinforce_pp`: critic-free (no value model is
-    built, trained, checkpointed or published)."""
+    name: str = "ppo"
+    """The advantage estimator, by its registered name (hpc_rlhf/algo/registry.py): `ppo`: GAE on a learned value
+    model; `grpo`, `rloo`, `reinforce_pp`: critic-free (no value model is built, trained, checkpointed or
+    published); or `package.module:function`, one of one's own registered with @register_advantage."""
     group_std: bool = True
     """grpo: divide each advantage by the std of its prompt's group (false = Dr. GRPO: centre only)."""
     loss_agg: Literal["token_mean", "seq_mean_token_mean", "token_sum_norm"] = "token_mean"

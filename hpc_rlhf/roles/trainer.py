@@ -39,6 +39,7 @@ from hpc_rlhf.parallel import fsdp
 from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.metrics_log import source_means
 from hpc_rlhf.roles.timing import PhaseTimer, Spans
+from hpc_rlhf.roles.trainer_algo import choose_algorithm
 from hpc_rlhf.roles.trainer_step import StepData, advantages, close_step, minibatch_epochs, old_values
 from hpc_rlhf.rollout.shard import read_shard
 from hpc_rlhf.runtime.faults import maybe_fail
@@ -74,7 +75,8 @@ class Trainer:
         self.bf16 = cfg.train.precision == "bf16"
         pure_bf16 = cfg.runtime.bf16 and not self.bf16
         self.policy = place(policy, device, pure_bf16)
-        critic = cfg.algo.uses_critic
+        self.algorithm = choose_algorithm(cfg)  # the registered math algo.* names (roles/trainer_algo.py)
+        critic = self.algorithm.estimator.critic
         self.value = place(build_value(cfg, self.tok, device), device, pure_bf16) if critic else None
         # train.sharding=fsdp: FSDP2 shards over the train ranks (parallel/fsdp.py); one rank: unsharded
         self.sharded = cfg.train.sharding == "fsdp" and dp.size > 1

@@ -28,23 +28,17 @@ import numpy as np
 import torch
 
 from hpc_rlhf.algo import (
+    AdvantageInputs,
     aggregate,
     explained_variance,
-    gae,
-    grpo_advantages,
-    kl_loss_terms,
-    kl_penalty,
     masked_mean,
-    masked_whiten,
-    policy_loss,
-    reinforce_pp_advantages,
-    rloo_advantages,
     token_rewards,
     uniform_groups,
     value_loss,
 )
 from hpc_rlhf.config import Config
 from hpc_rlhf.models.forward import Batch, make_batch, response_logprobs, run_pair, token_values
+from hpc_rlhf.roles.trainer_algo import choose_algorithm
 from hpc_rlhf.rollout.shard import unpack_ragged
 
 if TYPE_CHECKING:
@@ -127,33 +121,25 @@ class Targets:
 
 
 def advantages(sd: StepData, values: Optional[torch.Tensor], cfg: Config, kl_coef: float) -> Targets:
-    """Per-token KL (masked) and rewards (-kl_coef * KL when algo.kl_reward, + score on the last token),
-    then the advantages of algo.name: ppo = GAE on `values` (whitened over the batch when
-    ppo.whiten_advantages); reinforce_pp = reward-to-go, whitened; grpo/rloo = the sequence reward
-    (the sum of the token rewards) against the other samples of the same prompt in this step."""
+    """Per-token KL (ppo.kl.estimator, masked) and rewards (-kl_coef * KL when algo.kl_reward, + score on
+    the last token), then the advantages of the estimator algo.name names (roles/trainer_algo.py): ppo
+    = GAE on `values`, grpo/rloo = the sequence reward against the prompt's group in this step, ...
+    An estimator registered with groups=True also counts the uniform groups (and may drop them)."""
     p, a, mask = cfg.ppo, cfg.algo, sd.batch.response_mask
-    kl = kl_penalty(sd.gen_logprobs, sd.ref_logprobs, p.kl.estimator) * mask
+    alg = choose_algorithm(cfg)
+    kl = alg.kl_penalty(sd.gen_logprobs, sd.ref_logprobs) * mask
     rewards = token_rewards(sd.score, kl, mask, kl_coef if a.kl_reward else 0.0, p.reward_clip)
-    if a.name == "ppo":
-        assert values is not None, "ppo needs the old values"
-        adv, returns = gae(rewards, values, mask, p.gamma, p.lam)
-        if p.whiten_advantages:
-            adv = masked_whiten(adv, mask)
-        return Targets(kl, rewards, adv, returns, values)
-    if a.name == "reinforce_pp":
-        adv, returns = reinforce_pp_advantages(rewards, mask, p.gamma)
-        return Targets(kl, rewards, adv, returns)
     groups = torch.as_tensor(sd.prompt_index, device=mask.device)
-    seq_reward = rewards.sum(-1)
-    if a.name == "grpo":
-        adv = grpo_advantages(seq_reward, groups, mask, a.group_std)
-    else:
-        adv = rloo_advantages(seq_reward, groups, mask)
-    uniform, n_uniform = uniform_groups(sd.score, groups)
-    tg = Targets(kl, rewards, adv, metrics={"algo/uniform_groups": float(n_uniform)})
-    if a.drop_uniform_groups:
-        tg.loss_mask = mask * (~uniform).to(mask.dtype).unsqueeze(-1)
-        tg.metrics["algo/dropped_samples"] = float(uniform.sum())
+    est = alg.estimator
+    inputs = AdvantageInputs(rewards, mask, sd.score, groups, values, p.gamma, p.lam, p.whiten_advantages, a.group_std)
+    adv, returns = est.fn(inputs)
+    tg = Targets(kl, rewards, adv, returns, values if est.critic else None)
+    if est.groups:
+        uniform, n_uniform = uniform_groups(sd.score, groups)
+        tg.metrics["algo/uniform_groups"] = float(n_uniform)
+        if a.drop_uniform_groups:
+            tg.loss_mask = mask * (~uniform).to(mask.dtype).unsqueeze(-1)
+            tg.metrics["algo/dropped_samples"] = float(uniform.sum())
     return tg
 
 
@@ -202,13 +188,14 @@ def policy_objective(tr: Trainer, mb: Batch, sd: StepData, idx, tg: Targets, nor
         logp, ent = response_logprobs(
             tr.policy, mb, tr.cfg.generate.temperature, tr.banned, with_entropy=p.entropy_coef > 0
         )
-    loss, m = policy_loss(
+    alg = tr.algorithm
+    loss, m = alg.policy_loss(
         logp, sd.gen_logprobs[idx], tg.adv[idx], mask, p.clip_ratio, norms.n_tok, a.loss_agg, norms.n_seq, norms.horizon
     )
     if ent is not None:
         loss = loss - p.entropy_coef * norms.agg(ent, mask, a.loss_agg)
-    if a.kl_loss != "off":
-        kl_term = norms.agg(kl_loss_terms(logp, sd.ref_logprobs[idx], a.kl_loss), mask, a.loss_agg)
+    if alg.kl_loss is not None:
+        kl_term = norms.agg(alg.kl_loss(logp, sd.ref_logprobs[idx]), mask, a.loss_agg)
         loss = loss + a.kl_loss_coef * kl_term
         m["algo/kl_loss"] = kl_term.detach()
     return loss, m
