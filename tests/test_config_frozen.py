@@ -34,10 +34,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "5b69f82aa79fcc28"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "5b69f82aa79fcc28"),
-    (TINY, [], "b62b2d2f7ef61056"),
-    (TINY, OVERRIDES, "ee4fe2b5289979bf"),
+    (None, [], "426d7cedc09d16e3"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "426d7cedc09d16e3"),
+    (TINY, [], "78a85cdfb974a776"),
+    (TINY, OVERRIDES, "8ca7c14e60fc0649"),
 ]
 
 
