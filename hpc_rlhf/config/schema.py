@@ -136,7 +136,8 @@ class TaskConfig:
 @dataclass(frozen=True)
 class VLLMConfig:
     gpu_memory_utilization: float = 0.5
-    """Share of the GPU's memory the engine may take (weights + KV cache); GPU only."""
+    """Share of the GPU's memory the engine may take (weights + KV cache); GPU only (the CPU engine's KV cache
+    is cpu_kvcache_space_gb)."""
     max_num_seqs: int = 256
     """Most sequences decoded at once (continuous batching)."""
     enforce_eager: Optional[bool] = None

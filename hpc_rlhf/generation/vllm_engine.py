@@ -31,6 +31,9 @@ from hpc_rlhf.models.build import arch_config, model_dtype
 from hpc_rlhf.models.generate import Samples, banned_tokens
 from hpc_rlhf.rundir import RunDir
 
+# The CPU engine reads gpu_memory_utilization as the share of host memory that must be free at its start
+# (its KV cache is VLLM_CPU_KVCACHE_SPACE): a small share, so that several ranks start on one node.
+CPU_MEMORY_SHARE = 0.05
 _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -92,7 +95,7 @@ class VLLMEngine:
             dtype=dtype,
             seed=cfg.seed,
             max_num_seqs=v.max_num_seqs,
-            gpu_memory_utilization=v.gpu_memory_utilization,
+            gpu_memory_utilization=v.gpu_memory_utilization if _on_gpu() else CPU_MEMORY_SHARE,
             enforce_eager=v.enforce_eager if v.enforce_eager is not None else not _on_gpu(),
             tensor_parallel_size=v.tensor_parallel_size,
             logprobs_mode="processed_logprobs",

@@ -122,7 +122,12 @@ def vllm_runner(folder: str, ragged: bool):
     from vllm.inputs import TokensPrompt
 
     gpu = torch.cuda.is_available()
-    llm = LLM(model=folder, skip_tokenizer_init=True, dtype="float32", seed=0, enforce_eager=not gpu)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    mem = 0.5 if gpu else 0.05  # the CPU engine: the share of host memory that must be free at start
+    llm = LLM(
+        model=folder, skip_tokenizer_init=True, dtype="float32", seed=0, enforce_eager=not gpu,
+        gpu_memory_utilization=mem,
+    )  # fmt: skip
     vocab = llm.llm_engine.model_config.hf_config.vocab_size
     reqs = [TokensPrompt(prompt_token_ids=p.tolist()) for p in prompts(vocab)]
 
