@@ -35,5 +35,5 @@ def make_engine(
     if cfg.generate.engine == "vllm":
         from hpc_rlhf.generation.vllm_engine import VLLMEngine  # vllm is imported only when asked for
 
-        return VLLMEngine(cfg, run_dir, rank, tok)
+        return VLLMEngine(cfg, run_dir, rank, tok, device)
     return NativeEngine(cfg, device, tok, policy)

@@ -76,7 +76,9 @@ def published_tensors(path: str) -> Iterator[tuple[str, torch.Tensor]]:
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, cfg: Config, run_dir: str, rank: int, tok: PreTrainedTokenizerBase):
+    def __init__(self, cfg: Config, run_dir: str, rank: int, tok: PreTrainedTokenizerBase, device=None):
+        """device: the rank's GPU (cluster/nodes.py picks it); the engine spans it and the next
+        tensor_parallel_size - 1 GPUs. None or a CPU: the CPU engine."""
         engine_env(cfg)
         try:
             from vllm import LLM
@@ -99,6 +101,7 @@ class VLLMEngine:
             enforce_eager=v.enforce_eager if v.enforce_eager is not None else not _on_gpu(),
             tensor_parallel_size=v.tensor_parallel_size,
             logprobs_mode="processed_logprobs",
+            **_gpu_ids(device, v.tensor_parallel_size),
         )
         self.params = sampling_params(cfg)
         self.eos_id, self.pad_id = tok.eos_token_id, tok.pad_token_id
@@ -157,3 +160,12 @@ class VLLMEngine:
 
 def _on_gpu() -> bool:
     return torch.cuda.is_available()
+
+
+def _gpu_ids(device, tp: int) -> dict:
+    """The GPUs of this rank's engine (vLLM's device_ids, indices into the visible ones); {} on the CPU."""
+    d = torch.device(device) if device is not None else None
+    if d is None or d.type != "cuda":
+        return {}
+    first = d.index or 0
+    return {"device_ids": list(range(first, first + tp))}
