@@ -88,7 +88,8 @@ class VLLMEngine:
                 "(GPU) or see docs/generation.md for the CPU engine"
             ) from None
         v = cfg.generate.vllm
-        dtype = v.dtype if v.dtype != "auto" else _DTYPES[model_dtype(cfg, "cuda" if _on_gpu() else "cpu", True)]
+        gpu = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+        dtype = v.dtype if v.dtype != "auto" else _DTYPES[model_dtype(cfg, "cuda" if gpu else "cpu", True)]
         folder = write_engine_folder(cfg, run_dir, rank, tok)
         self.llm = LLM(
             model=folder,
@@ -97,8 +98,8 @@ class VLLMEngine:
             dtype=dtype,
             seed=cfg.seed,
             max_num_seqs=v.max_num_seqs,
-            gpu_memory_utilization=v.gpu_memory_utilization if _on_gpu() else CPU_MEMORY_SHARE,
-            enforce_eager=v.enforce_eager if v.enforce_eager is not None else not _on_gpu(),
+            gpu_memory_utilization=v.gpu_memory_utilization if gpu else CPU_MEMORY_SHARE,
+            enforce_eager=v.enforce_eager if v.enforce_eager is not None else not gpu,
             tensor_parallel_size=v.tensor_parallel_size,
             logprobs_mode="processed_logprobs",
             **_gpu_ids(device, v.tensor_parallel_size),
@@ -156,10 +157,6 @@ class VLLMEngine:
             logprobs.append(np.asarray([lp[int(t)].logprob for t, lp in zip(ids, c.logprobs)], dtype=np.float32))
             eos[i] = 1 if (len(ids) and self.params.stop_at_eos and int(ids[-1]) == self.eos_id) else 0
         return Samples(responses, logprobs, eos)
-
-
-def _on_gpu() -> bool:
-    return torch.cuda.is_available()
 
 
 def _gpu_ids(device, tp: int) -> dict:
