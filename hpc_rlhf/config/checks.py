@@ -136,7 +136,11 @@ def _validate_engine(cfg: Config) -> None:
     v = cfg.generate.vllm
     _check(0 < v.gpu_memory_utilization <= 1, "generate.vllm.gpu_memory_utilization", "must be in (0, 1]")
     _check(v.max_num_seqs >= 1, "generate.vllm.max_num_seqs", "must be >= 1")
-    _check(v.tensor_parallel_size >= 1, "generate.vllm.tensor_parallel_size", "must be >= 1")
+    _check(
+        v.tensor_parallel_size == 1,
+        "generate.vllm.tensor_parallel_size",
+        "only 1 for now (a new version reaches the engine in-process; several GPUs per engine are not wired)",
+    )
     _check(v.cpu_kvcache_space_gb > 0, "generate.vllm.cpu_kvcache_space_gb", "must be > 0")
     if cfg.generate.engine == "vllm":
         _check(

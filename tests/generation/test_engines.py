@@ -57,6 +57,7 @@ def test_the_native_engine_samples_exactly_what_models_generate_samples(tok, tmp
         (["algo.tis_cap=0.5", "algo.behavior_logprobs=recompute"], ">= 1"),
         (["generate.vllm.gpu_memory_utilization=0"], "(0, 1]"),
         (["generate.vllm.max_num_seqs=0"], ">= 1"),
+        (["generate.vllm.tensor_parallel_size=2"], "only 1"),
         (["generate.engine=sglang"], "generate.engine"),
     ],
 )
