@@ -44,6 +44,9 @@ METRICS = "metrics.jsonl"
 TIMING = "timing"
 ENGINE = "engine"
 TENSORBOARD = "tb"
+TRACKING = "tracking.json"
+WANDB = "wandb"
+MLRUNS = "mlruns"
 FINAL = "final"
 FINAL_POLICY = "policy"
 REWARD_MODEL = "reward_model"
@@ -61,6 +64,8 @@ RECIPE_STAGES = ("sft", "rm", "rl")  # a recipe's stage run dirs, RUN_DIR/sft, R
 # names inside a checkpoint folder (checkpoints/step_SSSSSS/)
 CKPT_POLICY = "policy.safetensors"
 CKPT_MODEL = "model.safetensors"  # the model of a supervised stage (sft, rm): stages/loop.py
+HF_WEIGHTS = CKPT_MODEL  # a Hugging Face folder's weights (final/policy/, weights/policy_vV/): transformers' name
+HF_CONFIGS = ("config.json", "generation_config.json")  # a Hugging Face model folder's config files
 CKPT_VALUE = "value.safetensors"
 CKPT_OPTIM = "optim.safetensors"
 CKPT_OPTIM_SKELETON = "optim.json"
@@ -73,6 +78,7 @@ SHARD_KINDS = {"generated": "gen", "scored": "scored"}  # shard kind -> file nam
 _SHARD_NAME = re.compile(r"^(gen|scored)_(\d+)\.h5$")
 _STEP_NAME = re.compile(r"^step_(\d+)$")
 _WEIGHTS_NAME = re.compile(r"^policy_v(\d+)\.safetensors$")
+_WEIGHTS_FOLDER = re.compile(r"^policy_v(\d+)$")
 _BEHAVIOUR_NAME = re.compile(r"^behaviour_v(\d+)\.safetensors$")
 _RANK_STATE_NAME = re.compile(r"^train_rank(\d+)_of_(\d+)\.safetensors$")
 
@@ -106,6 +112,16 @@ def weights_name(version: int) -> str:
 
 def parse_weights_name(name: str) -> Optional[int]:
     m = _WEIGHTS_NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
+def weights_folder_name(version: int) -> str:
+    """Policy version `version` as a Hugging Face folder view (weights/publish.py version_folder)."""
+    return f"policy_v{version:06d}"
+
+
+def parse_weights_folder_name(name: str) -> Optional[int]:
+    m = _WEIGHTS_FOLDER.match(name)
     return int(m.group(1)) if m else None
 
 
@@ -154,6 +170,16 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(f"{ROLLOUTS}/step_S/gen_J.h5", "generation rank", "generated shard J of step S (docs/rollout_format.md)"),
     Entry(f"{ROLLOUTS}/step_S/scored_J.h5", "scoring rank", "the same samples with reference log-probs and reward"),
     Entry(f"{WEIGHTS}/policy_vV.safetensors", "train lead", "policy version V for the generators (the last few)"),
+    Entry(
+        f"{WEIGHTS}/{HF_CONFIGS[0]}",
+        "train lead",
+        f"the policy's config (and `{HF_CONFIGS[1]}`), as save_pretrained writes it",
+    ),
+    Entry(
+        f"{WEIGHTS}/policy_vV/",
+        "a reader (`version_folder`)",
+        f"version V as a Hugging Face folder: hard links to the config and the version's file (`{HF_WEIGHTS}`)",
+    ),
     Entry(f"{CHECKPOINTS}/step_S/", "train lead", "checkpoint to continue at step S (docs/checkpointing.md)"),
     Entry(f"{CHECKPOINTS}/step_S/{COMMITTED}", "train lead", "the manifest, written last: sha256 and size per file"),
     Entry(
@@ -165,6 +191,9 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(LEDGER, "train lead", "one line per step: the shards, prompts and samples it consumed"),
     Entry(METRICS, "train lead", "one line per step: `ppo/`, `gen/`, `score/`, `time/` metrics"),
     Entry(f"{TENSORBOARD}/", "train lead", "TensorBoard event files (logging.tensorboard=true)"),
+    Entry(TRACKING, "train lead", "the W&B run id and MLflow run id this run logs to, kept across resumes"),
+    Entry(f"{WANDB}/", "train lead", "W&B's files (logging.wandb; offline: `wandb sync` uploads them)"),
+    Entry(f"{MLRUNS}/", "train lead", "MLflow's file store (logging.mlflow without a tracking_uri)"),
     Entry(f"{TIMING}/ROLE_R.jsonl", "every rank", "phase timings per step (HPC_RLHF_TIMING=1, tools/bench)"),
     Entry(
         f"{ENGINE}/gen_R/", "generation rank", "generate.engine=vllm: the policy's config.json the engine starts from"
@@ -234,6 +263,9 @@ class RunDir:
     def engine_dir(self, rank: int) -> str:
         return self._p(ENGINE, f"gen_{rank}")
 
+    def weights_folder(self, version: int) -> str:
+        return self._p(WEIGHTS, weights_folder_name(version))
+
     @property
     def checkpoints(self) -> str:
         return self._p(CHECKPOINTS)
@@ -256,6 +288,19 @@ class RunDir:
     @property
     def tensorboard(self) -> str:
         return self._p(TENSORBOARD)
+
+    @property
+    def tracking(self) -> str:
+        return self._p(TRACKING)
+
+    @property
+    def wandb(self) -> str:
+        """The folder W&B writes in (its `dir` is RUN_DIR: it adds `wandb/` itself)."""
+        return self._p(WANDB)
+
+    @property
+    def mlruns(self) -> str:
+        return self._p(MLRUNS)
 
     def timing(self, role: str, rank: int) -> str:
         return self._p(TIMING, f"{role}_{rank}.jsonl")

@@ -27,9 +27,21 @@ DISTINCT = {
     for n in dir(rundir)
     if n.isupper() and isinstance(getattr(rundir, n), str) and n not in ("TMP_MARK",)
 }
-# Common words that are run-directory names too (a CLI command is called `checkpoints`): flagged only
+# Common words that are run-directory names too (a CLI command is called `checkpoints`, a package `wandb`): flagged only
 # where they build a path.
-AMBIGUOUS = {"policy", "latest", "final", "weights", "tokenizer", "slurm", "code", "timing", "tb", "checkpoints"}
+AMBIGUOUS = {
+    "policy",
+    "latest",
+    "final",
+    "weights",
+    "tokenizer",
+    "slurm",
+    "code",
+    "timing",
+    "tb",
+    "checkpoints",
+    "wandb",
+}
 DISTINCT -= AMBIGUOUS
 # Name prefixes of numbered entries (shards, steps, weights, ranks), flagged as a bare literal or as
 # the start of an f-string.

@@ -13,12 +13,13 @@
 # Items (each passes or fails on its own, with seconds and its last error line; one failing never stops
 # the others, and a missing config key is a failed item, not a crash):
 #   env                imports, torch.cuda, the GPUs, mpiexec
-#   pytest_gpu         python -m pytest -m gpu (tests/cluster/test_nodes.py: one GPU per local rank, refusal)
+#   pytest_gpu         python -m pytest -m gpu (tests/cluster/test_nodes.py: one GPU per local rank, refusal, and
+#                      a CUDA_VISIBLE_DEVICES per task: accepted on 2+ GPUs, refused as shared on 1, by device UUID)
 #   run_111_bf16       configs/tiny.yaml, layout 1+1+1 on the GPU, runtime.bf16=true
 #   run_112_nccl       layout 1+1+2: the train group's torch.distributed backend is NCCL
 #   run_112_fsdp_bf16  layout 1+1+2 with train.sharding=fsdp train.precision=bf16 (the keys of issue 16)
 #   gen_engines        tokens/s of native, vLLM and HF generate on the ~160M model (vLLM must be installed)
-# With fewer GPUs than ranks, runs set runtime.allow_shared_gpu=true (else refused: cluster/nodes.py); NCCL
+# With fewer GPUs than ranks, runs set runtime.allow_shared_gpu=true (else refused: cluster/gpus.py); NCCL
 # itself may refuse two ranks of one communicator on one GPU ("Duplicate GPU"): that item then fails
 # naming it, and needs a machine with >= 2 GPUs.
 # Environment: GPU_CHECK_STEPS (4 PPO steps per run), GPU_CHECK_WORK (/tmp/gpu_check).

@@ -1,6 +1,7 @@
 """safetensors files written straight from the tensors' memory, hashed while they are written.
 
     sha256, size = write_tensors(path, {"name": tensor, ...})   # no fsync: the caller syncs
+    size = write_tensor_stream(path, {"name": (dtype, shape)}, fetch)  # fetch(name) -> tensor, one at a time
     skeleton, tensors = split_tensors(obj)                       # nested state -> (plain data, tensors)
     obj = join_tensors(skeleton, tensors)
 
@@ -8,7 +9,8 @@
 data; https://huggingface.co/docs/safetensors) from each tensor's own buffer, with no serialised copy
 of the whole file in memory (`safetensors.torch.save_file` makes one), while a second thread
 computes the file's sha256 from the same buffers (hashlib releases the GIL), so the checkpoint
-manifest needs no second read of the file. Tensors are laid out by element size, largest first, as
+manifest needs no second read of the file. `write_tensor_stream` writes the same bytes from tensors
+it asks for one at a time (the weight publisher: a gathered parameter is written and dropped). Tensors are laid out by element size, largest first, as
 the reference writer does, so every tensor starts at an offset aligned to its element size. Files
 are read back with `safetensors.torch.load_file`, or into existing tensors with `read_into` (the
 generators' published weights: no second copy of the policy).
@@ -22,8 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any, Optional
 
 import torch
@@ -62,20 +66,8 @@ def write_tensors(
     for name, t in tensors.items():
         if t.dtype not in DTYPES:
             raise TypeError(f"tensor {name}: dtype {t.dtype} has no safetensors code here")
-    names = sorted(tensors, key=lambda n: (-tensors[n].element_size(), n))
-    header: dict[str, Any] = {}
-    views, off = [], 0
-    for name in names:
-        t = tensors[name]
-        v = _raw(t) if t.numel() else memoryview(b"")
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(v)]}
-        views.append(v)
-        off += len(v)
-    if metadata:
-        header["__metadata__"] = metadata
-    hb = json.dumps(header, separators=(",", ":")).encode()
-    hb += b" " * (-len(hb) % 8)
-    head = struct.pack("<Q", len(hb)) + hb
+    head, names = file_header({n: (t.dtype, list(t.shape)) for n, t in tensors.items()}, metadata)
+    views = [_raw(tensors[n]) if tensors[n].numel() else memoryview(b"") for n in names]
     digest = hashlib.sha256(head)
     hasher = threading.Thread(target=lambda: [digest.update(v) for v in views], daemon=True)
     hasher.start()
@@ -86,7 +78,57 @@ def write_tensors(
                 f.write(v)
     finally:
         hasher.join()
-    return digest.hexdigest(), len(head) + off
+    return digest.hexdigest(), len(head) + sum(len(v) for v in views)
+
+
+def write_tensor_stream(
+    path: str,
+    specs: dict[str, tuple[torch.dtype, list[int]]],
+    fetch: Callable[[str], torch.Tensor],
+    metadata: Optional[dict[str, str]] = None,
+) -> int:
+    """Write the tensors `specs` names ({name: (dtype, shape)}) to `path`, asking fetch(name) for each in
+    file order and dropping it once written: one tensor in memory at a time, the same bytes write_tensors
+    writes for them. Returns the size in bytes (no hash: the caller needs none)."""
+    head, names = file_header(specs, metadata)
+    size = len(head)
+    with open(path, "wb") as f:
+        f.write(head)
+        for name in names:
+            t = fetch(name)
+            if t.dtype != specs[name][0] or list(t.shape) != list(specs[name][1]):
+                raise ValueError(f"tensor {name}: got {t.dtype} {list(t.shape)}, the header says {specs[name]}")
+            if t.numel():
+                size += f.write(_raw(t))
+            del t
+    return size
+
+
+def file_order(specs: dict[str, tuple[torch.dtype, list[int]]]) -> list[str]:
+    """The order tensors are laid out in a file: by element size, largest first, then by name (as the
+    reference writer does), so that every tensor starts at an offset aligned to its element size."""
+    return sorted(specs, key=lambda n: (-specs[n][0].itemsize, n))
+
+
+def file_header(
+    specs: dict[str, tuple[torch.dtype, list[int]]], metadata: Optional[dict[str, str]] = None
+) -> tuple[bytes, list[str]]:
+    """The header of a safetensors file holding `specs` ({name: (dtype, shape)}), and the names in the
+    file's order. `__metadata__` comes first, as `safetensors.torch.save_file` (and so save_pretrained)
+    writes it: a file of the same tensors and metadata is byte-identical to theirs."""
+    names = file_order(specs)
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    off = 0
+    for name in names:
+        dtype, shape = specs[name]
+        if dtype not in DTYPES:
+            raise TypeError(f"tensor {name}: dtype {dtype} has no safetensors code here")
+        n = dtype.itemsize * math.prod(shape)
+        header[name] = {"dtype": DTYPES[dtype], "shape": list(shape), "data_offsets": [off, off + n]}
+        off += n
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * (-len(hb) % 8)
+    return struct.pack("<Q", len(hb)) + hb, names
 
 
 def read_into(path: str, targets: dict[str, torch.Tensor]) -> list[str]:

@@ -113,23 +113,26 @@ def _token(path: str) -> str | None:
         return None
 
 
-def local_device(runtime, nodes: NodeMap, rank: int):
-    """This rank's torch device from `runtime.device`: on CUDA, GPU <local rank> of its node, made the
-    current device (torch.cuda.set_device). UserError when the node has more ranks than visible GPUs and
-    runtime.allow_shared_gpu is false: two ranks would silently share one GPU's memory and time."""
+def local_device(runtime, nodes: NodeMap, rank: int, comm=None):
+    """This rank's torch device from `runtime.device`: on CUDA, the GPU cluster/gpus.py assigns it among the
+    devices it sees (GPU <local rank> when every rank sees all of the node's GPUs; its own GPU when the site
+    binds one per task), made current (torch.cuda.set_device). Collective over `comm` (default COMM_WORLD)
+    on every rank, CPU ranks too. UserError when two ranks of a node would use one device (the same UUID)
+    and runtime.allow_shared_gpu is false."""
     import torch
 
+    from hpc_rlhf.cluster.gpus import pick_gpu, visible_uuids
     from hpc_rlhf.models.build import pick_device
 
+    if comm is None:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
     device = pick_device(runtime.device, nodes.local_rank[rank])
+    mine = visible_uuids() if device.type == "cuda" else []
+    index = pick_gpu(comm, nodes, rank, runtime.allow_shared_gpu, mine)
     if device.type != "cuda":
         return device
-    count, size = torch.cuda.device_count(), nodes.local_size(rank)
-    if size > count and not runtime.allow_shared_gpu:
-        raise UserError(
-            f"{nodes.describe(nodes.node_of_rank[rank])} runs {size} ranks but sees {count} GPU(s): two ranks "
-            f"would share a GPU; start at most {count} ranks per node (slurm.tasks_per_node, "
-            "slurm.gpus_per_node) or set runtime.allow_shared_gpu=true"
-        )
+    device = torch.device("cuda", index)
     torch.cuda.set_device(device)
     return device

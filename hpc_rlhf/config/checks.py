@@ -207,6 +207,13 @@ def _validate_lora(cfg: Config) -> None:
     )
 
 
+def _validate_logging(cfg: Config) -> None:
+    """An enabled tracker's package is installed (it is an optional extra)."""
+    for name, on in (("wandb", cfg.logging.wandb.enabled), ("mlflow", cfg.logging.mlflow.enabled)):
+        found = on and importlib.util.find_spec(name) is not None
+        _check(not on or found, f"logging.{name}.enabled", f"needs the {name} package: pip install 'hpc-rlhf[{name}]'")
+
+
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express. Returns cfg."""
     for role in ("generate", "score", "train"):
@@ -255,6 +262,7 @@ def validate(cfg: Config) -> Config:
     _validate_reward(cfg)
     _validate_algo(cfg)
     _validate_lora(cfg)
+    _validate_logging(cfg)
     a = cfg.model.arch
     _check(a.hidden_size % a.num_heads == 0, "model.arch.num_heads", "must divide model.arch.hidden_size")
     _validate_task(cfg)

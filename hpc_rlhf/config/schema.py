@@ -376,6 +376,42 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class WandbConfig:
+    """Weights & Biases, from the train lead (pip install 'hpc-rlhf[wandb]'; docs/logging.md)."""
+
+    enabled: bool = False
+    """Log every step's metrics, the resolved config and the run's identity to a W&B run; a resumed or
+    requeued run continues the same W&B run (its id is kept in RUN_DIR/tracking.json)."""
+    mode: Literal["offline", "online"] = "offline"
+    """`offline`: files under RUN_DIR/wandb only, no network (`wandb sync` uploads them later); `online`: the
+    W&B server (network from the train lead; the credentials of `wandb login`)."""
+    project: str = "hpc-rlhf"
+    """The W&B project."""
+    entity: Optional[str] = None
+    """The W&B team or user (None: the account's default)."""
+    name: Optional[str] = None
+    """The W&B run's display name (None: the run directory's name)."""
+    tags: list[str] = field(default_factory=list)
+    """Tags of the W&B run."""
+
+
+@dataclass(frozen=True)
+class MLflowConfig:
+    """MLflow tracking, from the train lead (pip install 'hpc-rlhf[mlflow]'; docs/logging.md)."""
+
+    enabled: bool = False
+    """Log every step's metrics, the resolved config and the run's identity to an MLflow run; a resumed or
+    requeued run continues the same MLflow run (its id is kept in RUN_DIR/tracking.json)."""
+    tracking_uri: Optional[str] = None
+    """None: a file store in RUN_DIR/mlruns (no server, no network; `mlflow ui --backend-store-uri
+    RUN_DIR/mlruns` shows it); else any MLflow tracking URI (http://host:5000, sqlite:///path, databricks)."""
+    experiment: str = "hpc-rlhf"
+    """The MLflow experiment (created when missing)."""
+    run_name: Optional[str] = None
+    """The MLflow run's name (None: the run directory's name)."""
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     progress: bool = True
     """A progress bar on the terminal (rank 0 of the train group)."""
@@ -385,6 +421,10 @@ class LoggingConfig:
     """Extra metrics of every step, as `package.module:function` names: each is called by the train
     lead with (the step's responses as token id arrays, the tokenizer, the config) and returns
     {metric name: float} for metrics.jsonl (e.g. the demo's `hpc_rlhf.demo.task:gold_reward_metric`)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases (off by default)."""
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+    """MLflow (off by default)."""
 
 
 @dataclass(frozen=True)
@@ -422,8 +462,9 @@ class RuntimeConfig:
     """TCP port of that rendezvous (0 = a free port the first trainer picks; set it where a firewall
     opens only some ports)."""
     allow_shared_gpu: bool = False
-    """Let several ranks of a node use one GPU (more ranks on a node than its visible GPUs); refused
-    otherwise, since two ranks on one GPU share its memory and time without saying so."""
+    """Let two ranks of a node use the same GPU (the same device UUID, compared at start-up across the node's
+    ranks, however the site binds GPUs to tasks); refused otherwise, since two ranks on one GPU share its
+    memory and time without saying so."""
 
 
 @dataclass(frozen=True)
@@ -475,8 +516,9 @@ class SlurmConfig:
     """Seconds before the time limit that USR2 is sent."""
     max_requeues: int = 3
     """Times the job requeues itself after preemption or time-out."""
-    mpi_plugin: str = "pmi2"
-    """srun --mpi plugin (pmi2 for the PyPI MPICH)."""
+    mpi_plugin: str = "auto"
+    """srun --mpi plugin; auto: the first of `srun --mpi=list` that mpi4py's MPI speaks (pmi2 for MPICH,
+    pmix for Open MPI), chosen at submit (launch/site_mpi.py)."""
     setup: list[str] = field(default_factory=list)
     """Shell lines run before the job (module load, source venv)."""
     extra_sbatch: list[str] = field(default_factory=list)

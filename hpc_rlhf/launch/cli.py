@@ -26,6 +26,7 @@ import sys
 import time
 
 from hpc_rlhf.errors import UserError
+from hpc_rlhf.launch import site_mpi
 from hpc_rlhf.rundir import RunDir
 
 
@@ -169,6 +170,7 @@ def _local_parsers(sub) -> None:
     p = sub.add_parser("checkpoints", help="list committed checkpoints")
     p.add_argument("run_dir")
     p.set_defaults(func=_cmd_checkpoints)
+    site_mpi.add_subparser(sub)  # hpc-rlhf mpi
 
 
 def _slurm_parsers(sub) -> None:

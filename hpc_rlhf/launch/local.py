@@ -39,6 +39,7 @@ from hpc_rlhf.cluster.ranks import clear_rank_notes, rank_info
 from hpc_rlhf.config import Config
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.launch.orphans import die_with_parent, launcher_env
+from hpc_rlhf.launch.site_mpi import mpiexec_args
 
 
 def is_hydra(exe: str) -> bool:
@@ -59,7 +60,7 @@ def mpiexec_command(cfg: Config, run_dir: str, watched: bool = False) -> list[st
             f"runtime.mpiexec '{cfg.runtime.mpiexec}' not found on PATH; `pip install mpich` or point it at your site MPI"
         )
     world = cfg.world_size
-    extra = ["-disable-auto-cleanup"] if watched else []
+    extra = ["-disable-auto-cleanup"] if watched else mpiexec_args(exe)  # Open MPI: oversubscribe, root
     return [exe, *extra, "-n", str(world), sys.executable, "-m", "hpc_rlhf.launch.worker", run_dir]
 
 

@@ -61,8 +61,8 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
         check_rl_context(cfg, run_dir, prompts)
     if cfg.stage == "rl" and cfg.model.reward_path is None and any(s.kind == "model" for s in cfg.reward.sources):
         print(
-            "warning: model.reward_path is unset: PPO runs against a randomly initialised reward model "
-            "(train one with `hpc-rlhf train-rm`)",
+            f"warning: model.reward_path is unset: {cfg.algo.name} runs against a randomly initialised reward model "
+            "(train one with `hpc-rlhf train-rm`, or reward with functions only: reward.sources)",
             file=sys.stderr,
         )
     if prompts is not None:  # rendered once: every rank reads RUN_DIR/prompts.h5 instead of the prompt file

@@ -293,7 +293,8 @@ class SlurmTask:
         if MPI.COMM_WORLD.Get_size() != ntasks:
             raise RuntimeError(
                 f"MPI world size {MPI.COMM_WORLD.Get_size()} != SLURM_NTASKS {ntasks}: srun --mpi="
-                f"{cfg.slurm.mpi_plugin} does not wire up this MPI (the PyPI MPICH needs slurm.mpi_plugin=pmi2)"
+                f"{os.environ.get('SLURM_MPI_TYPE', cfg.slurm.mpi_plugin)} does not wire up this MPI "
+                "(MPICH needs pmi2, Open MPI pmix; `hpc-rlhf mpi` names it): use slurm.mpi_plugin=auto"
             )
         if rank == 0:
             print(

@@ -16,7 +16,8 @@ What a submission does
    submitit.helpers.RsyncSnapshot: it needs neither git nor rsync and works from an installed package.)
 3. Submits `SlurmTask(RUN_DIR)` with `submitit.AutoExecutor(folder=RUN_DIR/slurm)`: submitit writes the
    sbatch script RUN_DIR/slurm/JOBID_submission.sh, whose single step is
-   `srun --mpi=pmi2 --kill-on-bad-exit=0 python -m submitit.core._submit RUN_DIR/slurm`, i.e. one Python per
+   `srun --mpi=PLUGIN --kill-on-bad-exit=0 python -m submitit.core._submit RUN_DIR/slurm` (PLUGIN: slurm.mpi_plugin,
+   `auto` resolved by launch/site_mpi.py, refused there when srun or the MPI cannot use it), i.e. one Python per
    Slurm task, each unpickling the same SlurmTask and calling it. Logs: RUN_DIR/slurm/JOBID_RANK_log.{out,err}
    (append mode, so a requeued job adds to the same files). The job id is appended to RUN_DIR/slurm/jobs.jsonl
    (the event log of hpc_rlhf.launch.slurm_events).
@@ -40,6 +41,7 @@ from typing import Any, Optional, TextIO
 from hpc_rlhf.config import Config
 from hpc_rlhf.errors import UserError, first_line
 from hpc_rlhf.launch.lease import check_free
+from hpc_rlhf.launch.site_mpi import resolve_plugin
 from hpc_rlhf.launch.slurm_events import check_no_active_job, record_event
 from hpc_rlhf.launch.slurm_job import DEFAULT_WORKER, SlurmTask
 from hpc_rlhf.rundir import RunDir
@@ -133,7 +135,7 @@ def executor_parameters(cfg: Config, run_dir: Path) -> dict[str, Any]:
         "cpus_per_task": s.cpus_per_task,
         "timeout_min": s.timeout_min,
         "slurm_signal_delay_s": s.signal_delay_s,
-        "slurm_srun_args": [f"--mpi={s.mpi_plugin}", "--kill-on-bad-exit=0"],
+        "slurm_srun_args": [f"--mpi={resolve_plugin(s.mpi_plugin)}", "--kill-on-bad-exit=0"],
         "slurm_setup": setup,
         "slurm_additional_parameters": additional,
     }
@@ -266,6 +268,7 @@ def submit(
         out.flush()
         return SubmitInfo(str(run_dir), None, script, num_tasks, [], dry_run=True)
     require_slurm()
+    resolve_plugin(cfg.slurm.mpi_plugin)  # a plugin srun or the MPI cannot use: refused before anything is written
     _check_worker(worker)
     check_no_active_job(run_dir)
     check_free(str(run_dir))  # a local run (or a job) that owns the run dir: refused before queueing

@@ -2,8 +2,12 @@
 
     tok = load_tokenizer(cfg, run_dir)                  # local folder, or the run's saved tokenizer
     policy = build_policy(cfg, tok, device)             # AutoModelForCausalLM, on `device`
-    reward = build_reward(cfg, tok, device)             # AutoModelForSequenceClassification, 1 label
+    reward = build_reward(cfg, tok, device)             # a one-label classifier (models/scalar_head.py)
     value = build_value(cfg, tok, device)               # same class; used per token (models.forward)
+
+A family without a sequence-classification class in transformers (Granite, Cohere, OLMoE, ...) gets the
+family's base model plus a scalar `score` head instead (models/scalar_head.py: same weight names, an
+ordinary folder that `load_scalar_model` and `model.reward_path` load back).
 
 Everything loads from local folders (no hub access: `local_files_only=True`) or is built from
 `cfg.model.arch` with a random init seeded by `cfg.model.init_seed`, so every rank that builds the
@@ -28,20 +32,17 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.models.auto.modeling_auto import (
-    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
-)
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from hpc_rlhf.config import ArchConfig, Config
 from hpc_rlhf.errors import UserError, first_line
 from hpc_rlhf.models.forward import limit_vocab
+from hpc_rlhf.models.scalar_head import can_score, classifier_class
 from hpc_rlhf.rundir import RunDir
 
 
@@ -77,21 +78,16 @@ def _folder_config(path: str, key: str, tok: PreTrainedTokenizerBase | None = No
 
 
 def check_folders(cfg: Config, tok: PreTrainedTokenizerBase) -> None:
-    """Before any rank starts (launch/prepare.py): the policy and reward folders are model folders of a
-    family transformers has that model class for, and the policy embeds every token of `tok`. Reads
-    config.json only; a missing weight is found when a rank loads the folder."""
-    for path, key, mapping, what in (
-        (cfg.model.policy_path, "model.policy_path", MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal LM"),
-        (
-            cfg.model.reward_path,
-            "model.reward_path",
-            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
-            "sequence classifier",
-        ),
+    """Before any rank starts (launch/prepare.py): the policy folder is a causal LM of a family transformers
+    knows and embeds every token of `tok`; the reward folder is of a family a scalar-head model can be made
+    of (models/scalar_head.py). Reads config.json only; a missing weight is found when a rank loads it."""
+    for path, key, ok, what in (
+        (cfg.model.policy_path, "model.policy_path", MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.__contains__, "causal LM"),
+        (cfg.model.reward_path, "model.reward_path", can_score, "sequence classifier or base model"),
     ):
         if path:
             conf = _folder_config(path, key, tok if key == "model.policy_path" else None)
-            if conf.model_type not in mapping:
+            if not ok(conf.model_type):
                 raise UserError(f"{key} '{path}': transformers has no {what} class for model_type '{conf.model_type}'")
 
 
@@ -108,7 +104,7 @@ def _from_folder(cls, path: str, key: str, conf: PretrainedConfig, device, dtype
         raise UserError(f"{key} '{path}' could not be loaded as {cls.__name__} ({first_line(e)})") from None
     head = sorted(k for k in info["missing_keys"] if k.split(".")[0] == "score")
     missing = sorted(set(info["missing_keys"]) - set(head))
-    if missing or (head and cls is not AutoModelForSequenceClassification):
+    if missing or (head and cls is AutoModelForCausalLM):
         raise UserError(
             f"{key} '{path}' lacks weights {', '.join((missing or head)[:3])}: not a complete "
             f"{cls.__name__.replace('AutoModelFor', '')} folder"
@@ -229,18 +225,18 @@ def build_classifier(
     path: str | None, key: str, cfg: Config, tok: PreTrainedTokenizerBase, seed: int, device=None, compute=False
 ) -> PreTrainedModel:
     """A one-label sequence classifier: folder `path` (config key `key`; a causal LM's folder gets a new
-    `score` head drawn from `seed`), or model.arch initialised from `seed`. Dropout off, in eval mode."""
+    `score` head drawn from `seed`), or model.arch initialised from `seed`. Dropout off, in eval mode.
+    Transformers' class of the family where it has one, else the family's base model + a scalar head."""
     device = torch.device(device or "cpu")
     if path:
         conf = _folder_config(path, key)  # a reward model may have its own tokenizer
         conf.num_labels = 1
-        model = _from_folder(
-            AutoModelForSequenceClassification, path, key, conf, device, model_dtype(cfg, device, compute), seed
-        )
+        cls = classifier_class(conf)
+        model = _from_folder(cls, path, key, conf, device, model_dtype(cfg, device, compute), seed)
     else:
         conf = _no_dropout(arch_config(cfg.model.arch, tok))
         conf.num_labels = 1
-        model = _seeded(seed, lambda: AutoModelForSequenceClassification.from_config(conf))
+        model = _seeded(seed, lambda: classifier_class(conf).from_config(conf))
         model.to(device=device, dtype=model_dtype(cfg, device, compute))
     return model.eval()
 

@@ -2,8 +2,8 @@
 
     mesh = train_mesh(dp.size, device)               # the train ranks' 1-D device mesh (gloo / NCCL)
     shard_model(policy, mesh, bf16=False)            # fully_shard each decoder layer, then the rest
-    full = full_model_state(policy)                  # collective: the lead gets CPU tensors, others {}
-    plain = unsharded(policy, full)                  # on the lead: a plain model around them (export)
+    t = gather_full(param)                           # collective: one parameter's full CPU tensor (publishing)
+    full = full_model_state(policy)                  # collective: the lead gets all CPU tensors, others {}
 
 Each decoder layer is one FSDP unit (its parameters all-gathered before its forward and backward,
 freed after); the policy's root unit holds embeddings, final norm and LM head. A value model is
@@ -18,11 +18,13 @@ With bf16=True (train.precision=bf16) every unit gets MixedPrecisionPolicy(param
 reduce_dtype=fp32): the shards (and AdamW state) stay fp32 masters, forward and backward compute in
 bf16 on the gathered copies, gradients are reduce-scattered in fp32.
 
-Full states have the unsharded layout exactly (parameter names), so published weights and the final
-export are the same whether the run was sharded or not. The gather puts one full copy of the policy
-on the lead only (cpu_offload): the copy the generators get. Checkpoints gather nothing: each train
-rank writes its own shards (checkpoint/fsdp_state.py, checkpoint/rank_files.py), and any checkpoint loads
-into any layout one tensor at a time.
+Full tensors have the unsharded layout exactly (parameter names, shapes, values), so published weights
+and the final export are the same whether the run was sharded or not. The weight publisher gathers
+one parameter at a time (`gather_full`, weights/publish.py): no rank ever holds a full copy of the
+policy beside its shards. `full_model_state` gathers them all at once onto the lead (cpu_offload), for
+tests and small models only. Checkpoints gather nothing: each train rank writes its own shards
+(checkpoint/fsdp_state.py, checkpoint/rank_files.py), and any checkpoint loads into any layout one
+tensor at a time.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 
 GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
@@ -77,12 +80,10 @@ def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return full
 
 
-def unsharded(model: torch.nn.Module, full: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """A plain model of `model`'s class and config whose parameters are the tensors of `full` (no
-    copy: built on the meta device, then assigned), e.g. for save_pretrained on the lead."""
-    with torch.device("meta"):
-        plain = type(model)(model.config)
-    plain.load_state_dict(full, strict=False, assign=True)
-    if getattr(model.config, "tie_word_embeddings", False):
-        plain.tie_weights()
-    return plain.eval()
+def gather_full(t: torch.Tensor) -> torch.Tensor:
+    """The full value of one of a model's tensors, on the CPU. A sharded one (a DTensor): an all-gather,
+    a collective over the train ranks (every rank calls it, for the same tensors in the same order),
+    and every rank gets the full tensor; a plain one: itself, copied only when it is not on the CPU."""
+    if isinstance(t, DTensor):
+        t = t.full_tensor()
+    return t.detach().to("cpu")

@@ -12,14 +12,30 @@ drop one trailing period, strip again. `exact_match_whole` compares the whole re
 no extraction). Both need a label on every prompt (task.name=jsonl with a "label" key on each line, or
 task.name=dataset with task.label_column);
 a missing one fails the job naming the sample.
+
+`soft_overlong`: DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), a length penalty that needs no
+label. With L = generate.max_new_tokens (the hard cut) and a buffer B = round(L / 5) (DAPO's 4096 of
+20480), a response of n tokens (its EOS included) gets 0 when n <= L - B, (L - B - n) / B inside the
+buffer, -1 at the cut: responses that run into the limit are pushed back gradually rather than at once.
+Add it next to the task's reward, weight 1 as in DAPO:
+
+    reward:
+      sources:
+        - {name: correct, kind: function, function: "hpc_rlhf.rewards.builtin:exact_match"}
+        - {name: overlong, kind: function, function: "hpc_rlhf.rewards.builtin:soft_overlong"}
+
+Another buffer: a function of your own that returns `overlong_penalty(lengths, max_tokens, buffer_tokens)`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
+
+from hpc_rlhf.config import Config
 
 _WS = re.compile(r"\s+")
 _ANSWER = re.compile(r"answer\s*:", re.IGNORECASE)
@@ -86,3 +102,25 @@ def exact_match_whole(
     """1.0 where normalize_answer(response) == normalize_answer(label), else 0.0 (no extraction)."""
     want = [normalize_answer(x) for x in _labels(labels, "exact_match_whole")]
     return [float(normalize_answer(r) == w) for r, w in zip(responses, want)]
+
+
+def overlong_penalty(lengths: Sequence[int], max_tokens: int, buffer_tokens: int) -> list[float]:
+    """DAPO's soft overlong punishment of responses of `lengths` tokens: 0 up to max_tokens - buffer_tokens,
+    then falling linearly to -1 at max_tokens, -1 beyond (0 < buffer_tokens <= max_tokens)."""
+    if not 0 < buffer_tokens <= max_tokens:
+        raise ValueError(f"the overlong buffer ({buffer_tokens} tokens) must be in 1..{max_tokens} (the length limit)")
+    free = max_tokens - buffer_tokens
+    return [max(-1.0, min(0.0, (free - int(n)) / buffer_tokens)) for n in lengths]
+
+
+def soft_overlong(
+    prompts: list[str],
+    responses: list[str],
+    prompt_ids: list[np.ndarray],
+    response_ids: list[np.ndarray],
+    labels: list[Optional[str]],
+    cfg: Config,
+) -> list[float]:
+    """overlong_penalty of each response's token count, the limit generate.max_new_tokens, the buffer a fifth of it."""
+    limit = cfg.generate.max_new_tokens
+    return overlong_penalty([len(r) for r in response_ids], limit, max(1, round(limit / 5)))

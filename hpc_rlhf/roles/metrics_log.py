@@ -1,32 +1,86 @@
-"""The train lead's step metrics: RUN_DIR/metrics.jsonl, a progress bar, TensorBoard, metric hooks.
+"""The train lead's step metrics: RUN_DIR/metrics.jsonl, a progress bar, metric hooks, and a fan-out to
+the sinks TensorBoard (roles/log_tensorboard.py), W&B (roles/log_wandb.py) and MLflow (roles/log_mlflow.py).
 
-    log = MetricsLog(cfg, run_dir, start_step)   # cuts metrics.jsonl back to start_step
-    log.write(step, metrics)                      # one JSON line {"step", "time_unix", metrics...}
+    log = MetricsLog(cfg, run_dir, start_step)   # cuts metrics.jsonl back to start_step; opens the sinks
+    log.write(step, metrics)                      # one JSON line {"step", "time_unix", metrics...}; the sinks
     log.close()
     hooks = StepMetricHooks(cfg, tok)             # logging.step_metrics, loaded by name
     metrics.update(hooks(responses))              # {name: float} of every hook, in the listed order
     metrics.update(source_means(parts, names))    # score/reward/NAME: each reward source's step mean
 
-Metric names carry their role: `gen/`, `score/`, `ppo/`, `time/` (see roles/trainer.py).
+Metric names carry their role: `gen/`, `score/`, `ppo/`, `time/` (see roles/trainer.py). The W&B and
+MLflow runs a run logs to are named in RUN_DIR/tracking.json, written once (atomically) when a sink
+first opens its run and read by every later attempt: a resumed or requeued run continues the same logged
+run. Each gets the resolved config and `identity()`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from hpc_rlhf.config import Config
+from hpc_rlhf.config import Config, fingerprint, to_dict, to_yaml
 from hpc_rlhf.plugins import load_callable
 from hpc_rlhf.rollout.ledger import truncate_jsonl
-from hpc_rlhf.rundir import RunDir
+from hpc_rlhf.rundir import RunDir, write_atomic
+
+
+def identity(cfg: Config, run_dir: str) -> dict[str, Any]:
+    """What names this run to a tracker: its run directory, config fingerprint, seed, algorithm, Slurm job."""
+    return {
+        "run_dir": os.path.abspath(run_dir),
+        "config_fingerprint": fingerprint(cfg),
+        "seed": cfg.seed,
+        "algo": cfg.algo.name,
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
+    }
+
+
+def load_tracking(run_dir: str) -> dict[str, Any]:
+    """RUN_DIR/tracking.json: {"wandb": {"run_id"}, "mlflow": {"run_id", "tracking_uri"}}, {} before the first."""
+    path = RunDir(run_dir).tracking
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _open_sinks(cfg: Config, run_dir: str) -> list[Any]:
+    """The enabled sinks; a W&B or MLflow run id new to this run dir is stored before any metric is sent."""
+    sinks: list[Any] = []
+    if cfg.logging.tensorboard:
+        from hpc_rlhf.roles.log_tensorboard import TensorBoardSink
+
+        sinks.append(TensorBoardSink(run_dir))
+    if not (cfg.logging.wandb.enabled or cfg.logging.mlflow.enabled):
+        return sinks
+    ids, config, ident = load_tracking(run_dir), to_dict(cfg), identity(cfg, run_dir)
+    before = json.dumps(ids, sort_keys=True)
+    if cfg.logging.wandb.enabled:
+        from hpc_rlhf.roles.log_wandb import WandbSink, new_run_id
+
+        ids.setdefault("wandb", {"run_id": new_run_id()})  # random, drawn once: unique among run dirs
+        write_atomic(RunDir(run_dir).tracking, json.dumps(ids, indent=1, sort_keys=True).encode())
+        sinks.append(WandbSink(cfg, run_dir, ids["wandb"]["run_id"], config, ident))
+    if cfg.logging.mlflow.enabled:
+        from hpc_rlhf.roles.log_mlflow import MLflowSink, tracking_uri
+
+        sink = MLflowSink(cfg, run_dir, ids.get("mlflow", {}).get("run_id"), config, ident)
+        sink.log_config_text(to_yaml(cfg))
+        ids["mlflow"] = {"run_id": sink.run_id, "tracking_uri": tracking_uri(cfg, run_dir)}
+        sinks.append(sink)
+    if json.dumps(ids, sort_keys=True) != before:
+        write_atomic(RunDir(run_dir).tracking, json.dumps(ids, indent=1, sort_keys=True).encode())
+    return sinks
 
 
 class MetricsLog:
-    """RUN_DIR/metrics.jsonl (one line per step), a progress bar, optional TensorBoard."""
+    """RUN_DIR/metrics.jsonl (one line per step), a progress bar, the sinks (TensorBoard, W&B, MLflow)."""
 
     def __init__(self, cfg: Config, run_dir: str, start_step: int):
         self.path = RunDir(run_dir).metrics
@@ -36,11 +90,7 @@ class MetricsLog:
             from tqdm import tqdm
 
             self.bar = tqdm(total=cfg.total_steps, initial=start_step, desc="ppo", unit="step", dynamic_ncols=True)
-        self.tb = None
-        if cfg.logging.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(RunDir(run_dir).tensorboard)
+        self.sinks = _open_sinks(cfg, run_dir)
 
     def write(self, step: int, metrics: dict) -> None:
         line = {"step": step, "time_unix": time.time(), **metrics}
@@ -51,16 +101,15 @@ class MetricsLog:
             self.bar.set_postfix(
                 reward=f"{metrics.get('score/reward_mean', 0):.3f}", kl=f"{metrics.get('score/kl_mean', 0):.3f}"
             )
-        if self.tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, step)
+        scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        for sink in self.sinks:
+            sink.log(step, scalars)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 def source_means(parts: Sequence[dict], names: Sequence[str]) -> dict[str, float]:

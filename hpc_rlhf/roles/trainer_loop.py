@@ -37,7 +37,6 @@ from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config
 from hpc_rlhf.models.export import export_policy
 from hpc_rlhf.parallel.dp import DataParallel
-from hpc_rlhf.parallel.fsdp import unsharded
 from hpc_rlhf.roles.metrics_log import MetricsLog, StepMetricHooks
 from hpc_rlhf.roles.trainer import Trainer
 from hpc_rlhf.rollout.ledger import StepLedger, ledger_entry
@@ -73,7 +72,7 @@ class TrainSession:
         self.data_metrics = prompts.stats  # data/* counts of the prompt set, logged with every step
         # publish_files=False: the generator is in this process (takes the versions' tensors)
         # only the lead checkpoints: the other train ranks hold no version tensors
-        self.versions = PolicyVersions(run_dir, cfg.max_policy_lag, lead and publish_files, hold=lead)
+        self.versions = PolicyVersions(run_dir, cfg.max_policy_lag, self.tr.policy, lead and publish_files, hold=lead)
         self.ledger = StepLedger(run_dir)
         if lead:  # no rank of this attempt writes before the lead publishes weights: safe to sweep
             clean_temporaries(run_dir)
@@ -93,7 +92,7 @@ class TrainSession:
             info = find_latest(self.run_dir)
         tr = self.tr
         if info is None:
-            self.versions.keep(0, self._policy_state())
+            self.versions.keep_live(0)
             return 0
         # sharded models, or a sharded checkpoint: one tensor at a time into this rank's layout
         st = load_train_state(info.path, self.cfg, lazy=tr.sharded)
@@ -113,16 +112,10 @@ class TrainSession:
         tr.version = st.version
         for v, tensors in st.behaviour.items():
             self.versions.keep(v, tensors)
-        self.versions.keep(st.version, self._policy_state())
+        self.versions.keep_live(st.version)
         if self.lead:
             self.ledger.restore(st.ledger)
         return st.step
-
-    def _policy_state(self) -> dict:
-        """The current policy's CPU tensors for the versions: a copy when older versions must be held
-        (max_policy_lag > 0), else the model's own tensors (no copy on a CPU rank; the one held
-        version is replaced before the next update could change them)."""
-        return self.tr.policy_state(copy=self.cfg.max_policy_lag > 0)
 
     def publish_initial(self) -> list[tuple[int, str]]:
         """Versions max(0, start-k) .. start, which the generators need before the next update."""
@@ -163,7 +156,7 @@ class TrainSession:
     def after_step(self, step: int, metrics: dict, entry: dict) -> tuple[int, str]:
         """Publish the new version, record the ledger line and the metrics, maybe checkpoint."""
         v = self.tr.version
-        path = self.versions.add(v, self._policy_state())
+        path = self.versions.add(v)
         if self.lead:
             self.ledger.append(step, entry)
             self.log.write(step, metrics)
@@ -222,11 +215,8 @@ class TrainSession:
         """Final checkpoint and the exported policy (RUN_DIR/final/policy, a Hugging Face folder)."""
         if self.last_ckpt_step != self.cfg.total_steps:
             self.checkpoint(self.cfg.total_steps)
-        if self.lead:
-            policy = self.tr.policy
-            if self.tr.sharded:  # an unsharded model around the lead's full copy of the last version
-                policy = unsharded(policy, self.versions[self.tr.version])
-            export_policy(self.run_dir, policy, self.tr.tok)
+        if self.lead:  # the last published version's file linked in, where there is one (sharded: always)
+            export_policy(self.run_dir, self.tr.policy, self.tr.tok, self.versions.published(self.tr.version))
 
     def close(self, verdict: str) -> None:
         """End the session: 'done' finishes the run (finish()); the metrics log is closed."""

@@ -303,7 +303,8 @@ def test_final_policy_reloads_and_generates(layout_runs):
 
 def test_policy_lag_is_deterministic_whatever_the_timing(tmp_path, tiny_rm, mpiexec):
     """max_policy_lag=1: generators run ahead, yet step s always trains on version s-1 exactly,
-    so a 4-rank run samples the same tokens and ends with the same weights as the 1-rank loop."""
+    so a 4-rank run samples the same tokens and ends with the same weights as the 1-rank loop, and so
+    does its resume from a checkpoint that holds an older version."""
     lag = ["max_policy_lag=1", *tiny_rm["overrides"]]
     cli("train", TINY, f"run_dir={tmp_path}/single", *lag, *layout_args(None))
     cli("train", TINY, f"run_dir={tmp_path}/multi", *lag, *layout_args((2, 1, 1)))
@@ -314,3 +315,13 @@ def test_policy_lag_is_deterministic_whatever_the_timing(tmp_path, tiny_rm, mpie
     data, attrs = read_shard(str(tmp_path / "multi" / "rollouts" / "step_000003" / "scored_0000.h5"))
     assert attrs["policy_version"] == 2 and set(data["policy_version"]) == {2}
     assert read_attrs(str(tmp_path / "multi" / "rollouts" / "step_000001" / "scored_0000.h5"))["policy_version"] == 0
+    # the step-2 checkpoint's behaviour version 1 is read back from its published file: a resume from it
+    # continues exactly
+    run = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "multi", run)
+    shutil.rmtree(run / "checkpoints" / "step_000004")
+    shutil.rmtree(run / "final")
+    assert "behaviour_v000001.safetensors" in os.listdir(run / "checkpoints" / "step_000002")
+    cli("resume", str(run))
+    wc = weights(run)
+    assert all(bool((wa[k] == wc[k]).all()) for k in wa)

@@ -10,7 +10,13 @@ import pytest
 from hpc_rlhf.config import load_config
 from hpc_rlhf.errors import ConfigError
 from hpc_rlhf.rewards import RewardFunctionError, RewardSources, combine, reward_batch
-from hpc_rlhf.rewards.builtin import exact_match, exact_match_whole, extract_answer, normalize_answer
+from hpc_rlhf.rewards.builtin import (
+    exact_match,
+    exact_match_whole,
+    extract_answer,
+    normalize_answer,
+    overlong_penalty,
+)
 from tests.conftest import TINY
 
 
@@ -186,3 +192,35 @@ def test_exact_match_without_labels_fails_naming_the_function_and_sample():
     with pytest.raises(RewardFunctionError, match=r"'hpc_rlhf.rewards.builtin:exact_match' .* raised ValueError: "
                        r"exact_match needs a label .* on sample \(prompt 7, sample 0\) of step 3 shard 1"):  # fmt: skip
         sources.compute(None, _batch())
+
+
+def _plain_overlong(n: int, limit: int, buffer: int) -> float:
+    """DAPO eq. 13 as written: 0, the linear ramp, or -1."""
+    if n <= limit - buffer:
+        return 0.0
+    if n <= limit:
+        return ((limit - buffer) - n) / buffer
+    return -1.0
+
+
+def test_soft_overlong_penalty_against_the_formula_and_as_a_reward_source():
+    for limit, buffer in ((8, 2), (20, 4), (5, 5), (16, 1)):
+        lengths = list(range(0, limit + 3))
+        got = overlong_penalty(lengths, limit, buffer)
+        assert got == pytest.approx([_plain_overlong(n, limit, buffer) for n in lengths], abs=1e-12)
+        assert got[limit] == -1.0 and got[limit - buffer] == 0.0
+    with pytest.raises(ValueError, match="buffer"):
+        overlong_penalty([1], 8, 0)
+    cfg = load_config(TINY, [*_sources("hpc_rlhf.rewards.builtin:soft_overlong"), "generate.max_new_tokens=10"])
+    reward, values = RewardSources(cfg).compute(None, _batch((2, 8, 9, 10)))  # buffer round(10 / 5) = 2
+    assert values[:, 0].tolist() == [0.0, 0.0, -0.5, -1.0] and reward.tolist() == [0.0, 0.0, -0.5, -1.0]
+
+
+def test_the_random_reward_model_warning_names_the_algorithm(tmp_path, capsys):
+    from hpc_rlhf.launch.prepare import prepare_run
+
+    prepare_run(load_config(TINY, [f"run_dir={tmp_path}/a", "algo.name=grpo", "generate.samples_per_prompt=2"]))
+    err = capsys.readouterr().err
+    assert "grpo runs against a randomly initialised reward model" in err and "PPO" not in err
+    prepare_run(load_config(TINY, [f"run_dir={tmp_path}/b", "algo.name=grpo", *_sources("tests.rewards.fns:length")]))
+    assert "randomly initialised" not in capsys.readouterr().err  # no model source: no reward model at all

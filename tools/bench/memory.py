@@ -9,7 +9,12 @@ polls /proc of every rank (each rank is an mpiexec child; its PMI_RANK names it)
 kernel's high-water mark of its resident set. Prints one JSON object: the policy's parameter count,
 per rank {role, peak_rss_mib, bytes_per_param}, the largest train rank's peak and bytes per policy
 parameter, each step's time/train_s (metrics.jsonl) and the wall time. The polling reads VmHWM, so a peak between two polls is not missed;
-only growth in a rank's last poll interval before it exits is.
+only growth in a rank's last poll interval before it exits is. `--keep` keeps the run (its folder is
+printed as "run_dir"); `--compare-with RUN_DIR` adds the largest absolute difference between this run's
+final weights and that run's ("max_abs_weight_diff"), e.g. an fsdp run against a kept unsharded one:
+
+    PYTHONPATH=$PWD python tools/bench/memory.py --work W --keep
+    PYTHONPATH=$PWD python tools/bench/memory.py --work W --compare-with W/mem-XXXX/run train.sharding=fsdp
 
     PYTHONPATH=$PWD python tools/bench/memory.py --activations [--batch 4 --prompt-len 128 ...]
 
@@ -127,6 +132,7 @@ def measure(args: argparse.Namespace) -> dict:
     }
     train_s = _train_s(run_dir)
     train_peak = max(peaks[r] for r in range(g + s, g + s + t))
+    diff = {"max_abs_weight_diff": weight_diff(run_dir, args.compare_with)} if args.compare_with else {}
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -139,7 +145,21 @@ def measure(args: argparse.Namespace) -> dict:
         "train_bytes_per_param": round(train_peak * 1024 / n, 1),
         "train_s_per_step": train_s,
         "wall_s": round(wall, 1),
+        **diff,
+        **({"run_dir": run_dir} if args.keep else {}),
     }
+
+
+def weight_diff(run_dir: str, other: str) -> float:
+    """The largest absolute difference between two runs' final policies (final/policy/model.safetensors),
+    read one tensor at a time. Raises SystemExit when their tensor names differ."""
+    from safetensors import safe_open
+
+    paths = [os.path.join(RunDir(d).final_policy, "model.safetensors") for d in (run_dir, other)]
+    with safe_open(paths[0], framework="pt") as a, safe_open(paths[1], framework="pt") as b:
+        if set(a.keys()) != set(b.keys()):
+            raise SystemExit(f"{paths[0]} and {paths[1]} hold different tensors")
+        return max(float((a.get_tensor(k) - b.get_tensor(k)).abs().max()) for k in a.keys())
 
 
 def _vocab(run_dir: str) -> int:
@@ -231,6 +251,7 @@ def main() -> None:
     ap.add_argument("--work", default=tempfile.gettempdir(), help="folder for the run directory")
     ap.add_argument("--poll-s", type=float, default=0.05)
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument("--compare-with", metavar="RUN_DIR", help="a kept run whose final weights to compare with")
     ap.add_argument("--activations", action="store_true", help="measure activation checkpointing instead")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--prompt-len", type=int, default=128)

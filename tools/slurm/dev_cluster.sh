@@ -35,7 +35,7 @@ LOG="${DEV_SLURM_LOG:-/var/log/slurm-dev}"
 RUN=/run/slurm-dev
 MUNGE_RUN=/run/munge
 MUNGE_KEY=/etc/munge/munge.key
-PACKAGES=(slurmctld slurmd slurm-client munge)
+PACKAGES=(slurmctld slurmd slurm-client munge slurm-wlm-basic-plugins libpmix-dev) # libpmix-dev: the libpmix.so that srun --mpi=pmix loads
 NODES_FILE="$RUN/nodes" # the node count of the running cluster
 # shellcheck source=tools/slurm/nodes.sh
 . "$HERE/nodes.sh"
@@ -88,6 +88,13 @@ render_conf() { # N
     fi
     mkdir -p "$CONF_DIR"
     install -m 755 "$HERE/task_prolog.sh" "$RUN/task_prolog.sh" # outside this checkout, which may go away
+    # srun --mpi=pmix: each step's PMIx client dir (default /tmp/spmix_appdir_UID_STEP) must be node-local, and
+    # the nodes here share /tmp ("Cannot create directory ... File exists" on the second node): their own tmpfs.
+    local mpi_conf
+    mpi_conf="PMIxCliTmpDirBase=$([ "$n" -gt 1 ] && echo "$NODE_LOCAL" || echo /tmp)"
+    if ! [ -f "$CONF_DIR/mpi.conf" ] || [ "$(cat "$CONF_DIR/mpi.conf")" != "$mpi_conf" ]; then
+        echo "$mpi_conf" >"$CONF_DIR/mpi.conf" && chmod 644 "$CONF_DIR/mpi.conf" && rm -f "$CONF"
+    fi
     local tmp
     tmp=$(mktemp)
     NODES="$nodes" awk '{ if ($0 == "@NODES@") print ENVIRON["NODES"]; else print }' "$HERE/slurm.conf.in" |

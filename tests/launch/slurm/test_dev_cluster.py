@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hpc_rlhf.config import load_config
-from hpc_rlhf.errors import UserError
+from hpc_rlhf.errors import ConfigError, UserError
 from hpc_rlhf.launch import slurm_events, slurm_submit
 from hpc_rlhf.launch import slurm_runs as slurm_cmds
 
@@ -392,6 +392,12 @@ def test_plain_scancel_is_not_undone_by_a_requeue(tmp_path, jobs, standin_env):
 
 
 def test_wrong_mpi_plugin_fails_with_a_clear_error(tmp_path, jobs, standin_env):
+    """Refused at submit (launch/site_mpi.py); a job that starts with one all the same (a site's own script, the
+    submit-time check bypassed here) fails at start in one line instead of running N worlds of one."""
+    with pytest.raises(ConfigError, match="^slurm.mpi_plugin=none gives MPI no wire-up"):
+        submit_standin(tmp_path, jobs, "total_steps=3", "slurm.mpi_plugin=none", name="refused")
+    assert not (tmp_path / "refused").exists()
+    standin_env.setattr(slurm_submit, "resolve_plugin", lambda plugin: plugin)
     run_dir, info = submit_standin(tmp_path, jobs, "total_steps=3", "slurm.mpi_plugin=none")
     done = wait_state(info.job_id, DONE, timeout=60)
     assert done["JobState"] == "FAILED"
