@@ -42,6 +42,7 @@ COMMITTED = "COMMITTED"
 LEDGER = "ledger.jsonl"
 METRICS = "metrics.jsonl"
 TIMING = "timing"
+ENGINE = "engine"
 TENSORBOARD = "tb"
 TRACKING = "tracking.json"
 WANDB = "wandb"
@@ -196,6 +197,9 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(f"{WANDB}/", "train lead", "W&B's files (logging.wandb; offline: `wandb sync` uploads them)"),
     Entry(f"{MLRUNS}/", "train lead", "MLflow's file store (logging.mlflow without a tracking_uri)"),
     Entry(f"{TIMING}/ROLE_R.jsonl", "every rank", "phase timings per step (HPC_RLHF_TIMING=1, tools/bench)"),
+    Entry(
+        f"{ENGINE}/gen_R/", "generation rank", "generate.engine=vllm: the policy's config.json the engine starts from"
+    ),
     Entry(f"{FINAL}/{FINAL_POLICY}/", "train lead", "the trained policy, a Hugging Face folder"),
     Entry(f"{REWARD_MODEL}/", "`train-rm`, demo", f"the reward model and its `{RM_REPORT}`"),
     Entry(RECIPE, "`submit-recipe`", "a recipe's chain: each stage's run dir (`sft/`, `rm/`, `rl/`) and Slurm job"),
@@ -259,6 +263,9 @@ class RunDir:
 
     def weights(self, version: int) -> str:
         return self._p(WEIGHTS, weights_name(version))
+
+    def engine_dir(self, rank: int) -> str:
+        return self._p(ENGINE, f"gen_{rank}")
 
     def weights_folder(self, version: int) -> str:
         return self._p(WEIGHTS, weights_folder_name(version))

@@ -32,7 +32,8 @@ ALLOWED = {
     "archive": L1 | {"rollout"},
     "monitor": L1 | {"checkpoint"},
     "rewards": L2,
-    "roles": L2 | {"checkpoint", "cluster", "parallel", "weights", "runtime", "rewards"},
+    "generation": L2 | {"checkpoint", "parallel", "weights"},
+    "roles": L2 | {"checkpoint", "cluster", "parallel", "weights", "runtime", "rewards", "generation"},
 }
 ALLOWED["stages"] = set(ALLOWED)  # every unit below launch: launch runs the stages, never the other way
 # roles/: the modules of each role; modules of roles/ not listed here are shared helpers of the roles

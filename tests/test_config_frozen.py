@@ -34,10 +34,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "7ba3361423ff9479"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "7ba3361423ff9479"),
-    (TINY, [], "501932ead344a2e2"),
-    (TINY, OVERRIDES, "adf3234e726e1729"),
+    (None, [], "426d7cedc09d16e3"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "426d7cedc09d16e3"),
+    (TINY, [], "78a85cdfb974a776"),
+    (TINY, OVERRIDES, "8ca7c14e60fc0649"),
 ]
 
 

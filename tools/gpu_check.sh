@@ -18,6 +18,7 @@
 #   run_111_bf16       configs/tiny.yaml, layout 1+1+1 on the GPU, runtime.bf16=true
 #   run_112_nccl       layout 1+1+2: the train group's torch.distributed backend is NCCL
 #   run_112_fsdp_bf16  layout 1+1+2 with train.sharding=fsdp train.precision=bf16 (the keys of issue 16)
+#   gen_engines        tokens/s of native, vLLM and HF generate on the ~160M model (vLLM must be installed)
 # With fewer GPUs than ranks, runs set runtime.allow_shared_gpu=true (else refused: cluster/gpus.py); NCCL
 # itself may refuse two ranks of one communicator on one GPU ("Duplicate GPU"): that item then fails
 # naming it, and needs a machine with >= 2 GPUs.
@@ -97,6 +98,10 @@ L112=(layout.train=2 generate.shards_per_step=4 "$(shared 4)")
 item run_112_nccl 180 $PY -m hpc_rlhf.launch.cli train "${COMMON[@]}" run_dir="$WORK/r112" "${L112[@]}"
 item run_112_fsdp_bf16 180 $PY -m hpc_rlhf.launch.cli train "${COMMON[@]}" run_dir="$WORK/r112f" "${L112[@]}" \
     train.sharding=fsdp train.precision=bf16
+# the generation engines on one GPU (tools/bench/gen_engines.py; docs/performance.md's engine table): needs
+# vllm importable on the GPU machine (its CUDA build; not installed from .whl/), else the item fails naming it
+item gen_engines 300 $PY tools/bench/gen_engines.py --sizes 160m --modes fixed ragged --rounds 2 \
+    --out "$WORK/gen_engines.json"
 
 $PY - "$RESULTS" "$((SECONDS - T0))" "$GPUS" <<'PYEOF'
 import json, subprocess, sys

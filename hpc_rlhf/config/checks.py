@@ -123,6 +123,31 @@ def _validate_algo(cfg: Config) -> None:
     )
     _check(a.loss_agg_norm >= 0, "algo.loss_agg_norm", "must be >= 0 (0 = generate.max_new_tokens)")
     _check(a.kl_loss_coef >= 0, "algo.kl_loss_coef", "must be >= 0")
+    _check(a.tis_cap == 0 or a.tis_cap >= 1, "algo.tis_cap", f"must be 0 (off) or >= 1, got {a.tis_cap}")
+    _check(
+        a.tis_cap == 0 or a.behavior_logprobs == "recompute",
+        "algo.tis_cap",
+        "weighs pi_old / pi_sampler: set algo.behavior_logprobs=recompute with it",
+    )
+
+
+def _validate_engine(cfg: Config) -> None:
+    """generate.engine=vllm and its settings."""
+    v = cfg.generate.vllm
+    _check(0 < v.gpu_memory_utilization <= 1, "generate.vllm.gpu_memory_utilization", "must be in (0, 1]")
+    _check(v.max_num_seqs >= 1, "generate.vllm.max_num_seqs", "must be >= 1")
+    _check(
+        v.tensor_parallel_size == 1,
+        "generate.vllm.tensor_parallel_size",
+        "only 1 for now (a new version reaches the engine in-process; several GPUs per engine are not wired)",
+    )
+    _check(v.cpu_kvcache_space_gb > 0, "generate.vllm.cpu_kvcache_space_gb", "must be > 0")
+    if cfg.generate.engine == "vllm":
+        _check(
+            cfg.model.lora.r == 0,
+            "generate.engine",
+            "vllm does not take LoRA runs (model.lora.r > 0) yet; use generate.engine=native",
+        )
 
 
 def _validate_task(cfg: Config) -> None:
@@ -209,6 +234,7 @@ def _validate_step(cfg: Config) -> None:
     """The layout and what a step draws, cuts into shards and splits into minibatches."""
     for role in ("generate", "score", "train"):
         _check(getattr(cfg.layout, role) >= 1, f"layout.{role}", "needs at least 1 rank")
+    _validate_engine(cfg)
     g, p = cfg.generate, cfg.ppo
     _check(cfg.total_steps >= 1, "total_steps", "must be >= 1")
     _check(cfg.max_policy_lag >= 0, "max_policy_lag", "must be >= 0")

@@ -30,15 +30,18 @@ from hpc_rlhf.config.sections.rl import (
     RewardConfig,
     RewardSourceConfig,
     TaskConfig,
+    VLLMConfig,
 )
 from hpc_rlhf.config.sections.run import (
     CheckpointConfig,
     LayoutConfig,
     LoggingConfig,
+    MLflowConfig,
     PlacementConfig,
     RuntimeConfig,
     SlurmConfig,
     TrainConfig,
+    WandbConfig,
 )
 from hpc_rlhf.config.sections.stages import RMConfig, SFTConfig
 
@@ -66,6 +69,9 @@ __all__ = [
     "SlurmConfig",
     "TaskConfig",
     "TrainConfig",
+    "VLLMConfig",
+    "WandbConfig",
+    "MLflowConfig",
 ]
 
 

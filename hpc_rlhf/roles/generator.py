@@ -19,39 +19,36 @@ import numpy as np
 from hpc_rlhf.cluster.control import CTRL, SHARD, Control
 from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config, fingerprint
-from hpc_rlhf.models import lora
-from hpc_rlhf.models.build import build_policy, load_tokenizer, place
-from hpc_rlhf.models.generate import SamplingParams, sample
+from hpc_rlhf.generation import make_engine
+from hpc_rlhf.models.build import load_tokenizer
 from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import behaviour_version, shard_path, shard_plan
 from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.shard import normalize, pack_ragged, reusable, write_shard
 from hpc_rlhf.runtime.faults import maybe_fail
-from hpc_rlhf.weights.publish import load_into, load_state
 
 
 class Generator:
     def __init__(self, cfg: Config, run_dir: str, device, rank: int, policy=None):
-        """policy: a model to sample with instead of building one (the single-rank loop's LoRA policy)."""
+        """policy: a model to sample with instead of building one (the single-rank loop's LoRA policy;
+        native engine only)."""
         self.cfg, self.run_dir, self.rank = cfg, run_dir, rank
         self.tok = load_tokenizer(cfg, run_dir)
-        if policy is None:
-            policy = build_policy(cfg, self.tok, device, compute=True)  # train.precision=bf16: held in bf16
-            policy = lora.apply(policy, cfg) if lora.enabled(cfg) else policy  # LoRA: base + adapters (peft)
-            policy = place(policy, device, cfg.runtime.bf16)
-        self.policy = policy
+        self.engine = make_engine(cfg, run_dir, device, rank, self.tok, policy)  # generate.engine
+        self.policy = getattr(self.engine, "policy", None)  # the native engine's model
         self.prompts = PromptSet(cfg, self.tok, run_dir)
-        self.version = -1  # no weights loaded yet: trainer 0 publishes every version a generator uses
         self.fp = fingerprint(cfg)
         self.durable = cfg.checkpoint.sync_rollouts == "every_shard"
-        g = cfg.generate
-        self.params = SamplingParams(g.max_new_tokens, g.temperature, g.top_k, g.top_p, g.stop_at_eos)
         self.timer = PhaseTimer(run_dir, "generate", rank)
+
+    @property
+    def version(self) -> int:
+        """The policy version loaded (-1: none yet; trainer 0 publishes every version a generator uses)."""
+        return self.engine.version
 
     def load_version(self, version: int, path: str) -> None:
         with self.timer.phase("io/load_weights"):
-            load_into(self.policy, path)
-        self.version = version
+            self.engine.load_file(version, path)
 
     def expected_attrs(self, step: int, shard: int, kind: str) -> dict:
         return {"kind": kind, "step": step, "shard_index": shard, "config_fingerprint": self.fp}
@@ -59,8 +56,7 @@ class Generator:
     def load_state(self, version: int, tensors: dict) -> None:
         """The single-rank loop: take the trainer's tensors of `version` directly (no file)."""
         with self.timer.phase("io/load_weights"):
-            load_state(self.policy, tensors, f"policy v{version}")
-        self.version = version
+            self.engine.load_tensors(version, tensors)
 
     def generate_shard(self, step: int, shard: int) -> tuple[str, float]:
         """Write the generated shard (step, shard) (or reuse an identical one on disk)."""
@@ -80,9 +76,7 @@ class Generator:
             raise RuntimeError(f"generator has policy v{self.version}, step {step} needs v{plan.version}")
         prompts = [self.prompts[int(i)] for i in plan.prompt_indices]
         with self.timer.phase("compute/generate"):
-            out = sample(
-                self.policy, prompts, plan.seeds.tolist(), self.params, self.tok.eos_token_id, self.tok.pad_token_id
-            )
+            out = self.engine.sample(prompts, plan.seeds.tolist())
         n = len(prompts)
         pt, po = pack_ragged(prompts, "int32")
         rt, ro = pack_ragged(out.responses, "int32")

@@ -40,7 +40,14 @@ from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.metrics_log import source_means
 from hpc_rlhf.roles.timing import PhaseTimer, Spans
 from hpc_rlhf.roles.trainer_algo import choose_algorithm
-from hpc_rlhf.roles.trainer_step import StepData, advantages, close_step, minibatch_epochs, old_values
+from hpc_rlhf.roles.trainer_step import (
+    StepData,
+    advantages,
+    close_step,
+    minibatch_epochs,
+    old_values,
+    recompute_behavior,
+)
 from hpc_rlhf.rollout.shard import read_shard
 from hpc_rlhf.runtime.faults import maybe_fail
 from hpc_rlhf.runtime.malloc import return_freed_memory
@@ -132,6 +139,7 @@ class Trainer:
         t_read = time.perf_counter() - t0
         sd = StepData(parts, self.tok.pad_token_id, self.device)
         t_layout = time.perf_counter() - t0 - t_read
+        recompute_behavior(self, sd)  # algo.behavior_logprobs=recompute
         values = old_values(self, sd)
         t_value = time.perf_counter() - t0 - t_read - t_layout
         tg = advantages(sd, values, self.cfg, self.kl_ctl.value)

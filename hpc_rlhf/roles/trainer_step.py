@@ -36,6 +36,7 @@ from hpc_rlhf.algo import (
     uniform_groups,
     value_loss,
 )
+from hpc_rlhf.algo.mismatch import mismatch_metrics, tis_weights
 from hpc_rlhf.config import Config
 from hpc_rlhf.models.forward import Batch, make_batch, response_logprobs, run_pair, token_values
 from hpc_rlhf.roles.trainer_algo import choose_algorithm
@@ -67,6 +68,7 @@ class StepData:
         mask = self.batch.response_mask.bool()
         self.gen_logprobs = torch.zeros(mask.shape, device=device)
         self.gen_logprobs[mask] = torch.as_tensor(np.concatenate(gen_lp), device=device)
+        self.behavior = self.gen_logprobs  # the old policy's log-probs: the sampler's, or recomputed
         self.ref_logprobs = torch.zeros(mask.shape, device=device)
         self.ref_logprobs[mask] = torch.as_tensor(np.concatenate(ref_lp), device=device)
         self.score = torch.as_tensor(cat["reward"], device=device)
@@ -100,6 +102,22 @@ def old_values(tr: Trainer, sd: StepData) -> Optional[torch.Tensor]:
     return dp.all_gather_rows(local, counts)
 
 
+@torch.no_grad()
+def recompute_behavior(tr: Trainer, sd: StepData) -> None:
+    """algo.behavior_logprobs=recompute: the old policy's log-probs of the step's tokens by the training
+    forward (the policy before this step's update), in sd.behavior; as old_values, each train rank
+    computes a slice of the rows and all gather them. sampler: nothing (the shard's log-probs)."""
+    if tr.cfg.algo.behavior_logprobs != "recompute":
+        return
+    dp = tr.dp
+    counts = [len(c) for c in np.array_split(np.arange(sd.size), dp.size)]
+    lo = sum(counts[: dp.rank])
+    idx = torch.arange(lo, lo + counts[dp.rank], device=tr.device)
+    with tr.autocast():
+        local, _ = response_logprobs(tr.policy, sd.batch.select(idx), tr.cfg.generate.temperature, tr.banned)
+    sd.behavior = dp.all_gather_rows(local.float(), counts)
+
+
 @dataclass
 class Targets:
     """What the epochs train on (B samples, R response columns), from `advantages`."""
@@ -127,7 +145,7 @@ def advantages(sd: StepData, values: Optional[torch.Tensor], cfg: Config, kl_coe
     An estimator registered with groups=True also counts the uniform groups (and may drop them)."""
     p, a, mask = cfg.ppo, cfg.algo, sd.batch.response_mask
     alg = choose_algorithm(cfg)
-    kl = alg.kl_penalty(sd.gen_logprobs, sd.ref_logprobs) * mask
+    kl = alg.kl_penalty(sd.behavior, sd.ref_logprobs) * mask
     rewards = token_rewards(sd.score, kl, mask, kl_coef if a.kl_reward else 0.0, p.reward_clip)
     groups = torch.as_tensor(sd.prompt_index, device=mask.device)
     est = alg.estimator
@@ -189,8 +207,11 @@ def policy_objective(tr: Trainer, mb: Batch, sd: StepData, idx, tg: Targets, nor
             tr.policy, mb, tr.cfg.generate.temperature, tr.banned, with_entropy=p.entropy_coef > 0
         )
     alg = tr.algorithm
+    adv = tg.adv[idx]
+    if a.tis_cap > 0:  # TIS: w * max(-A r, -A clip(r)) = max(-(wA) r, -(wA) clip(r)) for the detached w >= 0
+        adv = adv * tis_weights(sd.behavior[idx], sd.gen_logprobs[idx], mask, a.tis_cap)
     loss, m = alg.policy_loss(
-        logp, sd.gen_logprobs[idx], tg.adv[idx], mask, p.clip_ratio, norms.n_tok, a.loss_agg, norms.n_seq, norms.horizon
+        logp, sd.behavior[idx], adv, mask, p.clip_ratio, norms.n_tok, a.loss_agg, norms.n_seq, norms.horizon
     )
     if ent is not None:
         loss = loss - p.entropy_coef * norms.agg(ent, mask, a.loss_agg)
@@ -287,6 +308,9 @@ def close_step(tr: Trainer, sd: StepData, tg: Targets, means: dict) -> dict[str,
     if tg.values is not None:
         out["ppo/explained_variance"] = float(explained_variance(tg.values, tg.returns, mask))
     out.update(tg.metrics)
+    if tr.cfg.algo.behavior_logprobs == "recompute":  # the sampler against the training forward
+        mm = mismatch_metrics(sd.behavior, sd.gen_logprobs, mask, tr.cfg.algo.tis_cap)
+        out.update({k: float(v) for k, v in mm.items()})
     out.update(
         {
             "score/reward_mean": float(sd.score.mean()),

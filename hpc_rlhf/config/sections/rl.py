@@ -43,6 +43,26 @@ class TaskConfig:
 
 
 @dataclass(frozen=True)
+class VLLMConfig:
+    gpu_memory_utilization: float = 0.5
+    """Share of the GPU's memory the engine may take (weights + KV cache); GPU only (the CPU engine's KV cache
+    is cpu_kvcache_space_gb)."""
+    max_num_seqs: int = 256
+    """Most sequences decoded at once (continuous batching)."""
+    enforce_eager: Optional[bool] = None
+    """No torch.compile and no CUDA graphs: starts faster, decodes slower. Unset: eager on the CPU (compiling
+    there costs minutes per engine start), compiled with CUDA graphs on a GPU."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights and activations: `auto` = the dtype the native generator holds the policy in."""
+    tensor_parallel_size: int = 1
+    """GPUs of one node one engine spans (tensor parallel)."""
+    cpu_kvcache_space_gb: float = 1.0
+    """KV cache size of the CPU engine, GiB (VLLM_CPU_KVCACHE_SPACE)."""
+    batch_invariant: bool = False
+    """VLLM_BATCH_INVARIANT=1: kernels whose results do not depend on the batch (slower)."""
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     prompts_per_step: int = 32
     """Prompts drawn per PPO step (global, over all generators)."""
@@ -62,6 +82,11 @@ class GenerateConfig:
     before generation ends; fewer sample in larger batches and write fewer files."""
     stop_at_eos: bool = True
     """End a response at the EOS token; False always generates max_new_tokens."""
+    engine: Literal["native", "vllm"] = "native"
+    """What samples: `native` (the project's decoder, the same tokens on every layout and resume) or
+    `vllm` (one vLLM engine per generation rank; generate.vllm, docs/generation.md)."""
+    vllm: VLLMConfig = field(default_factory=lambda: VLLMConfig())
+    """Settings of the vLLM engine (generate.engine=vllm)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +162,12 @@ class AlgoConfig:
     """Weight of the KL loss term (algo.kl_loss != off)."""
     drop_uniform_groups: bool = False
     """grpo/rloo: leave out of the loss the groups whose scores are all equal (zero advantage)."""
+    behavior_logprobs: Literal["sampler", "recompute"] = "sampler"
+    """The old policy's log-probs in the ratio: the sampler's (from the shard) or recomputed by the training
+    forward (needed with generate.engine=vllm, whose log-probs are not the training forward's)."""
+    tis_cap: float = 0.0
+    """Truncated importance sampling: weight each token's policy loss by min(pi_old / pi_sampler, tis_cap)
+    (0 = off; with behavior_logprobs=recompute)."""
 
     @property
     def uses_critic(self) -> bool:

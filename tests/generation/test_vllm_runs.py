@@ -1,0 +1,95 @@
+"""Real MPI runs with generate.engine=vllm (the CPU engine, in its venv): the GRPO demo on 1+1+1 and
+2+1+1 against the native engine's gain, and SIGKILL + resume of a PPO run (tools/kill_resume.py).
+
+One run per scenario (an engine start costs ~30 s per generation rank); each is reused by the
+assertions that need it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hpc_rlhf.rollout.shard import read_shard
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.mpi, pytest.mark.slow]
+
+GRPO = os.path.join(REPO, "configs", "grpo.yaml")
+GAIN_SHARE = 0.8  # the vLLM run's gold-reward gain must reach this share of the native run's
+
+
+def _demo(python: str, run_dir: str, *overrides: str) -> dict:
+    args = [python, "-m", "hpc_rlhf.launch.cli", "demo", "--config", GRPO, f"run_dir={run_dir}"]
+    args += ["logging.progress=false", "generate.shards_per_step=2", *overrides]
+    env = {**os.environ, "PYTHONPATH": REPO}
+    p = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    assert p.returncode == 0, f"{' '.join(args)}:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    return json.load(open(os.path.join(run_dir, "demo_report.json")))
+
+
+@pytest.fixture(scope="module")
+def grpo_runs(vllm_py, mpiexec, tmp_path_factory) -> dict[str, tuple[str, dict]]:
+    base = tmp_path_factory.mktemp("vllm_grpo")
+    runs = {}
+    for name, python, over in (
+        ("native", sys.executable, []),
+        ("vllm_111", vllm_py, ["generate.engine=vllm"]),
+        ("vllm_211", vllm_py, ["generate.engine=vllm", "layout.generate=2"]),
+    ):
+        d = str(base / name)
+        runs[name] = (d, _demo(python, d, *over))
+    return runs
+
+
+def _gain(rep: dict) -> float:
+    return rep["gold_reward_final"] - rep["gold_reward_initial"]
+
+
+@pytest.mark.parametrize("name", ["vllm_111", "vllm_211"])
+def test_the_grpo_demo_learns_with_vllm_as_well_as_native(grpo_runs, name):
+    native, rep = grpo_runs["native"][1], grpo_runs[name][1]
+    assert rep["steps"] == 40 and rep["gold_reward_initial"] == native["gold_reward_initial"]
+    assert _gain(rep) >= GAIN_SHARE * _gain(native), (rep, native)
+
+
+def _tokens(run_dir: str) -> dict[str, list]:
+    out = {}
+    for step in sorted(os.listdir(os.path.join(run_dir, "rollouts"))):
+        d = os.path.join(run_dir, "rollouts", step)
+        for f in sorted(x for x in os.listdir(d) if x.startswith("gen_")):
+            data, _ = read_shard(os.path.join(d, f))
+            out[f"{step}/{f}"] = [data["response_tokens"], data["gen_logprobs"]]
+    return out
+
+
+def _sha(path: str) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_vllm_samples_the_same_tokens_on_every_layout(grpo_runs):
+    a, b = _tokens(grpo_runs["vllm_111"][0]), _tokens(grpo_runs["vllm_211"][0])
+    assert a.keys() == b.keys() and len(a) == 80
+    for k in a:
+        assert np.array_equal(a[k][0], b[k][0]), f"{k}: other tokens on 2+1+1"
+        assert np.array_equal(a[k][1], b[k][1]), f"{k}: other log-probs on 2+1+1"
+    policy = os.path.join("final", "policy", "model.safetensors")
+    assert _sha(os.path.join(grpo_runs["vllm_111"][0], policy)) == _sha(os.path.join(grpo_runs["vllm_211"][0], policy))
+
+
+def test_a_killed_and_resumed_vllm_ppo_run_ends_as_the_uninterrupted_one(vllm_py, mpiexec, tmp_path):
+    """tools/kill_resume.py in the vLLM venv: a PPO run (configs/tiny.yaml, head size 32 for the CPU
+    engine) SIGKILLed and resumed ends with the reference run's final-policy SHA-256, every step
+    and prompt in the ledger once, a clean archive and valid checkpoints."""
+    args = [vllm_py, os.path.join(REPO, "tools", "kill_resume.py"), "--cycles", "1", "--kills", "1", "--seed", "1"]
+    args += ["--work", str(tmp_path), "--set", "generate.engine=vllm", "model.arch.hidden_size=64"]
+    p = subprocess.run(
+        args, capture_output=True, text=True, timeout=1500, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}
+    )
+    assert p.returncode == 0 and "1/1 cycles ended bit-identical" in p.stdout, p.stdout[-3000:] + p.stderr[-2000:]
