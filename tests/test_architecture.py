@@ -37,7 +37,7 @@ ALLOWED = {
 ROLES = {
     "generate": {"generator"},
     "score": {"scorer"},
-    "train": {"trainer", "trainer_algo", "trainer_loop", "trainer_step"},
+    "train": {"trainer", "trainer_algo", "trainer_context", "trainer_loop", "trainer_step"},
 }
 
 
