@@ -40,7 +40,7 @@ ALLOWED["stages"] = set(ALLOWED)  # every unit below launch: launch runs the sta
 ROLES = {
     "generate": {"generator"},
     "score": {"scorer"},
-    "train": {"trainer", "trainer_algo", "trainer_loop", "trainer_step"},
+    "train": {"trainer", "trainer_algo", "trainer_context", "trainer_loop", "trainer_step"},
 }
 
 

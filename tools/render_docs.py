@@ -50,11 +50,35 @@ def render(text: str) -> str:
     return BLOCK.sub(fill, text)
 
 
+CODE_LINK = re.compile(r"\[`([^`]+)`\]\(([^)#\s]+\.py)#L(\d+)\)")
+
+
+def relink(text: str, doc_path: str) -> str:
+    """`text` with every [`code`](file.py#LN) pointing at the line of file.py that holds `code`: the same line
+    when it still does, else the nearest one that does (a link whose code is gone is left for the test to name)."""
+
+    def fix(m: re.Match) -> str:
+        code, n = m.group(1), int(m.group(3))
+        target = os.path.normpath(os.path.join(os.path.dirname(doc_path), m.group(2)))
+        if not os.path.exists(target):
+            return m.group(0)
+        lines = open(target).read().splitlines()
+        if n <= len(lines) and code in lines[n - 1]:
+            return m.group(0)
+        hits = [i + 1 for i, line in enumerate(lines) if code in line]
+        if not hits:
+            return m.group(0)
+        best = min(hits, key=lambda i: abs(i - n))
+        return f"[`{code}`]({m.group(2)}#L{best})"
+
+    return CODE_LINK.sub(fix, text)
+
+
 def main() -> int:
     for path in documents():
         with open(path) as f:
             old = f.read()
-        new = render(old)
+        new = relink(render(old), path)
         if new != old:
             with open(path, "w") as f:
                 f.write(new)

@@ -127,19 +127,7 @@ def save_checkpoint(
     try:
         if staged is None:
             make_staging_folder(run_dir, step)
-        known = {**(staged or {}), **(write_files(tmp) or {})}
-        manifest = {"step": step, "created_unix": time.time(), "files": {}}
-        names = sorted(os.listdir(tmp))
-        sync_paths([os.path.join(tmp, n) for n in names])  # every file at once (and the folder)
-        for fname in names:
-            p = os.path.join(tmp, fname)
-            sha, size = known.get(fname) or (_sha256(p), os.path.getsize(p))
-            manifest["files"][fname] = {"sha256": sha, "size": size}
-        with open(os.path.join(tmp, MARKER), "w") as f:
-            json.dump(manifest, f)
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(tmp)
+        _write_manifest(tmp, step, {**(staged or {}), **(write_files(tmp) or {})})
         remove_tree(final)  # a re-save of the same step (after a resume or a fall-back): replace it
         os.replace(tmp, final)
         fsync_dir(root)
@@ -166,6 +154,23 @@ def save_checkpoint(
         raise CheckpointError(failure)
     prune(run_dir, keep_last)
     return final
+
+
+def _write_manifest(tmp: str, step: int, known: dict[str, tuple[str, int]]) -> None:
+    """fsync every file of `tmp` (at once, and the folder), then write and fsync the COMMITTED manifest:
+    sha256 and size of each file (`known`: those hashed while written)."""
+    manifest = {"step": step, "created_unix": time.time(), "files": {}}
+    names = sorted(os.listdir(tmp))
+    sync_paths([os.path.join(tmp, n) for n in names])  # every file at once (and the folder)
+    for fname in names:
+        p = os.path.join(tmp, fname)
+        sha, size = known.get(fname) or (_sha256(p), os.path.getsize(p))
+        manifest["files"][fname] = {"sha256": sha, "size": size}
+    with open(os.path.join(tmp, MARKER), "w") as f:
+        json.dump(manifest, f)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(tmp)
 
 
 def validate(path: str) -> Optional[str]:

@@ -5,6 +5,9 @@
     check_start(path, cfg)                                   # before any rank starts (the launcher)
     state = load_train_state(path, cfg)                      # refuses a config that may not resume it
 
+checkpoint/checkpointer.py is the one caller of the save and load (it adds the optimizer state
+from the live optimizers and each FSDP rank's own file).
+
 The folder of step S is the state before step S (steps < S are done):
 
     policy.safetensors, value.safetensors   the policy (version S) and the value model (ppo only: a
@@ -28,7 +31,8 @@ No file is a pickle. Checkpoints of earlier versions still load: their optim.pt 
 state; later: the skeleton beside optim.safetensors) is read with torch.load(weights_only=True),
 which builds tensors and plain data only and refuses anything else (a file whose loading would run
 code) with a CheckpointError naming the file. Only the train lead writes these files (each FSDP rank
-writes its own rank file first); every train rank loads.
+writes its own rank file first); every train rank loads. Checkpointer (checkpoint/checkpointer.py) is
+the one caller.
 """
 
 from __future__ import annotations
@@ -85,13 +89,14 @@ class TrainState:
     value: Optional[Tensors]
     """The value model; None for a critic-free algorithm (no value.safetensors is written), or, like
     `policy`, in the train ranks' files."""
-    optim: dict
-    """Optimizers, LR schedulers, KL controller and torch RNG state (Trainer.optim_state). Written:
-    its DTensors (FSDP moments) go to the rank files, the rest to optim.*. Loaded lazily (`source`
-    set): the skeleton, with placeholders naming the tensors in `source`."""
-    behaviour: dict[int, Tensors]
+    optim: dict = field(default_factory=dict)
+    """Optimizers, LR schedulers, KL controller and torch RNG state (checkpointer.optim_state, which
+    Checkpointer.save_train fills in). Written: its DTensors (FSDP moments) go to the rank files, the
+    rest to optim.*. Loaded lazily (`source` set): the skeleton, with placeholders naming the tensors
+    in `source`."""
+    behaviour: dict[int, Tensors] = field(default_factory=dict)
     """Older policy versions that steps >= step still sample with, oldest first."""
-    ledger: bytes
+    ledger: bytes = b""
     """RUN_DIR/ledger.jsonl as of `step`."""
     data_cursor: dict = field(default_factory=dict)
     """Where the prompt stream stands (data_cursor); its prompt set's sha256 is checked on resume, the rest

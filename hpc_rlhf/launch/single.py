@@ -23,7 +23,7 @@ from hpc_rlhf.rollout.plan import behaviour_version
 def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
     """Run (or resume) the whole run in this process. Returns 'done' or 'stop'."""
     sess = TrainSession(cfg, run_dir, device, DataParallel(0, 1), lead=True, publish_files=False)
-    policy = sess.tr.policy  # LoRA: one base in the process (docs/lora.md); the generator shares it at lag 0
+    policy = sess.ctx.policy  # LoRA: one base in the process (docs/lora.md); the generator shares it at lag 0
     share = lora.enabled(cfg)
     gen = Generator(cfg, run_dir, device, 0, policy if share and cfg.max_policy_lag == 0 else None)
     scorer = Scorer(cfg, run_dir, device, 0, lora.BaseView(policy) if share else None)
@@ -42,7 +42,7 @@ def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
             gen_s, score_s = gen_s + g_s, score_s + s_s
         if any(p is None for p in parts):  # a resume reused shards from disk: read those
             parts = None
-        metrics = sess.tr.train_step(step, paths, parts)
+        metrics = sess.train_step(step, paths, parts)
         sess.end_step(step, metrics, t0, paths, gen_s, score_s)
         for timer in (gen.timer, scorer.timer):  # tools/bench phase log (HPC_RLHF_TIMING=1)
             timer.flush(step)

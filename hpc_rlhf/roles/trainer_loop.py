@@ -2,7 +2,7 @@
 
     sess = TrainSession(cfg, run_dir, device, dp, lead=True)   # resumes from the latest checkpoint
     for v, path in sess.publish_initial(): ...                 # versions generators need first
-    metrics = sess.tr.train_step(step, paths)                  # the PPO step (roles/trainer.py)
+    metrics = sess.train_step(step, paths)                     # the RL step (roles/trainer.py)
     v, path = sess.end_step(step, metrics, t0, paths, ...)     # ledger, publish v, metrics, maybe ckpt
     if sess.stop_at(step, stop): ...                           # an agreed stop: checkpoint, leave the loop
     sess.close(verdict)                                        # 'done': final checkpoint + final/policy
@@ -10,10 +10,11 @@
 `run_trainer` is the multi-rank loop of a train rank; launch/single.py drives the same session in a
 world of one rank. Only the lead (train rank 0) writes files; every train rank holds identical
 weights and optimizer state (gradients are all-reduced), except with train.sharding=fsdp, where each
-train rank holds a shard and writes it into the checkpoint itself (checkpoint/rank_files.py). The session composes one piece per concern:
-checkpoint/train_state.py (what a checkpoint holds), weights/versions.py (the behaviour versions and
-weight publishing), rollout/ledger.py (the step ledger), rollout/sync.py (rollout fsync before a
-checkpoint), roles/metrics_log.py (metrics.jsonl, progress, TensorBoard), models/export.py.
+train rank holds a shard and writes it into the checkpoint itself. The session composes one piece per
+concern: roles/trainer_context.py (the rank's state, `sess.ctx`), checkpoint/checkpointer.py (every
+checkpoint save and load), weights/versions.py (the behaviour versions and weight publishing),
+rollout/ledger.py (the step ledger), rollout/sync.py (rollout fsync before a checkpoint),
+roles/metrics_log.py (metrics.jsonl, progress, TensorBoard), models/export.py.
 """
 
 from __future__ import annotations
@@ -22,23 +23,17 @@ import time
 from functools import partial
 from typing import Any, Optional
 
-from hpc_rlhf.checkpoint.rank_files import write_rank_file, write_rank_state
-from hpc_rlhf.checkpoint.store import find_latest
-from hpc_rlhf.checkpoint.train_state import (
-    ConfigText,
-    TrainState,
-    data_cursor,
-    load_train_state,
-    save_train_state,
-    unloadable,
-)
+from hpc_rlhf.checkpoint.checkpointer import Checkpointer
+from hpc_rlhf.checkpoint.train_state import TrainState, data_cursor
 from hpc_rlhf.cluster.control import CTRL, SCORED, Control
 from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config
 from hpc_rlhf.models.export import export_policy
 from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.metrics_log import MetricsLog, StepMetricHooks
-from hpc_rlhf.roles.trainer import Trainer
+from hpc_rlhf.roles.trainer import train_step
+from hpc_rlhf.roles.trainer_context import build_context, load_policy, value_state
+from hpc_rlhf.roles.trainer_step import StepData
 from hpc_rlhf.rollout.ledger import StepLedger, ledger_entry
 from hpc_rlhf.rollout.plan import behaviour_version
 from hpc_rlhf.rollout.prompt_store import check_same_prompts
@@ -51,7 +46,7 @@ FIND = object()  # TrainSession(start=FIND): look for the latest valid checkpoin
 
 
 class TrainSession:
-    """A train rank's state around its Trainer; the lead also writes the run's files."""
+    """A train rank's state (`ctx`) and what surrounds its steps; the lead also writes the run's files."""
 
     def __init__(
         self,
@@ -64,15 +59,15 @@ class TrainSession:
         start: object = FIND,
     ):
         self.cfg, self.run_dir, self.lead = cfg, run_dir, lead
-        self.text = ConfigText.of(cfg)
-        self.tr = Trainer(cfg, run_dir, device, dp)
-        prompts = PromptSet(cfg, self.tr.tok, run_dir)
+        self.ckpt = Checkpointer(run_dir, cfg)
+        self.ctx = build_context(cfg, run_dir, device, dp)
+        prompts = PromptSet(cfg, self.ctx.tok, run_dir)
         self.n_prompts = len(prompts)  # for the data cursor of checkpoints
         self.prompt_set = prompts.sha256  # the identity of a prompt file's set: kept with the cursor, checked on resume
         self.data_metrics = prompts.stats  # data/* counts of the prompt set, logged with every step
         # publish_files=False: the generator is in this process (takes the versions' tensors)
         # only the lead checkpoints: the other train ranks hold no version tensors
-        self.versions = PolicyVersions(run_dir, cfg.max_policy_lag, self.tr.policy, lead and publish_files, hold=lead)
+        self.versions = PolicyVersions(run_dir, cfg.max_policy_lag, self.ctx.policy, lead and publish_files, hold=lead)
         self.ledger = StepLedger(run_dir)
         if lead:  # no rank of this attempt writes before the lead publishes weights: safe to sweep
             clean_temporaries(run_dir)
@@ -80,42 +75,44 @@ class TrainSession:
         self.sync = ShardSync(run_dir, cfg.checkpoint.sync_rollouts, self.start_step)
         self.last_ckpt_time = time.monotonic()
         self.last_ckpt_step = self.start_step
+        self.last_step: Optional[StepData] = None  # the rollouts of the last step (ledger, hooks)
         if lead:
             self.ledger.truncate(self.start_step)
             self.log = MetricsLog(cfg, run_dir, self.start_step)
-            self.hooks = StepMetricHooks(cfg, self.tr.tok)
+            self.hooks = StepMetricHooks(cfg, self.ctx.tok)
+
+    def _ranks(self) -> tuple[int, int]:
+        """(rank, ranks) of this rank's layout: its train rank of all when sharded, else (0, 1)."""
+        dp = self.ctx.dp
+        return (dp.rank, dp.size) if self.ctx.sharded else (0, 1)
 
     def _resume(self, info: Any = FIND) -> int:
         """Load checkpoint `info` (None: a fresh start; FIND: the latest valid one). Returns the step
         to continue from."""
         if info is FIND:
-            info = find_latest(self.run_dir)
-        tr = self.tr
+            info = self.ckpt.latest()
+        ctx = self.ctx
         if info is None:
             self.versions.keep_live(0)
             return 0
         # sharded models, or a sharded checkpoint: one tensor at a time into this rank's layout
-        st = load_train_state(info.path, self.cfg, lazy=tr.sharded)
+        st = self.ckpt.read_train(info.path, lazy=ctx.sharded)
         check_same_prompts(
             st.data_cursor.get("prompt_set_sha256"), self.prompt_set, info.path, self.cfg.task.prompts_path
         )
-        try:
-            if st.source is not None:
-                tr.load_from(st.source, st.optim)
-            else:
-                if tr.value is not None and st.value is None:
-                    raise KeyError("no value model (value.safetensors) for algo.name=ppo")
-                tr.load_weights(st.policy, st.value if tr.value is not None else None, f"weights '{info.path}'")
-                tr.load_optim_state(st.optim)
-        except (RuntimeError, KeyError) as e:
-            raise unloadable(info.path, e) from None
-        tr.version = st.version
+        self.ckpt.restore_train(info.path, st, ctx, *self._ranks(), partial(load_policy, ctx))
+        ctx.version = st.version
         for v, tensors in st.behaviour.items():
             self.versions.keep(v, tensors)
         self.versions.keep_live(st.version)
         if self.lead:
             self.ledger.restore(st.ledger)
         return st.step
+
+    def train_step(self, step: int, paths: list[str], parts: Optional[list] = None) -> dict[str, float]:
+        """The RL step on the scored shards at `paths` (or their fields `parts`): roles/trainer.train_step."""
+        metrics, self.last_step = train_step(self.ctx, step, paths, parts)
+        return metrics
 
     def publish_initial(self) -> list[tuple[int, str]]:
         """Versions max(0, start-k) .. start, which the generators need before the next update."""
@@ -136,7 +133,7 @@ class TrainSession:
         line, the new version published, metrics logged, maybe a checkpoint; the trainer's phase log
         is flushed. The lead adds the metrics of the logging.step_metrics hooks first. Returns
         (version, weights path)."""
-        sd = self.tr.last_step_data
+        sd = self.last_step
         assert sd is not None, "end_step follows train_step"
         if self.lead:
             metrics.update(self.hooks(sd.responses))
@@ -145,7 +142,7 @@ class TrainSession:
         metrics.update({"time/train_wait_s": waited, "time/gen_s": gen_s, "time/score_s": score_s})
         metrics["time/step_s"] = time.perf_counter() - t0
         entry = ledger_entry(behaviour_version(step, self.cfg.max_policy_lag), paths, sd.prompt_index, sd.sample_index)
-        timer = self.tr.timer  # tools/bench phase log (HPC_RLHF_TIMING=1)
+        timer = self.ctx.timer  # tools/bench phase log (HPC_RLHF_TIMING=1)
         if wait_s is not None:
             timer.add("wait/scored", wait_s)
         with timer.phase("io/publish"):
@@ -155,7 +152,7 @@ class TrainSession:
 
     def after_step(self, step: int, metrics: dict, entry: dict) -> tuple[int, str]:
         """Publish the new version, record the ledger line and the metrics, maybe checkpoint."""
-        v = self.tr.version
+        v = self.ctx.version
         path = self.versions.add(v)
         if self.lead:
             self.ledger.append(step, entry)
@@ -164,8 +161,8 @@ class TrainSession:
         due = (c.every_steps > 0 and (step + 1) % c.every_steps == 0) or (
             c.every_min > 0 and time.monotonic() - self.last_ckpt_time >= 60 * c.every_min
         )
-        if c.every_min > 0 and self.tr.sharded:  # every FSDP rank writes: all follow the lead's clock
-            due = self.tr.dp.all_gather_bytes(b"1" if due else b"0", self.tr.device)[0] == b"1"
+        if c.every_min > 0 and self.ctx.sharded:  # every FSDP rank writes: all follow the lead's clock
+            due = self.ctx.dp.all_gather_bytes(b"1" if due else b"0", self.ctx.device)[0] == b"1"
         if due and step + 1 < self.cfg.total_steps:
             self.checkpoint(step + 1)
         return v, path
@@ -180,43 +177,31 @@ class TrainSession:
         return True
 
     def checkpoint(self, next_step: int) -> None:
-        """Checkpoint the state before `next_step` (the lead writes; every rank notes the time; with
-        train.sharding=fsdp every train rank first writes its own shards: rank_files.write_rank_state)."""
+        """Checkpoint the state before `next_step` (checkpoint/checkpointer.py: with train.sharding=fsdp
+        every train rank writes its own shards, then the lead commits; every rank notes the time)."""
         self.last_ckpt_time, self.last_ckpt_step = time.monotonic(), next_step
-        tr = self.tr
-        staged = None
-        if tr.sharded:
-            parts = tr.rank_parts()
-            rank, ranks = tr.dp.rank, tr.dp.size
-
-            def write(folder: str) -> tuple[str, int]:
-                whole = parts.whole if rank == 0 else None
-                return write_rank_file(folder, rank, ranks, parts.parts, parts.shapes, whole)
-
-            gather = partial(tr.dp.all_gather_bytes, device=tr.device)
-            staged = write_rank_state(self.run_dir, next_step, rank, ranks, write, gather)
-        if not self.lead:
-            return
-        self.sync.upto(next_step)
-        st = TrainState(
-            step=next_step,
-            version=tr.version,
-            policy=None if tr.sharded else self.versions[tr.version],
-            value=tr.value_state() if tr.value is not None and not tr.sharded else None,
-            optim=tr.optim_state(),
-            behaviour={v: self.versions[v] for v in self.versions.older_than(tr.version)},
-            ledger=self.ledger.read(),
-            data_cursor=data_cursor(next_step, self.n_prompts, self.cfg.generate.prompts_per_step, self.prompt_set),
-            train_ranks=tr.dp.size if tr.sharded else None,
-        )
-        save_train_state(self.run_dir, st, self.text, self.cfg.checkpoint.keep_last, staged)
+        ctx, st = self.ctx, None
+        if self.lead:
+            self.sync.upto(next_step)
+            v = ctx.version
+            st = TrainState(
+                step=next_step,
+                version=v,
+                policy=None if ctx.sharded else self.versions[v],
+                value=value_state(ctx),
+                behaviour={b: self.versions[b] for b in self.versions.older_than(v)},
+                ledger=self.ledger.read(),
+                data_cursor=data_cursor(next_step, self.n_prompts, self.cfg.generate.prompts_per_step, self.prompt_set),
+            )
+        gather = partial(ctx.dp.all_gather_bytes, device=ctx.device)
+        self.ckpt.save_train(next_step, ctx, st, *self._ranks(), gather)
 
     def finish(self) -> None:
         """Final checkpoint and the exported policy (RUN_DIR/final/policy, a Hugging Face folder)."""
         if self.last_ckpt_step != self.cfg.total_steps:
             self.checkpoint(self.cfg.total_steps)
         if self.lead:  # the last published version's file linked in, where there is one (sharded: always)
-            export_policy(self.run_dir, self.tr.policy, self.tr.tok, self.versions.published(self.tr.version))
+            export_policy(self.run_dir, self.ctx.policy, self.ctx.tok, self.versions.published(self.ctx.version))
 
     def close(self, verdict: str) -> None:
         """End the session: 'done' finishes the run (finish()); the metrics log is closed."""
@@ -258,7 +243,7 @@ def run_trainer(
         t0 = time.perf_counter()
         paths, gen_s, score_s = _scored_shards(ctl, topo, cfg, step)
         wait_s = time.perf_counter() - t0
-        metrics = sess.tr.train_step(step, paths)
+        metrics = sess.train_step(step, paths)
         v, wpath = sess.end_step(step, metrics, t0, paths, gen_s, score_s, wait_s)
         stop = None  # the stop is agreed before the next weights go out: no step is generated in vain
         if lead:

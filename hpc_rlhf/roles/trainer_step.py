@@ -1,20 +1,20 @@
 """The math of one RL step on a step's rollouts, data-parallel: no clock, no files, no task.
 
-    sd = StepData(parts, pad_id, device)                          # the batch, laid out
-    values = old_values(tr, sd)                                   # (B, R), ppo only (None without a critic)
-    tg = advantages(sd, values, cfg, tr.kl_ctl.value)             # KL, rewards, advantages, returns (Targets)
-    means = minibatch_epochs(tr, step, sd, tg)                    # ppo.epochs passes of updates
-    metrics = close_step(tr, sd, tg, means)                       # version + 1, KL controller
+    sd = StepData(parts, pad_id, device)                                # the batch, laid out
+    values = old_values(ctx, sd)                                        # (B, R); None without a critic
+    tg = advantages(sd, values, cfg, ctx.algorithm, ctx.kl_ctl.value)   # KL, rewards, advantages (Targets)
+    means = minibatch_epochs(ctx, step, sd, tg)                         # ppo.epochs passes of updates
+    metrics = close_step(ctx, sd, tg, means)                            # version + 1, KL controller
 
-`cfg.algo.name` picks the advantages: `ppo` (GAE on the value model), `grpo` / `rloo` (outcome reward
-against the prompt's group) or `reinforce_pp` (reward-to-go, whitened); the critic-free ones have no
-value model at all (`tr.value is None`). Group statistics are taken here, on the whole step batch,
-which every train rank holds (StepData): a group split over shards or train ranks is normalised
-identically. `tr` is the roles.trainer.Trainer that holds the models, optimizers and LR schedulers;
-its `train_step` composes these functions and times them. `probe(name)`, a context manager, wraps the
-sections inside an update that the caller may time: `optimizer/policy` and `optimizer/value` (one
-optimizer step of each model, clipping included) and `wait/allreduce` (the gradient all-reduce);
-the default does nothing. Shapes: B samples of the step, R response columns (right-padded).
+Each function takes the train rank's state, `ctx` (roles/trainer_context.TrainContext), and changes
+only what its docstring says; roles/trainer.train_step calls them in this order and times them. The
+advantages are those of the registered estimator algo.name names (roles/trainer_algo.py); a
+critic-free one has no value model at all (`ctx.value is None`). Group statistics are taken here, on
+the whole step batch, which every train rank holds (StepData): a group split over shards or train
+ranks is normalised identically. `probe(name)`, a context manager, wraps the sections inside an
+update that the caller may time: `optimizer/policy` and `optimizer/value` (one optimizer step of
+each model, clipping included) and `wait/allreduce` (the gradient all-reduce); the default does
+nothing. Shapes: B samples of the step, R response columns (right-padded).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -39,11 +39,9 @@ from hpc_rlhf.algo import (
 from hpc_rlhf.algo.mismatch import mismatch_metrics, tis_weights
 from hpc_rlhf.config import Config
 from hpc_rlhf.models.forward import Batch, make_batch, response_logprobs, run_pair, token_values
-from hpc_rlhf.roles.trainer_algo import choose_algorithm
+from hpc_rlhf.roles.trainer_algo import Algorithm
+from hpc_rlhf.roles.trainer_context import TrainContext
 from hpc_rlhf.rollout.shard import unpack_ragged
-
-if TYPE_CHECKING:
-    from hpc_rlhf.roles.trainer import Trainer
 
 Probe = Callable[[str], AbstractContextManager]
 
@@ -77,44 +75,44 @@ class StepData:
 
 
 @torch.no_grad()
-def old_values(tr: Trainer, sd: StepData) -> Optional[torch.Tensor]:
+def old_values(ctx: TrainContext, sd: StepData) -> Optional[torch.Tensor]:
     """(B, R) value estimates of the value model before the update: each train rank computes a slice
     of the rows (two halves side by side when it has two threads), then all ranks gather them.
     None when the algorithm has no value model."""
-    dp = tr.dp
-    if tr.value is None:
+    dp = ctx.dp
+    if ctx.value is None:
         return None
     counts = [len(c) for c in np.array_split(np.arange(sd.size), dp.size)]
     lo = sum(counts[: dp.rank])
-    idx = torch.arange(lo, lo + counts[dp.rank], device=tr.device)
-    if len(idx) >= 2 and torch.get_num_threads() >= 2 and not tr.sharded:  # two halves side by side
+    idx = torch.arange(lo, lo + counts[dp.rank], device=ctx.device)
+    if len(idx) >= 2 and torch.get_num_threads() >= 2 and not ctx.sharded:  # two halves side by side
         half = len(idx) // 2
 
         def part(rows: torch.Tensor) -> torch.Tensor:
-            with tr.autocast():  # per thread
-                return token_values(tr.value, sd.batch.select(rows))
+            with ctx.autocast():  # per thread
+                return token_values(ctx.value, sd.batch.select(rows))
 
         a, b = run_pair(lambda: part(idx[:half]), lambda: part(idx[half:]))
         local = torch.cat([a, b])
     else:
-        with tr.autocast():
-            local = token_values(tr.value, sd.batch.select(idx))
+        with ctx.autocast():
+            local = token_values(ctx.value, sd.batch.select(idx))
     return dp.all_gather_rows(local, counts)
 
 
 @torch.no_grad()
-def recompute_behavior(tr: Trainer, sd: StepData) -> None:
+def recompute_behavior(ctx: TrainContext, sd: StepData) -> None:
     """algo.behavior_logprobs=recompute: the old policy's log-probs of the step's tokens by the training
     forward (the policy before this step's update), in sd.behavior; as old_values, each train rank
     computes a slice of the rows and all gather them. sampler: nothing (the shard's log-probs)."""
-    if tr.cfg.algo.behavior_logprobs != "recompute":
+    if ctx.cfg.algo.behavior_logprobs != "recompute":
         return
-    dp = tr.dp
+    dp = ctx.dp
     counts = [len(c) for c in np.array_split(np.arange(sd.size), dp.size)]
     lo = sum(counts[: dp.rank])
-    idx = torch.arange(lo, lo + counts[dp.rank], device=tr.device)
-    with tr.autocast():
-        local, _ = response_logprobs(tr.policy, sd.batch.select(idx), tr.cfg.generate.temperature, tr.banned)
+    idx = torch.arange(lo, lo + counts[dp.rank], device=ctx.device)
+    with ctx.autocast():
+        local, _ = response_logprobs(ctx.policy, sd.batch.select(idx), ctx.cfg.generate.temperature, ctx.banned)
     sd.behavior = dp.all_gather_rows(local.float(), counts)
 
 
@@ -138,13 +136,12 @@ class Targets:
     """algo/ metrics of the step."""
 
 
-def advantages(sd: StepData, values: Optional[torch.Tensor], cfg: Config, kl_coef: float) -> Targets:
+def advantages(sd: StepData, values: Optional[torch.Tensor], cfg: Config, alg: Algorithm, kl_coef: float) -> Targets:
     """Per-token KL (ppo.kl.estimator, masked) and rewards (-kl_coef * KL when algo.kl_reward, + score on
-    the last token), then the advantages of the estimator algo.name names (roles/trainer_algo.py): ppo
+    the last token), then the advantages of `alg`'s estimator (algo.name, roles/trainer_algo.py): ppo
     = GAE on `values`, grpo/rloo = the sequence reward against the prompt's group in this step, ...
     An estimator registered with groups=True also counts the uniform groups (and may drop them)."""
     p, a, mask = cfg.ppo, cfg.algo, sd.batch.response_mask
-    alg = choose_algorithm(cfg)
     kl = alg.kl_penalty(sd.behavior, sd.ref_logprobs) * mask
     rewards = token_rewards(sd.score, kl, mask, kl_coef if a.kl_reward else 0.0, p.reward_clip)
     groups = torch.as_tensor(sd.prompt_index, device=mask.device)
@@ -173,40 +170,40 @@ class Norms:
         return aggregate(x, mask, mode, self.n_tok, self.n_seq, self.horizon)
 
 
-def minibatch_epochs(tr: Trainer, step: int, sd: StepData, tg: Targets, probe: Probe = no_probe) -> dict:
+def minibatch_epochs(ctx: TrainContext, step: int, sd: StepData, tg: Targets, probe: Probe = no_probe) -> dict:
     """`ppo.epochs` passes over minibatches drawn by a permutation seeded from (seed, step, epoch);
     this rank updates on its equal slice of each. Returns this rank's minibatch metrics, averaged."""
-    p, dp = tr.cfg.ppo, tr.dp
+    p, dp = ctx.cfg.ppo, ctx.dp
     mask = sd.batch.response_mask if tg.loss_mask is None else tg.loss_mask
-    horizon = float(tr.cfg.algo.loss_agg_norm or tr.cfg.generate.max_new_tokens)
+    horizon = float(ctx.cfg.algo.loss_agg_norm or ctx.cfg.generate.max_new_tokens)
     sums: dict[str, float] = {}
     n_mb = 0
     m, share = p.minibatch_size, p.minibatch_size // dp.size
     for epoch in range(p.epochs):
-        perm = np.random.default_rng([tr.cfg.seed, step, epoch, 0xB47C]).permutation(sd.size)
+        perm = np.random.default_rng([ctx.cfg.seed, step, epoch, 0xB47C]).permutation(sd.size)
         for start in range(0, sd.size, m):
             mb = perm[start : start + m]
-            mine = torch.as_tensor(np.sort(mb[dp.rank * share : (dp.rank + 1) * share]), device=tr.device)
-            mb_mask = mask[torch.as_tensor(mb, device=tr.device)]
+            mine = torch.as_tensor(np.sort(mb[dp.rank * share : (dp.rank + 1) * share]), device=ctx.device)
+            mb_mask = mask[torch.as_tensor(mb, device=ctx.device)]
             n_tok = mb_mask.sum().clamp(min=1.0)
             norms = Norms(n_tok, (mb_mask.sum(-1) > 0).to(n_tok.dtype).sum().clamp(min=1.0), horizon)
-            metrics = update(tr, sd.batch.select(mine), sd, mine, tg, norms, probe)
+            metrics = update(ctx, sd.batch.select(mine), sd, mine, tg, norms, probe)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_mb += 1
     return {k: v / n_mb for k, v in sums.items()}
 
 
-def policy_objective(tr: Trainer, mb: Batch, sd: StepData, idx, tg: Targets, norms: Norms):
+def policy_objective(ctx: TrainContext, mb: Batch, sd: StepData, idx, tg: Targets, norms: Norms):
     """The policy's loss on this rank's share of a minibatch (with grad) and its metrics: the clipped
     surrogate, minus the entropy bonus (ppo.entropy_coef), plus the KL loss term (algo.kl_loss)."""
-    p, a = tr.cfg.ppo, tr.cfg.algo
+    p, a = ctx.cfg.ppo, ctx.cfg.algo
     mask = mb.response_mask if tg.loss_mask is None else tg.loss_mask[idx]
-    with tr.autocast():  # train.precision=bf16: bf16 matmuls, fp32 log-softmax (logits cast back)
+    with ctx.autocast():  # train.precision=bf16: bf16 matmuls, fp32 log-softmax (logits cast back)
         logp, ent = response_logprobs(
-            tr.policy, mb, tr.cfg.generate.temperature, tr.banned, with_entropy=p.entropy_coef > 0
+            ctx.policy, mb, ctx.cfg.generate.temperature, ctx.banned, with_entropy=p.entropy_coef > 0
         )
-    alg = tr.algorithm
+    alg = ctx.algorithm
     adv = tg.adv[idx]
     if a.tis_cap > 0:  # TIS: w * max(-A r, -A clip(r)) = max(-(wA) r, -(wA) clip(r)) for the detached w >= 0
         adv = adv * tis_weights(sd.behavior[idx], sd.gen_logprobs[idx], mask, a.tis_cap)
@@ -222,67 +219,69 @@ def policy_objective(tr: Trainer, mb: Batch, sd: StepData, idx, tg: Targets, nor
     return loss, m
 
 
-def update(tr: Trainer, mb: Batch, sd: StepData, idx, tg: Targets, norms: Norms, probe: Probe = no_probe) -> dict:
+def update(ctx: TrainContext, mb: Batch, sd: StepData, idx, tg: Targets, norms: Norms, probe: Probe = no_probe) -> dict:
     """One optimizer step of each model on this rank's share of a minibatch. The policy and the
     value model share nothing, so their forward/backward/step run side by side (run_pair); the
     gradient all-reduce, when there are several trainers, stays on this thread in a fixed order.
-    Without a critic (tr.value is None) only the policy steps."""
-    p = tr.cfg.ppo
-    local = tr.dp.size == 1
-    critic = tr.value is not None
+    Without a critic (ctx.value is None) only the policy steps."""
+    p = ctx.cfg.ppo
+    local = ctx.dp.size == 1
+    critic = ctx.value is not None
 
     def policy_part():
-        loss, m = policy_objective(tr, mb, sd, idx, tg, norms)
-        tr.opt_policy.zero_grad(set_to_none=True)
+        loss, m = policy_objective(ctx, mb, sd, idx, tg, norms)
+        ctx.opt_policy.zero_grad(set_to_none=True)
         loss.backward()
         out = {"ppo/policy_loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}}
         if local:
-            out.update(optimizer_step(tr, "policy", probe))
+            out.update(optimizer_step(ctx, "policy", probe))
         return out
 
     def value_part():
-        with tr.autocast():
-            v = token_values(tr.value, mb)
+        with ctx.autocast():
+            v = token_values(ctx.value, mb)
         loss, m = value_loss(v, tg.values[idx], tg.returns[idx], mb.response_mask, p.value_clip, norms.n_tok)
-        tr.opt_value.zero_grad(set_to_none=True)
+        ctx.opt_value.zero_grad(set_to_none=True)
         loss.backward()
         out = {"ppo/value_loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}}
         if local:
-            out.update(optimizer_step(tr, "value", probe))
+            out.update(optimizer_step(ctx, "value", probe))
         return out
 
-    # FSDP (tr.sharded) runs collectives inside forward, backward and clipping: one model at a time,
+    # FSDP (ctx.sharded) runs collectives inside forward, backward and clipping: one model at a time,
     # in the same order on every rank; its backward has reduce-scattered the gradients already
-    pair = run_pair if not tr.sharded else lambda f, g: (f(), g())
+    pair = run_pair if not ctx.sharded else lambda f, g: (f(), g())
     if critic:
         pol, val = pair(policy_part, value_part)
         out = {**pol, **val}
     else:
         out = policy_part()
     if not local:
-        if not tr.sharded:
+        if not ctx.sharded:
             with probe("wait/allreduce"):
-                tr.dp.allreduce_grads(tr.policy.parameters())
+                ctx.dp.allreduce_grads(ctx.policy.parameters())
                 if critic:
-                    tr.dp.allreduce_grads(tr.value.parameters())
+                    ctx.dp.allreduce_grads(ctx.value.parameters())
         if critic:
-            a, b = pair(lambda: optimizer_step(tr, "policy", probe), lambda: optimizer_step(tr, "value", probe))
+            a, b = pair(lambda: optimizer_step(ctx, "policy", probe), lambda: optimizer_step(ctx, "value", probe))
             out.update({**a, **b})
         else:
-            out.update(optimizer_step(tr, "policy", probe))
-    out["ppo/lr"] = tr.sched_policy.get_last_lr()[0]
+            out.update(optimizer_step(ctx, "policy", probe))
+    out["ppo/lr"] = ctx.sched_policy.get_last_lr()[0]
     return out
 
 
-def optimizer_step(tr: Trainer, name: str, probe: Probe = no_probe) -> dict[str, float]:
+def optimizer_step(ctx: TrainContext, name: str, probe: Probe = no_probe) -> dict[str, float]:
     """Clip the gradient norm of model `name` ('policy' or 'value'), step its optimizer and scheduler."""
     model, opt, sched = (
-        (tr.policy, tr.opt_policy, tr.sched_policy) if name == "policy" else (tr.value, tr.opt_value, tr.sched_value)
+        (ctx.policy, ctx.opt_policy, ctx.sched_policy)
+        if name == "policy"
+        else (ctx.value, ctx.opt_value, ctx.sched_value)
     )
     with probe(f"optimizer/{name}"):
         out = {}
-        if tr.cfg.ppo.max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tr.cfg.ppo.max_grad_norm, foreach=True)
+        if ctx.cfg.ppo.max_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.cfg.ppo.max_grad_norm, foreach=True)
             norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a DTensor
             out[f"ppo/{name}_grad_norm"] = float(norm)
         opt.step()
@@ -290,26 +289,26 @@ def optimizer_step(tr: Trainer, name: str, probe: Probe = no_probe) -> dict[str,
     return out
 
 
-def close_step(tr: Trainer, sd: StepData, tg: Targets, means: dict) -> dict[str, float]:
+def close_step(ctx: TrainContext, sd: StepData, tg: Targets, means: dict) -> dict[str, float]:
     """After the epochs: count the new policy version, update the KL controller, average the
     minibatch metrics over the train ranks, add the step's ppo/, algo/, score/ and gen/ metrics."""
     mask = sd.batch.response_mask
-    tr.version += 1
+    ctx.version += 1
     kl_seq = (tg.kl.sum(-1)).mean()
-    tr.kl_ctl.update(float(kl_seq), sd.size)
+    ctx.kl_ctl.update(float(kl_seq), sd.size)
     out = means
-    if tr.dp.size > 1:  # average the per-rank minibatch metrics
-        vec = tr.dp.allreduce_sum(torch.tensor([out[k] for k in sorted(out)], dtype=torch.float64))
-        out = {k: float(v) / tr.dp.size for k, v in zip(sorted(out), vec)}
+    if ctx.dp.size > 1:  # average the per-rank minibatch metrics
+        vec = ctx.dp.allreduce_sum(torch.tensor([out[k] for k in sorted(out)], dtype=torch.float64))
+        out = {k: float(v) / ctx.dp.size for k, v in zip(sorted(out), vec)}
     resp_len = mask.sum(-1)
-    out.update({"ppo/kl_coef": float(tr.kl_ctl.value), "ppo/advantages_mean": float(masked_mean(tg.adv, mask))})
+    out.update({"ppo/kl_coef": float(ctx.kl_ctl.value), "ppo/advantages_mean": float(masked_mean(tg.adv, mask))})
     if tg.returns is not None:
         out["ppo/returns_mean"] = float(masked_mean(tg.returns, mask))
     if tg.values is not None:
         out["ppo/explained_variance"] = float(explained_variance(tg.values, tg.returns, mask))
     out.update(tg.metrics)
-    if tr.cfg.algo.behavior_logprobs == "recompute":  # the sampler against the training forward
-        mm = mismatch_metrics(sd.behavior, sd.gen_logprobs, mask, tr.cfg.algo.tis_cap)
+    if ctx.cfg.algo.behavior_logprobs == "recompute":  # the sampler against the training forward
+        mm = mismatch_metrics(sd.behavior, sd.gen_logprobs, mask, ctx.cfg.algo.tis_cap)
         out.update({k: float(v) for k, v in mm.items()})
     out.update(
         {

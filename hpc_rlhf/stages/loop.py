@@ -12,10 +12,10 @@ exact checkpoints, metrics.
     run.finish(total, model, opt, extra)                         # the final checkpoint
 
 Every rank loads the whole data set and computes every step's global batch from (seed, epoch, step) alone,
-so the data cursor is the step number: a checkpoint of step S (checkpoints/step_S, checkpoint/store.py)
-holds the model and optimizer states before step S (model.safetensors, optim.safetensors + optim.json, with
-the torch RNG state) and state.json (step, config, fingerprint, the stage's `extra` values). Rank 0 writes,
-every rank loads. A stop signal (launch/signals.py) is agreed by all ranks at a step boundary (MPI MAX),
+so the data cursor is the step number: a checkpoint of step S (checkpoints/step_S, written and read by
+checkpoint/checkpointer.py) holds the model and optimizer states before step S (model.safetensors,
+optim.safetensors + optim.json, with the torch RNG state) and state.json (step, config, fingerprint, the
+stage's `extra` values). Rank 0 writes, every rank loads. A stop signal (launch/signals.py) is agreed by all ranks at a step boundary (MPI MAX),
 checkpointed, and the rank exits with runtime.requeue_exit_code. persist=False (the demo's reward model,
 trained inside the PPO run dir) writes neither checkpoints nor metrics.
 """
@@ -23,22 +23,17 @@ trained inside the PPO run dir) writes neither checkpoints nor metrics.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any, Optional
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from hpc_rlhf.checkpoint import exact_json
-from hpc_rlhf.checkpoint.store import find_latest, load_json, save_checkpoint
-from hpc_rlhf.checkpoint.tensorfile import join_tensors, split_tensors, write_tensors
-from hpc_rlhf.checkpoint.train_state import unloadable
-from hpc_rlhf.config import Config, check_resumable, fingerprint, from_dict, to_dict, to_yaml
+from hpc_rlhf.checkpoint.checkpointer import Checkpointer
+from hpc_rlhf.config import Config
 from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.rollout.ledger import truncate_jsonl
-from hpc_rlhf.rundir import CKPT_MODEL, CKPT_OPTIM, CKPT_OPTIM_SKELETON, CKPT_STATE, CONFIG, RunDir
+from hpc_rlhf.rundir import RunDir
 
 
 class StageRun:
@@ -58,6 +53,7 @@ class StageRun:
             else DataParallel(0, 1)
         )
         self.lead = self.rank == 0
+        self.ckpt = Checkpointer(run_dir, cfg)
         self.last_ckpt_step: Optional[int] = None
         self.last_ckpt_time = time.monotonic()
 
@@ -121,57 +117,21 @@ class StageRun:
             self.checkpoint(total, model, opt, extra)
 
     def checkpoint(self, next_step: int, model: torch.nn.Module, opt: Any, extra: dict) -> None:
-        """The state before `next_step`, committed by rank 0 (checkpoint/store.py)."""
+        """The state before `next_step`, committed by rank 0 (checkpoint/checkpointer.py)."""
         self.last_ckpt_step, self.last_ckpt_time = next_step, time.monotonic()
-        if not self.lead:
-            return
-        tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-        skeleton, moments = split_tensors({"opt": opt.state_dict(), "torch_rng": torch.get_rng_state()})
-        state = {
-            "step": next_step,
-            "stage": self.cfg.stage,
-            "extra": extra,
-            "data_cursor": {"next_step": next_step},
-            "config_fingerprint": fingerprint(self.cfg),
-            "config": to_dict(self.cfg),
-            "saved_unix": time.time(),
-        }
-
-        def write(folder: str) -> dict:
-            hashed = {
-                n: write_tensors(os.path.join(folder, n), t) for n, t in ((CKPT_MODEL, tensors), (CKPT_OPTIM, moments))
-            }
-            with open(os.path.join(folder, CKPT_OPTIM_SKELETON), "w") as f:
-                f.write(exact_json.dumps(skeleton))
-            with open(os.path.join(folder, CKPT_STATE), "w") as f:
-                json.dump(state, f, indent=1)
-            with open(os.path.join(folder, CONFIG), "w") as f:
-                f.write(to_yaml(self.cfg))
-            return hashed
-
-        save_checkpoint(self.run_dir, next_step, write, self.cfg.checkpoint.keep_last)
+        if self.lead:
+            self.ckpt.save_stage(next_step, model, opt, extra)
 
     def resume(self, model: torch.nn.Module, opt: Any) -> tuple[int, dict]:
         """Load the latest committed checkpoint into model and opt: (next step, the stage's extra values);
         (0, {}) on a fresh start. Rank 0 finds and verifies it, every rank loads the same one."""
         if not self.persist:
             return 0, {}
-        info = find_latest(self.run_dir) if self.lead else None
+        info = self.ckpt.latest() if self.lead else None
         path = self.comm.bcast(info.path if info else None, root=0) if self.size > 1 else (info.path if info else None)
         start, extra = 0, {}
         if path is not None:
-            st = load_json(path, CKPT_STATE)
-            check_resumable(from_dict(st["config"]), self.cfg, path)
-            try:
-                model.load_state_dict(load_file(os.path.join(path, CKPT_MODEL), device=str(self.device)))
-                with open(os.path.join(path, CKPT_OPTIM_SKELETON)) as f:
-                    skeleton = exact_json.loads(f.read())
-                saved = join_tensors(skeleton, load_file(os.path.join(path, CKPT_OPTIM)))
-            except (OSError, RuntimeError, KeyError, ValueError) as e:
-                raise unloadable(path, e) from None
-            opt.load_state_dict(saved["opt"])
-            torch.set_rng_state(saved["torch_rng"])
-            start, extra = int(st["step"]), dict(st.get("extra", {}))
+            start, extra = self.ckpt.load_stage(path, model, opt, self.device)
             self.last_ckpt_step = start
         if self.lead:
             truncate_jsonl(RunDir(self.run_dir).metrics, start)

@@ -285,7 +285,7 @@ def test_disk_full_during_a_training_checkpoint(small_fs, tiny_rm):
     with open(small_fs / "filler", "wb") as f:  # leave room for half a checkpoint
         f.write(b"\0" * (free - size // 2))
     with torch.no_grad():
-        next(sess.tr.policy.parameters()).add_(1.0)  # different weights: a different checkpoint
+        next(sess.ctx.policy.parameters()).add_(1.0)  # different weights: a different checkpoint
     with pytest.raises(CheckpointError) as e:
         sess.checkpoint(2)
     assert "No space left on device" in str(e.value) and "previous checkpoint is intact" in str(e.value)
@@ -294,5 +294,5 @@ def test_disk_full_during_a_training_checkpoint(small_fs, tiny_rm):
     os.unlink(small_fs / "filler")
     again = TrainSession(cfg, str(run), torch.device("cpu"), DataParallel(0, 1), lead=True)
     assert again.start_step == 1
-    a, b = saved, {k: v for k, v in again.tr.policy.state_dict().items() if k in saved}
+    a, b = saved, {k: v for k, v in again.ctx.policy.state_dict().items() if k in saved}
     assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed weights are step 1's, not the failed save's

@@ -130,7 +130,7 @@ def test_a_checkpoint_with_everything_in_optim_pt_still_resumes(tmp_path, tiny_r
     cfg = load_config(TINY, [f"run_dir={tmp_path / 'run'}", *tiny_rm["overrides"]])
     os.makedirs(cfg.run_dir)
     sess = TrainSession(cfg, cfg.run_dir, torch.device("cpu"), DataParallel(0, 1), lead=True)
-    for model, opt in ((sess.tr.policy, sess.tr.opt_policy), (sess.tr.value, sess.tr.opt_value)):
+    for model, opt in ((sess.ctx.policy, sess.ctx.opt_policy), (sess.ctx.value, sess.ctx.opt_value)):
         for p in model.parameters():
             p.grad = torch.full_like(p, 0.01)
         opt.step()
@@ -150,7 +150,7 @@ def test_a_checkpoint_with_everything_in_optim_pt_still_resumes(tmp_path, tiny_r
         json.dump(manifest, f)
     again = TrainSession(cfg, cfg.run_dir, torch.device("cpu"), DataParallel(0, 1), lead=True)
     assert again.start_step == 1
-    a, b = sess.tr.opt_policy.state_dict()["state"], again.tr.opt_policy.state_dict()["state"]
+    a, b = sess.ctx.opt_policy.state_dict()["state"], again.ctx.opt_policy.state_dict()["state"]
     assert a.keys() == b.keys() and all(torch.equal(a[i]["exp_avg_sq"], b[i]["exp_avg_sq"]) for i in a)
 
 

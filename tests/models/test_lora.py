@@ -21,7 +21,7 @@ from hpc_rlhf.models.build import build_policy, build_reference, load_tokenizer
 from hpc_rlhf.models.export import export_policy
 from hpc_rlhf.models.forward import make_batch, response_logprobs
 from hpc_rlhf.parallel.dp import DataParallel
-from hpc_rlhf.roles.trainer import Trainer
+from hpc_rlhf.roles.trainer_context import build_context
 from hpc_rlhf.weights.publish import cpu_state, load_state
 from tests.conftest import TINY
 
@@ -62,7 +62,7 @@ def _logits(model, batch) -> torch.Tensor:
 
 def test_only_adapters_train_and_are_published(base):
     cfg, tok, d = base
-    tr = Trainer(cfg, str(d / "run"), torch.device("cpu"), DataParallel(0, 1))
+    tr = build_context(cfg, str(d / "run"), torch.device("cpu"), DataParallel(0, 1))
     held = {id(p) for g in tr.opt_policy.param_groups for p in g["params"]}
     named = dict(tr.policy.named_parameters())
     assert held == {id(p) for n, p in named.items() if "lora_" in n} and len(held) == 2 * 7  # A, B of 7 modules

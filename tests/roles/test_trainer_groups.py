@@ -10,7 +10,7 @@ import torch
 
 from hpc_rlhf.config import load_config
 from hpc_rlhf.parallel.dp import DataParallel
-from hpc_rlhf.roles.trainer import Trainer
+from hpc_rlhf.roles.trainer_context import TrainContext, build_context
 from hpc_rlhf.roles.trainer_step import Norms, StepData, advantages, policy_objective
 from tests.conftest import TINY
 
@@ -69,7 +69,7 @@ def keyed(sd: StepData, x: torch.Tensor) -> dict[tuple[int, int], torch.Tensor]:
     return {(int(p), int(s)): x[i] for i, (p, s) in enumerate(zip(sd.prompt_index, sd.sample_index))}
 
 
-def policy_grad(tr: Trainer, sd: StepData, tg, shares: list[list[int]], norms: Norms) -> list[torch.Tensor]:
+def policy_grad(tr: TrainContext, sd: StepData, tg, shares: list[list[int]], norms: Norms) -> list[torch.Tensor]:
     """The policy gradient summed over `shares` (row lists, one per train rank), as the all-reduce sums it."""
     tr.opt_policy.zero_grad(set_to_none=True)
     for rows in shares:
@@ -91,14 +91,14 @@ CASES = [
 @pytest.mark.parametrize("overrides", CASES, ids=lambda o: " ".join(o))
 def test_a_group_split_over_shards_and_ranks_trains_as_one(overrides, tiny_rm, tmp_path):
     cfg = load_config(TINY, [*tiny_rm["overrides"], f"run_dir={tmp_path}", "generate.samples_per_prompt=4", *overrides])
-    tr = Trainer(cfg, str(tmp_path), torch.device("cpu"), DataParallel(0, 1))
+    tr = build_context(cfg, str(tmp_path), torch.device("cpu"), DataParallel(0, 1))
     assert tr.value is None and tr.opt_value is None  # critic-free: no value model at all
     rows = samples()
     pad = tr.tok.pad_token_id
     one = StepData([part(rows)], pad, "cpu")
     # prompt 11's group is cut between the two shards, and the shards come in the other order
     two = StepData([part(rows[6:]), part(rows[:6])], pad, "cpu")
-    tg1, tg2 = (advantages(sd, None, cfg, 0.05) for sd in (one, two))
+    tg1, tg2 = (advantages(sd, None, cfg, tr.algorithm, 0.05) for sd in (one, two))
     a1, a2 = keyed(one, tg1.adv), keyed(two, tg2.adv)
     assert a1.keys() == a2.keys() and len(a1) == 16
     for k in a1:

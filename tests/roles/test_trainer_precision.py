@@ -13,7 +13,8 @@ from hpc_rlhf.errors import UserError
 from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.generator import Generator
 from hpc_rlhf.roles.scorer import Scorer
-from hpc_rlhf.roles.trainer import Trainer
+from hpc_rlhf.roles.trainer import train_step
+from hpc_rlhf.roles.trainer_context import build_context, policy_state
 from hpc_rlhf.roles.trainer_step import Norms, StepData, advantages, old_values, policy_objective
 from hpc_rlhf.weights.publish import load_state
 from tests.conftest import TINY
@@ -40,17 +41,17 @@ def test_bf16_trains_fp32_masters_in_bf16_compute_and_serves_bf16(tiny_rm, tmp_p
     cfg16 = load_config(
         TINY, [*tiny_rm["overrides"], f"run_dir={tmp_path}", "generate.samples_per_prompt=4", "train.precision=bf16"]
     )
-    tr = Trainer(cfg16, str(tmp_path), torch.device("cpu"), DataParallel(0, 1))
+    tr = build_context(cfg16, str(tmp_path), torch.device("cpu"), DataParallel(0, 1))
     assert tr.value is not None  # PPO: the value model is trained in mixed precision too
     rows = samples()
     sd = StepData([part(rows)], tr.tok.pad_token_id, "cpu")
-    tg = advantages(sd, old_values(tr, sd), cfg16, 0.05)
+    tg = advantages(sd, old_values(tr, sd), cfg16, tr.algorithm, 0.05)
     assert tg.values.dtype == torch.float32
     norms = Norms(sd.batch.response_mask.sum(), torch.tensor(16.0), 8.0)
     idx = torch.arange(16)
     for trainer, want in (
         (tr, {torch.bfloat16}),
-        (Trainer(cfg, str(tmp_path), "cpu", DataParallel(0, 1)), {torch.float32}),
+        (build_context(cfg, str(tmp_path), "cpu", DataParallel(0, 1)), {torch.float32}),
     ):
         with MatmulDtypes() as rec:
             loss, _ = policy_objective(trainer, sd.batch.select(idx), sd, idx, tg, norms)
@@ -58,7 +59,7 @@ def test_bf16_trains_fp32_masters_in_bf16_compute_and_serves_bf16(tiny_rm, tmp_p
     loss.backward()  # (the fp32 trainer's: its gradients are fp32 as well)
 
     whole = {**part(rows), "reward_sources": part(rows)["reward"][:, None]}  # one source (the RM)
-    tr.train_step(0, [], parts=[whole])  # a whole step: autocast forwards, fp32 AdamW
+    train_step(tr, 0, [], parts=[whole])  # a whole step: autocast forwards, fp32 AdamW
     for model, opt in ((tr.policy, tr.opt_policy), (tr.value, tr.opt_value)):
         assert {p.dtype for p in model.parameters()} == {torch.float32}
         assert {p.grad.dtype for p in model.parameters() if p.grad is not None} == {torch.float32}
@@ -69,7 +70,7 @@ def test_bf16_trains_fp32_masters_in_bf16_compute_and_serves_bf16(tiny_rm, tmp_p
     sc = Scorer(cfg16, str(tmp_path), torch.device("cpu"), 0)
     for model in (gen.policy, sc.reference, sc.reward):
         assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-    weights = tr.policy_state()  # what the trainer publishes: fp32
+    weights = policy_state(tr)  # what the trainer publishes: fp32
     assert {t.dtype for t in weights.values()} == {torch.float32}
     load_state(gen.policy, weights, "published weights")
     got = gen.policy.state_dict()

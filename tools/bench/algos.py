@@ -35,16 +35,17 @@ def child(algo: str, run_dir: str, repeats: int) -> dict:
 
     from hpc_rlhf.config import load_config
     from hpc_rlhf.parallel.dp import DataParallel
-    from hpc_rlhf.roles.trainer import Trainer
+    from hpc_rlhf.roles.trainer import train_step
+    from hpc_rlhf.roles.trainer_context import build_context
 
     cfg = load_config(os.path.join(run_dir, "config.yaml"), [f"algo.name={algo}", f"run_dir={run_dir}"])
     cfg = dataclasses.replace(cfg, run_dir=run_dir)
     torch.set_num_threads(common.THREADS)
-    tr = Trainer(cfg, run_dir, torch.device("cpu"), DataParallel(0, 1))
+    tr = build_context(cfg, run_dir, torch.device("cpu"), DataParallel(0, 1))
     built_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     paths = sorted(glob.glob(os.path.join(run_dir, "rollouts", "step_000001", "scored_*.h5")))
-    tr.train_step(1, paths)  # warm-up (AdamW states are allocated at the first step)
-    steps = [tr.train_step(1, paths) for _ in range(repeats)]
+    train_step(tr, 1, paths)  # warm-up (AdamW states are allocated at the first step)
+    steps = [train_step(tr, 1, paths)[0] for _ in range(repeats)]
     return {
         "algo": algo,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -41,19 +41,20 @@ def measure(size: str, repeats: int, workdir: str) -> dict:
 
     from hpc_rlhf.config import load_config
     from hpc_rlhf.parallel.dp import DataParallel
-    from hpc_rlhf.roles.trainer import Trainer
+    from hpc_rlhf.roles.trainer import train_step
+    from hpc_rlhf.roles.trainer_context import build_context
 
     run_dir = os.path.join(workdir, f"flops_{size}")
     common.run_ours(common.our_overrides(size, run_dir, steps=2))
     cfg = dataclasses.replace(load_config(os.path.join(run_dir, "config.yaml")), run_dir=run_dir)
     torch.set_num_threads(common.THREADS)
-    tr = Trainer(cfg, run_dir, torch.device("cpu"), DataParallel(0, 1))
+    tr = build_context(cfg, run_dir, torch.device("cpu"), DataParallel(0, 1))
     paths = sorted(glob.glob(os.path.join(run_dir, "rollouts", "step_000001", "scored_*.h5")))
-    tr.train_step(1, paths)  # warm-up
+    train_step(tr, 1, paths)  # warm-up
     peaks, updates, optim = [], [], []
     for _ in range(repeats):
         peaks.append(common.matmul_peak(common.THREADS, seconds=1.5))
-        m = tr.train_step(1, paths)
+        m = train_step(tr, 1, paths)[0]
         updates.append(m["time/train_update_s"])
         optim.append(m["time/train_optim_s"])
     # The machine is shared: a burst of other jobs slows a matmul and a training step alike. The

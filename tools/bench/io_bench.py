@@ -81,7 +81,7 @@ def checkpoint_bench(workdir: str, repeats: int) -> dict:
     cfg, run_dir = prepare_run(cfg)
     torch.set_num_threads(common.THREADS)
     sess = TrainSession(cfg, run_dir, torch.device("cpu"), DataParallel(0, 1), lead=True)
-    tr = sess.tr
+    tr = sess.ctx
     for model, opt in ((tr.policy, tr.opt_policy), (tr.value, tr.opt_value)):
         for p in model.parameters():
             p.grad = torch.zeros_like(p)

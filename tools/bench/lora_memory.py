@@ -53,17 +53,17 @@ def child(case: str, run_dir: str, arch: list[str]) -> dict:
     cpu = torch.device("cpu")
     sess = TrainSession(cfg, run_dir, cpu, DataParallel(0, 1), lead=True, publish_files=False)
     share = case == "lora"
-    gen = Generator(cfg, run_dir, cpu, 0, sess.tr.policy if share else None)
-    scorer = Scorer(cfg, run_dir, cpu, 0, lora.BaseView(sess.tr.policy) if share else None)
+    gen = Generator(cfg, run_dir, cpu, 0, sess.ctx.policy if share else None)
+    scorer = Scorer(cfg, run_dir, cpu, 0, lora.BaseView(sess.ctx.policy) if share else None)
     built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gen.load_state(0, sess.versions[0])
     gpath, _, generated = gen.generate(0, 0)
     spath, _, scored = scorer.score(gpath, generated)
-    sess.tr.train_step(0, [spath], [scored])
+    sess.train_step(0, [spath], [scored])
     return {
         "case": case,
-        "policy_params": sum(p.numel() for p in sess.tr.policy.parameters()),
-        "trained_params": sum(p.numel() for p in lora.trainable(sess.tr.policy)),
+        "policy_params": sum(p.numel() for p in sess.ctx.policy.parameters()),
+        "trained_params": sum(p.numel() for p in lora.trainable(sess.ctx.policy)),
         "rss_after_build_mib": built,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -79,7 +79,8 @@ def role_child(role: str, run_dir: str) -> dict:
     from hpc_rlhf.parallel.dp import DataParallel
     from hpc_rlhf.roles.generator import Generator
     from hpc_rlhf.roles.scorer import Scorer
-    from hpc_rlhf.roles.trainer import Trainer
+    from hpc_rlhf.roles.trainer import train_step
+    from hpc_rlhf.roles.trainer_context import build_context
     from hpc_rlhf.rundir import RunDir
     from hpc_rlhf.weights.publish import cpu_state
 
@@ -89,9 +90,9 @@ def role_child(role: str, run_dir: str) -> dict:
     cpu = torch.device("cpu")
     scored = rd.shard(0, 0, "scored")
     if role == "trainer":
-        tr = Trainer(cfg, run_dir, cpu, DataParallel(0, 1))
+        tr = build_context(cfg, run_dir, cpu, DataParallel(0, 1))
         built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        tr.train_step(0, [scored])
+        train_step(tr, 0, [scored])
     elif role == "scorer":
         Scorer(cfg, run_dir, cpu, 0)
         built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
