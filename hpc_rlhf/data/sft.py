@@ -1,5 +1,6 @@
 """SFT examples from a user's data file: token ids and a loss mask per row (the `sft:` config section).
 
+    examples, dropped = load_examples(cfg, tok)          # sft.data_path, its columns, chat template, max_len
     examples, dropped = sft_examples(tok, table, path, prompt_column="prompt", response_column="response",
                                      messages_column=None, chat=False, max_len=512)
     examples[i].ids, examples[i].loss_mask    # int64 (T,), bool (T,): True on the tokens the loss is on
@@ -20,8 +21,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from hpc_rlhf.data.chat import check_messages, render_prompt
-from hpc_rlhf.data.tables import cell, require_columns
+from hpc_rlhf.config import Config
+from hpc_rlhf.data.chat import check_messages, render_prompt, require_chat_template
+from hpc_rlhf.data.tables import cell, open_table, require_columns
 from hpc_rlhf.errors import UserError
 
 
@@ -105,3 +107,16 @@ def sft_examples(
     if not out:
         raise UserError(f"{path}: no example keeps a response token within sft.max_len={max_len}; raise sft.max_len")
     return out, dropped
+
+
+def load_examples(cfg: Config, tok: Any) -> tuple[list[Example], int]:
+    """The SFT examples of `sft.data_path` and how many rows were dropped (one-line UserErrors on bad data)."""
+    s = cfg.sft
+    if s.chat_template:
+        require_chat_template(
+            tok, cfg.model.tokenizer_path or cfg.model.policy_path or "the tokenizer", "sft.chat_template"
+        )
+    table = open_table(s.data_path, "sft.data_path")
+    return sft_examples(
+        tok, table, s.data_path, s.prompt_column, s.response_column, s.messages_column, s.chat_template, s.max_len
+    )

@@ -1,7 +1,8 @@
-"""Get a run directory ready, then run the run here and report how it ended.
+"""Get a run directory ready before any rank starts (running it is another step: launch/run.py, launch/local.py,
+or a Slurm job: launch/slurm_submit.py).
 
     cfg, run_dir = prepare_run(load_config("configs/demo.yaml", overrides))
-    code = run_local(cfg, run_dir)  # mpiexec (runtime.launcher=local) or this process (none)
+    code = run_local(cfg, run_dir)  # hpc_rlhf.launch.run: mpiexec (runtime.launcher=local) or this process
 
 `prepare_run` is what every way of starting a run does before any rank starts (`hpc-rlhf train`,
 `resume`, `demo`, and the Slurm submission): refuse a config that differs from the run's latest
@@ -24,6 +25,7 @@ from hpc_rlhf.checkpoint.store import find_latest
 from hpc_rlhf.config import Config, to_yaml
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.rundir import RunDir
+from hpc_rlhf.stages.tokenizer import save_run_tokenizer
 
 
 def prepare_run(cfg: Config) -> tuple[Config, str]:
@@ -80,13 +82,13 @@ def check_stage_data(cfg: Config, run_dir: str) -> int:
 
     tok = load_tokenizer(cfg, run_dir)
     if cfg.stage == "sft":
-        from hpc_rlhf.stages.sft import load_examples
+        from hpc_rlhf.data.sft import load_examples
 
         examples, _ = load_examples(cfg, tok)
         return max(len(e.ids) for e in examples)
-    from hpc_rlhf.stages.reward_model import load_pairs
+    from hpc_rlhf.data.pairs import load_pairs
 
-    load_pairs(cfg, tok)
+    load_pairs(cfg, tok)  # the demo's pairs (None) are synthesised: nothing to read
     return 0
 
 
@@ -111,24 +113,6 @@ def check_rl_context(cfg: Config, run_dir: str, prompts) -> None:
 
         shares = RewardTokens.of(cfg, load_tokenizer(cfg, run_dir)) is None
     check_context(cfg, tokens + new, f"{what} + generate.max_new_tokens={new}", fix, shares)
-
-
-def run_local(cfg: Config, run_dir: str) -> int:
-    """Run the prepared run on this machine (mpiexec, or in this process for runtime.launcher=none);
-    say on stderr how to continue or where to look when it did not finish. Returns its exit status."""
-    if cfg.runtime.launcher == "local":
-        from hpc_rlhf.launch.local import launch_local
-
-        code = launch_local(cfg, run_dir)
-    else:
-        from hpc_rlhf.launch.worker import main as worker_main
-
-        code = worker_main([run_dir])
-    if code == cfg.runtime.requeue_exit_code:
-        print(f"stopped after a checkpoint; continue with: hpc-rlhf resume {run_dir}", file=sys.stderr)
-    elif code != 0:
-        print(f"error: the run failed (exit {code}); see the rank errors above", file=sys.stderr)
-    return code
 
 
 def check_inputs(cfg: Config, run_dir: str, start: str | None = None):
@@ -163,20 +147,3 @@ def check_inputs(cfg: Config, run_dir: str, start: str | None = None):
             "reads the policy's tokens) cannot start from it; set model.value_init=policy"
         )
     return prompts
-
-
-def save_run_tokenizer(cfg: Config, run_dir: str) -> None:
-    """RUN_DIR/tokenizer: the demo's word-level tokenizer, built once, when no tokenizer or policy folder
-    is configured; else the configured one, loaded (a one-line error when it cannot be) and saved."""
-    rd = RunDir(run_dir)
-    if cfg.task.name == "demo" and not (cfg.model.tokenizer_path or cfg.model.policy_path):
-        if not rd.has_tokenizer:
-            from hpc_rlhf.demo.task import build_tokenizer
-
-            build_tokenizer(cfg.task.vocab_words, rd.tokenizer)
-        return
-    from hpc_rlhf.models.build import check_folders, load_tokenizer
-
-    tok = load_tokenizer(cfg, run_dir)
-    check_folders(cfg, tok)  # config.json only: a folder that cannot be the policy fails here, not in a rank
-    tok.save_pretrained(rd.tokenizer)

@@ -30,11 +30,10 @@ import dataclasses
 import json
 import os
 import runpy
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Optional, TextIO
 
 from hpc_rlhf.config import Config, to_yaml, validate
 from hpc_rlhf.errors import UserError
@@ -80,60 +79,18 @@ def submit_recipe(
     cfg: Config, config_path: Optional[str] = None, dry_run: bool = False, out: Optional[TextIO] = None
 ) -> dict:
     """Submit (or with dry_run print) the three chained jobs; returns {stage: job id or None}."""
-    from hpc_rlhf.launch.slurm_submit import executor_parameters, render_sbatch
+    from hpc_rlhf.launch.slurm_submit import require_slurm
 
     out = out or sys.stdout
     stages = stage_configs(cfg)
     _check(cfg, stages)
     root = os.path.abspath(cfg.run_dir)
     if dry_run:
-        prev = None
-        for name, st in stages.items():
-            shown = _with_dependency(st, f"<job id of {prev}>") if prev else st
-            out.write(f"# ---- stage {name}: {st.run_dir} ({st.world_size} tasks)\n")
-            out.write(render_sbatch(shown, Path(st.run_dir)).rstrip("\n") + "\n")
-            prev = name
-        out.write(f"# dry run: nothing submitted; recipe folder {root}\n")
+        _print_chain(stages, root, out)
         return {name: None for name in stages}
-    if shutil.which("sbatch") is None:
-        raise UserError(
-            "sbatch not found: submit from a Slurm login node (dev machine: tools/slurm/dev_cluster.sh start)"
-        )
+    require_slurm()
     _prepare(cfg, stages)
-    import submitit
-
-    from hpc_rlhf.launch.slurm_events import record_event
-    from hpc_rlhf.launch.slurm_job import SlurmTask
-    from hpc_rlhf.launch.slurm_submit import _sbatch_error
-
-    jobs: dict[str, Any] = {}
-    prev = None
-    for name, st in stages.items():
-        run_dir = Path(st.run_dir)
-        shaped = _with_dependency(st, jobs[prev]) if prev else st
-        ex = submitit.AutoExecutor(
-            folder=RunDir(st.run_dir).slurm, cluster="slurm", slurm_max_num_timeout=st.slurm.max_requeues
-        )
-        ex.update_parameters(**executor_parameters(shaped, run_dir))
-        try:
-            job = ex.submit(SlurmTask(st.run_dir, STAGE_WORKER))
-        except Exception as e:  # noqa: BLE001 - sbatch refused: say what it said
-            raise UserError(
-                f"sbatch refused the {name} job: {_sbatch_error(e)} (submitted before it: {jobs})"
-            ) from None
-        jobs[name] = str(job.job_id)
-        record_event(
-            run_dir,
-            "submit",
-            job_id=jobs[name],
-            config=config_path,
-            num_tasks=st.world_size,
-            worker=STAGE_WORKER,
-            recipe=root,
-            after=jobs.get(prev),
-        )
-        out.write(f"submitted {name} job {jobs[name]}{' (after ' + jobs[prev] + ')' if prev else ''}: {st.run_dir}\n")
-        prev = name
+    jobs = _submit_chain(stages, config_path, root, out)
     chain = {
         "config": config_path,
         "submitted_unix": time.time(),
@@ -145,13 +102,45 @@ def submit_recipe(
     return jobs
 
 
+def _print_chain(stages: dict[str, Config], root: str, out: TextIO) -> None:
+    """--dry-run: the three sbatch scripts, each stage's dependency on the one before as a placeholder."""
+    from hpc_rlhf.launch.slurm_submit import render_sbatch
+
+    prev = None
+    for name, st in stages.items():
+        shown = _with_dependency(st, f"<job id of {prev}>") if prev else st
+        out.write(f"# ---- stage {name}: {st.run_dir} ({st.world_size} tasks)\n")
+        out.write(render_sbatch(shown, Path(st.run_dir)).rstrip("\n") + "\n")
+        prev = name
+    out.write(f"# dry run: nothing submitted; recipe folder {root}\n")
+
+
+def _submit_chain(stages: dict[str, Config], config_path: Optional[str], root: str, out: TextIO) -> dict[str, str]:
+    """Queue the prepared stages in order through the one submitter, each after the one before (afterok)."""
+    from hpc_rlhf.launch.slurm_submit import submit_job
+
+    jobs: dict[str, str] = {}
+    prev = None
+    for name, st in stages.items():
+        shaped = _with_dependency(st, jobs[prev]) if prev else st
+        try:
+            jobs[name], _ = submit_job(
+                shaped, STAGE_WORKER, what=f"the {name} job", config=config_path, recipe=root, after=jobs.get(prev)
+            )
+        except UserError as e:
+            raise UserError(f"{e} (submitted before it: {jobs})") from None
+        out.write(f"submitted {name} job {jobs[name]}{' (after ' + jobs[prev] + ')' if prev else ''}: {st.run_dir}\n")
+        prev = name
+    return jobs
+
+
 def _prepare(cfg: Config, stages: dict[str, Config]) -> None:
     """Stage folders, configs and code snapshots; the SFT data and the pairs read before anything is queued."""
+    from hpc_rlhf.data.pairs import load_pairs
     from hpc_rlhf.launch.lease import check_free
     from hpc_rlhf.launch.slurm_events import check_no_active_job
     from hpc_rlhf.launch.slurm_submit import prepare_run_dir, snapshot_code
     from hpc_rlhf.models.build import load_tokenizer
-    from hpc_rlhf.stages.reward_model import load_pairs
 
     for st in stages.values():
         check_no_active_job(Path(st.run_dir))
@@ -184,7 +173,7 @@ def _check_rl_inputs(cfg: Config, stages: dict[str, Config], tokenizer_dir: Opti
 
 def recipe_status(root: str | Path, out: Optional[TextIO] = None) -> list[dict]:
     """Print and return each stage's job, Slurm state and progress (`hpc-rlhf status RUN_DIR` of a recipe)."""
-    from hpc_rlhf.launch.slurm_cmds import progress, slurm_state
+    from hpc_rlhf.launch.slurm_runs import progress, slurm_state
 
     out = out or sys.stdout
     with open(RunDir(str(root)).recipe) as f:
@@ -212,7 +201,7 @@ def _stage_main(run_dir: str) -> None:
     """In a stage job (every task): rank 0 saves the stage's tokenizer, then the worker runs."""
     if os.environ.get("SLURM_PROCID", "0") == "0" and not RunDir(run_dir).has_tokenizer:
         from hpc_rlhf.config import load_config
-        from hpc_rlhf.launch.prepare import save_run_tokenizer
+        from hpc_rlhf.stages.tokenizer import save_run_tokenizer
 
         save_run_tokenizer(load_config(RunDir(run_dir).config), run_dir)
     sys.argv = ["hpc_rlhf.launch.worker", run_dir]

@@ -1,6 +1,7 @@
 """Submission of a run to Slurm through submitit (what runs inside the job: hpc_rlhf.launch.slurm_job).
 
     info = submit(cfg, "configs/demo.yaml", dry_run=False)   # `hpc-rlhf submit CONFIG [k=v...] [--dry-run]`
+    job_id, script = submit_job(cfg, worker, event="resume")  # the one submitter: submit, submit-recipe, resume
 
 What a submission does
 ----------------------
@@ -257,7 +258,6 @@ def submit(
     check_placement(cfg)  # --dry-run too: a placement the allocation cannot meet is never queued
     run_dir = Path(cfg.run_dir).expanduser().absolute()
     cfg = dataclasses.replace(cfg, run_dir=str(run_dir))
-    params = executor_parameters(cfg, run_dir)
     num_tasks = nodes * tpn
     if dry_run:
         script = render_sbatch(cfg, run_dir)
@@ -265,28 +265,12 @@ def submit(
         out.write(f"# dry run: nothing submitted; {num_tasks} tasks, run dir {run_dir}\n")
         out.flush()
         return SubmitInfo(str(run_dir), None, script, num_tasks, [], dry_run=True)
-    if shutil.which("sbatch") is None or shutil.which("srun") is None:
-        raise UserError(
-            "sbatch/srun not found: submit from a Slurm login node (dev machine: tools/slurm/dev_cluster.sh start)"
-        )
+    require_slurm()
     _check_worker(worker)
     check_no_active_job(run_dir)
     check_free(str(run_dir))  # a local run (or a job) that owns the run dir: refused before queueing
     prepare_run_dir(cfg)
-
-    import submitit
-
-    ex = submitit.AutoExecutor(
-        folder=Path(RunDir(str(run_dir)).slurm), cluster="slurm", slurm_max_num_timeout=cfg.slurm.max_requeues
-    )
-    ex.update_parameters(**params)
-    try:
-        job = ex.submit(SlurmTask(str(run_dir), worker))
-    except Exception as e:  # sbatch refused (bad partition, account, ...): say what sbatch said
-        raise UserError(f"sbatch refused the job: {_sbatch_error(e)}") from None
-    job_id = str(job.job_id)
-    record_event(run_dir, event, job_id=job_id, config=config_path, num_tasks=num_tasks, worker=worker)
-    script = Path(job.paths.submission_file).read_text()
+    job_id, script = submit_job(cfg, worker, event=event, config=config_path)
     logs = _log_paths(run_dir, job_id, num_tasks)
     out.write(
         f"submitted Slurm job {job_id}: {num_tasks} tasks on {nodes} node(s)"
@@ -298,6 +282,40 @@ def submit(
     )
     out.flush()
     return SubmitInfo(str(run_dir), job_id, script, num_tasks, logs)
+
+
+def require_slurm() -> None:
+    """A one-line UserError where sbatch or srun is missing (not a Slurm login node)."""
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        raise UserError(
+            "sbatch/srun not found: submit from a Slurm login node (dev machine: tools/slurm/dev_cluster.sh start)"
+        )
+
+
+def submit_job(
+    cfg: Config, worker: str = DEFAULT_WORKER, *, event: str = "submit", what: str = "the job", **fields: Any
+) -> tuple[str, str]:
+    """Queue one job of a prepared run: the one place a job is submitted (`submit`, each stage of
+    `submit-recipe`, a resubmission). submitit writes the sbatch script of `executor_parameters(cfg)` into
+    RUN_DIR/slurm, every task runs SlurmTask(RUN_DIR, worker); sbatch's refusal is a one-line UserError
+    naming `what`. The job is recorded in RUN_DIR/slurm/jobs.jsonl as `event` (with `fields`, e.g. config=).
+
+    cfg: validated, its run_dir absolute and prepared. Returns (job id, the sbatch script as submitted).
+    """
+    import submitit
+
+    run_dir = Path(cfg.run_dir)
+    ex = submitit.AutoExecutor(
+        folder=Path(RunDir(str(run_dir)).slurm), cluster="slurm", slurm_max_num_timeout=cfg.slurm.max_requeues
+    )
+    ex.update_parameters(**executor_parameters(cfg, run_dir))
+    try:
+        job = ex.submit(SlurmTask(str(run_dir), worker))
+    except Exception as e:  # noqa: BLE001 - sbatch refused (bad partition, account, ...): say what it said
+        raise UserError(f"sbatch refused {what}: {_sbatch_error(e)}") from None
+    job_id = str(job.job_id)
+    record_event(run_dir, event, job_id=job_id, num_tasks=cfg.world_size, worker=worker, **fields)
+    return job_id, Path(job.paths.submission_file).read_text()
 
 
 def _sbatch_error(e: Exception) -> str:

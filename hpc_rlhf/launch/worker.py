@@ -38,95 +38,135 @@ def _threads(cfg, comm) -> int:
     return max(1, len(os.sched_getaffinity(0)) // local)
 
 
+@dataclasses.dataclass
+class _Attempt:
+    """What this rank knows of itself so far (its failure report names the role once it has one)."""
+
+    rank: int
+    token: str
+    role: str = "?"
+    heartbeat: object = None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run rank RUN_DIR (argv[0]) of the job; its exit status (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
     run_dir = argv[0]
     stop = StopFlag().install()  # first: a stop signal during the imports below only sets the flag
     watch_launcher()  # a local run's rank ends with its launcher, however that dies (launch/orphans.py)
-    if not os.path.isfile(RunDir(run_dir).config):  # a node-local run_dir (checked before the
-        # seconds of importing torch): the submitting host wrote it elsewhere
-        import socket
-
-        print(
-            f"error: {RunDir(run_dir).config} does not exist on host {socket.gethostname()}: run_dir must be a "
-            "prepared run directory every node sees (a shared filesystem, not a node-local path)",
-            file=sys.stderr,
-            flush=True,
-        )
-        StartWatchdog(RuntimeConfig.start_timeout_s)  # MPI_Init must not block this task for ever
-        from mpi4py import MPI
-
-        MPI.COMM_WORLD.Abort(2)  # ranks on nodes that do see it must not wait for this one
-        return 2
-    import torch
+    if not os.path.isfile(RunDir(run_dir).config):  # checked before the seconds of importing torch
+        return _missing_run_dir(run_dir)
+    import torch  # noqa: F401 - before the config and MPI, as the ranks have always started
 
     from hpc_rlhf.config import load_config
-    from hpc_rlhf.errors import UserError, first_line
 
     cfg = dataclasses.replace(load_config(RunDir(run_dir).config), run_dir=run_dir)
     dog = StartWatchdog(cfg.runtime.start_timeout_s)  # until the heartbeats run (cluster/start_watchdog.py)
     from mpi4py import MPI
 
-    from hpc_rlhf.cluster.nodes import NodeMap, check_shared_run_dir, local_device
-    from hpc_rlhf.cluster.topology import Topology
-
     comm = MPI.COMM_WORLD
-    rank, role = comm.Get_rank(), "?"
-    ntasks = os.environ.get("SLURM_NTASKS") if os.environ.get("SLURM_STEP_ID") is not None else None
-    if ntasks is not None and int(ntasks) != comm.Get_size():
-        print(
-            f"error: MPI world size {comm.Get_size()} != SLURM_NTASKS {ntasks}: srun's --mpi plugin does not "
-            f"match this MPI (use --mpi=pmi2 with MPICH)",
-            file=sys.stderr,
-        )
+    if not _world_is_slurms(comm):
         dog.done()
         return 2
-    attempt = comm.bcast(uuid.uuid4().hex[:12] if rank == 0 else None, root=0)  # this start's token
-    hb = None
+    me = _Attempt(comm.Get_rank(), comm.bcast(uuid.uuid4().hex[:12] if comm.Get_rank() == 0 else None, root=0))
     try:
-        nodes = NodeMap.gather(comm)  # which node each rank is on, by MPI itself (cluster/nodes.py)
-        if rank == 0:
-            print(nodes.report(), flush=True)  # hosts and clocks, in the run's log
-        if nodes.count > 1:
-            check_shared_run_dir(comm, run_dir, nodes, attempt)
-        rl = cfg.stage == "rl"
-        topo = Topology.build(comm.Get_size(), cfg.layout, cfg.placement, nodes.node_of_rank) if rl else None
-        role = topo.role(rank) if topo is not None else cfg.stage  # sft, rm: every rank trains
-        register_rank(run_dir, rank, role, topo.index(rank) if topo is not None else rank, attempt)
-        hb = _start_heartbeat(cfg, run_dir, comm, role, attempt)
-        dog.done()  # from here a lost peer is the heartbeats' to report
-        torch.set_num_threads(_threads(cfg, comm))
-        device = local_device(cfg.runtime, nodes, rank)  # cuda:<local rank> + set_device, or cpu
-        if rl:
-            _render_prompts_once(cfg, run_dir, comm)
-        if topo is None:
-            verdict = _run_stage(cfg, run_dir, comm, device, stop)
-        elif topo.single:
-            from hpc_rlhf.launch.single import run_single
-
-            verdict = run_single(cfg, run_dir, device, stop)
-        else:
-            verdict = _run_role(cfg, run_dir, comm, topo, device, stop)
+        nodes, topo = _join(cfg, run_dir, comm, me, dog)
+        verdict = _run(cfg, run_dir, comm, me, nodes, topo, stop)
     except BaseException as e:  # noqa: BLE001 - any failure must take the whole world down
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
-        dog.done()
-        from hpc_rlhf.cluster.heartbeat import lost_peer
-
-        if hb is not None and lost_peer(e):  # a peer vanished (e.g. a trainer on another node): the
-            hb.wait_verdict()  # heartbeats name it, with its host, and end the job (they abort the world)
-        note_exit(run_dir, rank, "failed", attempt)
-        print(f"error: rank {rank} ({role}) failed: {type(e).__name__}: {first_line(e)}", file=sys.stderr, flush=True)
-        if not isinstance(e, UserError):
-            traceback.print_exc(file=sys.stderr)
-        sys.stderr.flush()
-        comm.Abort(1)
-        return 1
+        return _fail(e, run_dir, comm, me, dog)
     code = 0 if verdict == "done" else cfg.runtime.requeue_exit_code
-    if hb is not None:
-        hb.stop()
-    note_exit(run_dir, rank, str(code), attempt)
+    if me.heartbeat is not None:
+        me.heartbeat.stop()
+    note_exit(run_dir, me.rank, str(code), me.token)
     return code
+
+
+def _missing_run_dir(run_dir: str) -> int:
+    """A node-local run_dir: the submitting host wrote it elsewhere. Say so, and end every rank (exit 2)."""
+    import socket
+
+    print(
+        f"error: {RunDir(run_dir).config} does not exist on host {socket.gethostname()}: run_dir must be a "
+        "prepared run directory every node sees (a shared filesystem, not a node-local path)",
+        file=sys.stderr,
+        flush=True,
+    )
+    StartWatchdog(RuntimeConfig.start_timeout_s)  # MPI_Init must not block this task for ever
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.Abort(2)  # ranks on nodes that do see it must not wait for this one
+    return 2
+
+
+def _world_is_slurms(comm) -> bool:
+    """Under srun, MPI's world is Slurm's tasks; else srun's --mpi plugin does not match this MPI (said)."""
+    ntasks = os.environ.get("SLURM_NTASKS") if os.environ.get("SLURM_STEP_ID") is not None else None
+    if ntasks is None or int(ntasks) == comm.Get_size():
+        return True
+    print(
+        f"error: MPI world size {comm.Get_size()} != SLURM_NTASKS {ntasks}: srun's --mpi plugin does not "
+        f"match this MPI (use --mpi=pmi2 with MPICH)",
+        file=sys.stderr,
+    )
+    return False
+
+
+def _join(cfg, run_dir: str, comm, me: _Attempt, dog):
+    """Find the nodes and this rank's role, register it and start the heartbeats. Returns (nodes, topology;
+    None for a supervised stage, where every rank trains)."""
+    from hpc_rlhf.cluster.nodes import NodeMap, check_shared_run_dir
+    from hpc_rlhf.cluster.topology import Topology
+
+    nodes = NodeMap.gather(comm)  # which node each rank is on, by MPI itself (cluster/nodes.py)
+    if me.rank == 0:
+        print(nodes.report(), flush=True)  # hosts and clocks, in the run's log
+    if nodes.count > 1:
+        check_shared_run_dir(comm, run_dir, nodes, me.token)
+    topo = None
+    if cfg.stage == "rl":
+        topo = Topology.build(comm.Get_size(), cfg.layout, cfg.placement, nodes.node_of_rank)
+    me.role = topo.role(me.rank) if topo is not None else cfg.stage  # sft, rm: every rank trains
+    register_rank(run_dir, me.rank, me.role, topo.index(me.rank) if topo is not None else me.rank, me.token)
+    me.heartbeat = _start_heartbeat(cfg, run_dir, comm, me.role, me.token)
+    dog.done()  # from here a lost peer is the heartbeats' to report
+    return nodes, topo
+
+
+def _run(cfg, run_dir: str, comm, me: _Attempt, nodes, topo, stop) -> str:
+    """This rank's part of the run on its device: a stage, the whole run in one process, or a role loop."""
+    import torch
+
+    from hpc_rlhf.cluster.nodes import local_device
+
+    torch.set_num_threads(_threads(cfg, comm))
+    device = local_device(cfg.runtime, nodes, me.rank)  # cuda:<local rank> + set_device, or cpu
+    if topo is None:
+        return _run_stage(cfg, run_dir, comm, device, stop)
+    _render_prompts_once(cfg, run_dir, comm)
+    if topo.single:
+        from hpc_rlhf.launch.single import run_single
+
+        return run_single(cfg, run_dir, device, stop)
+    return _run_role(cfg, run_dir, comm, topo, device, stop)
+
+
+def _fail(e: BaseException, run_dir: str, comm, me: _Attempt, dog) -> int:
+    """Name this rank and its error, then abort the whole MPI world so no rank is left waiting."""
+    from hpc_rlhf.cluster.heartbeat import lost_peer
+    from hpc_rlhf.errors import UserError, first_line
+
+    dog.done()
+    if me.heartbeat is not None and lost_peer(e):  # a peer vanished (e.g. a trainer on another node): the
+        me.heartbeat.wait_verdict()  # heartbeats name it, with its host, and end the job (they abort the world)
+    note_exit(run_dir, me.rank, "failed", me.token)
+    print(f"error: rank {me.rank} ({me.role}) failed: {type(e).__name__}: {first_line(e)}", file=sys.stderr, flush=True)
+    if not isinstance(e, UserError):
+        traceback.print_exc(file=sys.stderr)
+    sys.stderr.flush()
+    comm.Abort(1)
+    return 1
 
 
 def _render_prompts_once(cfg, run_dir: str, comm) -> None:

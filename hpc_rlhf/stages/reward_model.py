@@ -4,10 +4,9 @@ preference pairs with the Bradley-Terry loss, -log sigmoid(r(chosen) - r(rejecte
     hpc-rlhf train-rm configs/tiny.yaml run_dir=runs/rm rm.ranks=2     # mpiexec -n 2; resumes a stopped run
     hpc-rlhf submit configs/tiny.yaml stage=rm run_dir=runs/rm           # the same on Slurm
 
-Pairs come from `rm.pairs_path`: a table (JSONL/Parquet/CSV/saved dataset, data/pairs.py) of
+Pairs come from `rm.pairs_path`, read by data/pairs.py: a table (JSONL/Parquet/CSV/saved dataset) of
 {"prompt" | "messages", "chosen", "rejected"} rows (other names: rm.prompt_column, rm.chosen_column,
-rm.rejected_column), rendered with the chat template when `rm.chat_template`,
-or HDF5 with flat token arrays `prompt_tokens/chosen_tokens/rejected_tokens` and int64 `*_offsets`; for the
+rm.rejected_column), rendered with the chat template when `rm.chat_template`, or HDF5 token arrays; for the
 demo task they are synthesised from the gold rule. A held-out split (`rm.heldout_frac`) gives the pairwise
 accuracy. Step s trains on slice s of the epoch's permutation (drawn from (seed, epoch)), split over the
 `rm.ranks` ranks (stages/loop.py: gradients summed, checkpoints, the agreed stop, exact resume); one rank
@@ -21,66 +20,29 @@ import json
 import os
 import time
 
-import h5py
 import numpy as np
 import torch
 
 from hpc_rlhf.config import Config
-from hpc_rlhf.data.chat import require_chat_template
-from hpc_rlhf.data.pairs import PairColumns, table_pairs
-from hpc_rlhf.data.tables import open_table
-from hpc_rlhf.errors import UserError, first_line
-from hpc_rlhf.launch.prepare import save_run_tokenizer
+from hpc_rlhf.data.pairs import load_pairs
 from hpc_rlhf.models.build import build_classifier, build_reward, load_tokenizer
 from hpc_rlhf.models.forward import make_batch, sequence_scores
 from hpc_rlhf.rundir import RM_REPORT, RunDir, write_atomic
 from hpc_rlhf.stages.loop import StageRun
+from hpc_rlhf.stages.tokenizer import save_run_tokenizer
 
 
-def load_pairs(cfg: Config, tok) -> list[dict]:
-    """The preference pairs of `rm.pairs_path` (HDF5 token arrays, or a table: data/pairs.py), or the demo's."""
-    path = cfg.rm.pairs_path
-    if path is None:
-        if cfg.task.name != "demo":
-            raise UserError("rm.pairs_path is unset; give a JSONL, Parquet, CSV or HDF5 file of preference pairs")
-        from hpc_rlhf.demo.task import GoldTask
+def stage_pairs(cfg: Config, tok) -> list[dict]:
+    """The stage's preference pairs: `rm.pairs_path`'s (data/pairs.py), or the demo's, synthesised from the gold
+    rule."""
+    pairs = load_pairs(cfg, tok)
+    if pairs is not None:
+        return pairs
+    from hpc_rlhf.demo.task import GoldTask
 
-        t = cfg.task
-        task = GoldTask(cfg.seed, t.vocab_words, t.prompt_len_min, t.prompt_len_max)
-        return task.preference_pairs(
-            cfg.rm.num_pairs, cfg.generate.max_new_tokens, tok.eos_token_id, cfg.rm.label_noise
-        )
-    if path.endswith((".h5", ".hdf5")):
-        return _h5_pairs(path)
-    if cfg.rm.chat_template:
-        require_chat_template(
-            tok, cfg.model.tokenizer_path or cfg.model.policy_path or "the tokenizer", "rm.chat_template"
-        )
-    columns = PairColumns(cfg.rm.prompt_column, cfg.rm.chosen_column, cfg.rm.rejected_column)
-    return table_pairs(tok, open_table(path, "rm.pairs_path"), path, cfg.rm.chat_template, columns)
-
-
-def _h5_pairs(path: str) -> list[dict]:
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            cols = {}
-            for k in ("prompt", "chosen", "rejected"):
-                if f"{k}_tokens" not in f or f"{k}_offsets" not in f:
-                    raise UserError(f"{path}: needs datasets {k}_tokens and {k}_offsets (int64 offsets, n+1 each)")
-                flat, off = f[f"{k}_tokens"][()], f[f"{k}_offsets"][()]
-                cols[k] = [flat[off[i] : off[i + 1]] for i in range(len(off) - 1)]
-    except OSError as e:
-        raise UserError(f"{path}: not a readable HDF5 file ({first_line(e)}); fix or re-export it") from None
-    pairs = [
-        {"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(cols["prompt"], cols["chosen"], cols["rejected"])
-    ]
-    for i, p in enumerate(pairs):
-        for k in ("chosen", "rejected"):
-            if len(p[k]) == 0:
-                raise UserError(f"{path}: pair {i + 1}: {k} is empty; every pair needs two non-empty answers")
-    if not pairs:
-        raise UserError(f"{path}: no preference pairs found")
-    return pairs
+    t = cfg.task
+    task = GoldTask(cfg.seed, t.vocab_words, t.prompt_len_min, t.prompt_len_max)
+    return task.preference_pairs(cfg.rm.num_pairs, cfg.generate.max_new_tokens, tok.eos_token_id, cfg.rm.label_noise)
 
 
 def _initial_model(cfg: Config, tok):
@@ -124,6 +86,7 @@ def _heldout_accuracy(run: StageRun, model, held: list[dict], pad_id: int) -> fl
     return run.allreduce_sum(round(hits)) / len(held)
 
 
+# long: one pass over the stage (data, model, the epochs of steps, the report); each phase is a call or two
 def train_reward_model(
     cfg: Config, run_dir: str | None = None, comm=None, stop=None, device=None, persist: bool = True
 ) -> dict | None:
@@ -136,7 +99,7 @@ def train_reward_model(
     if comm is None:  # launched runs have it from launch/prepare.py
         save_run_tokenizer(cfg, run_dir)
     tok = load_tokenizer(cfg, run_dir)
-    held, train = _split(cfg, load_pairs(cfg, tok))
+    held, train = _split(cfg, stage_pairs(cfg, tok))
     run = StageRun(cfg, run_dir, comm, device or torch.device("cpu"), stop, persist)
     model = _initial_model(cfg, tok).to(run.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.rm.lr)

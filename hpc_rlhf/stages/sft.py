@@ -24,25 +24,10 @@ import numpy as np
 import torch
 
 from hpc_rlhf.config import Config
-from hpc_rlhf.data.chat import require_chat_template
-from hpc_rlhf.data.sft import Example, sft_examples
-from hpc_rlhf.data.tables import open_table
+from hpc_rlhf.data.sft import Example, load_examples
 from hpc_rlhf.models.build import build_policy, load_tokenizer
 from hpc_rlhf.models.export import export_policy
 from hpc_rlhf.stages.loop import StageRun
-
-
-def load_examples(cfg: Config, tok: Any) -> tuple[list[Example], int]:
-    """The SFT examples of `sft.data_path` and how many rows were dropped (one-line UserErrors on bad data)."""
-    s = cfg.sft
-    if s.chat_template:
-        require_chat_template(
-            tok, cfg.model.tokenizer_path or cfg.model.policy_path or "the tokenizer", "sft.chat_template"
-        )
-    table = open_table(s.data_path, "sft.data_path")
-    return sft_examples(
-        tok, table, s.data_path, s.prompt_column, s.response_column, s.messages_column, s.chat_template, s.max_len
-    )
 
 
 def epoch_rows(cfg: Config, examples: list[Example], epoch: int) -> list[list[int]]:

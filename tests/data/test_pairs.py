@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from hpc_rlhf.config import load_config
+from hpc_rlhf.data.pairs import load_pairs
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.models.build import load_tokenizer
-from hpc_rlhf.stages.reward_model import load_pairs
 from tests.conftest import TINY
 from tests.stages.stage_data import demo_tokenizer, pair_rows, write_jsonl
 

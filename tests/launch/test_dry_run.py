@@ -6,7 +6,6 @@ files are stable; regenerate them with UPDATE_GOLDEN=1 pytest tests/launch/test_
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import shlex
@@ -17,7 +16,8 @@ import pytest
 
 from hpc_rlhf.config import load_config
 from hpc_rlhf.errors import ConfigError
-from hpc_rlhf.launch import slurm_cmds, slurm_submit
+from hpc_rlhf.launch import slurm_submit
+from hpc_rlhf.launch.cli import build_parser
 from tests.conftest import TINY
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -182,8 +182,7 @@ def test_dry_run_refuses_a_placement_the_allocation_cannot_meet(placement, error
 
 
 def test_cli_submit_dry_run(tmp_path, capsys):
-    ap = argparse.ArgumentParser()
-    slurm_cmds.add_subparsers(ap.add_subparsers(dest="cmd"))
+    ap = build_parser()
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(f"run_dir: {tmp_path / 'r'}\ntotal_steps: 7\n")
     args = ap.parse_args(["submit", str(cfg_file), "slurm.partition=high", "--dry-run"])

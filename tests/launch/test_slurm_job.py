@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hpc_rlhf.config import load_config, to_yaml
-from hpc_rlhf.launch import sbatch_cmds, slurm_cmds
+from hpc_rlhf.launch import sbatch_cmds, slurm_runs
 from hpc_rlhf.launch.slurm_events import job_end, read_events, record_event
 
 
@@ -58,8 +58,8 @@ def test_a_task_that_fails_before_the_worker_records_the_end(tmp_path):
 
 def _status(run_dir: Path, monkeypatch) -> dict:
     """`status` of a job that Slurm no longer knows (no accounting)."""
-    monkeypatch.setattr(slurm_cmds, "slurm_state", lambda job_id: {"job_id": job_id, "state": None, "source": None})
-    return slurm_cmds.status(run_dir, out=io.StringIO())
+    monkeypatch.setattr(slurm_runs, "slurm_state", lambda job_id: {"job_id": job_id, "state": None, "source": None})
+    return slurm_runs.status(run_dir, out=io.StringIO())
 
 
 @pytest.mark.parametrize("status, state", [(0, "COMPLETED"), (1, "FAILED"), (None, "UNKNOWN")])

@@ -13,9 +13,9 @@ from transformers import AutoModelForCausalLM
 
 from hpc_rlhf.checkpoint.store import list_checkpoints
 from hpc_rlhf.config import load_config
-from hpc_rlhf.data.sft import conversation_example, pair_example
+from hpc_rlhf.data.sft import conversation_example, load_examples, pair_example
 from hpc_rlhf.models.build import build_policy, load_tokenizer
-from hpc_rlhf.stages.sft import epoch_rows, layout, load_examples, summed_loss
+from hpc_rlhf.stages.sft import epoch_rows, layout, summed_loss
 from tests.conftest import TINY, cli, kr
 from tests.stages.stage_data import demo_tokenizer, sft_jsonl, vocab
 

@@ -21,7 +21,8 @@ import pytest
 
 from hpc_rlhf.config import load_config
 from hpc_rlhf.errors import UserError
-from hpc_rlhf.launch import slurm_cmds, slurm_events, slurm_submit
+from hpc_rlhf.launch import slurm_events, slurm_submit
+from hpc_rlhf.launch import slurm_runs as slurm_cmds
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 

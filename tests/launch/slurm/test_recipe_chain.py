@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from hpc_rlhf.config import load_config
-from hpc_rlhf.launch import slurm_cmds, slurm_events
+from hpc_rlhf.launch import slurm_events
+from hpc_rlhf.launch import slurm_runs as slurm_cmds
 from hpc_rlhf.launch.recipe import recipe_status, submit_recipe
 from tests.conftest import TINY
 from tests.launch.slurm.test_dev_cluster import DONE, job_info, start_requeued_now, wait_for, wait_state

@@ -85,7 +85,8 @@ def _demo(cfg: Config, t0: float) -> int:
     """The demo's stages on a run dir this process owns (see run_demo)."""
     from transformers import AutoModelForCausalLM
 
-    from hpc_rlhf.launch.prepare import prepare_run, run_local
+    from hpc_rlhf.launch.prepare import prepare_run
+    from hpc_rlhf.launch.run import run_local
     from hpc_rlhf.models.build import build_policy, load_tokenizer
 
     rd = RunDir(cfg.run_dir)
@@ -133,8 +134,8 @@ def _demo(cfg: Config, t0: float) -> int:
 def _reward_stage(cfg: Config) -> tuple[Config, dict]:
     """PPO: train the reward model on gold-labelled pairs (once) and score with it; critic-free: the gold
     rule itself is the reward function. Returns the config to run and the reward-model report."""
-    from hpc_rlhf.launch.prepare import save_run_tokenizer
     from hpc_rlhf.stages.reward_model import train_reward_model
+    from hpc_rlhf.stages.tokenizer import save_run_tokenizer
 
     if cfg.algo.name != "ppo":
         cfg = _gold_rule_reward(cfg)
