@@ -101,6 +101,7 @@ RESUME_SAFE_KEYS = (
     "layout.train",  # checkpoints hold full states, whatever the train ranks' number or sharding
     "train.sharding",
     "train.activation_checkpointing",
+    "train.max_tokens_per_microbatch",
 )
 
 
@@ -202,6 +203,6 @@ def check_resumable(saved: Config, new: Config, where: str) -> None:
             f"config differs from checkpoint '{where}' in keys not safe to change on resume: "
             + "; ".join(diff)
             + " (only total_steps, logging.*, checkpoint.* intervals, runtime timeouts, slurm.*, placement.*, "
-            "layout.train and train.sharding/activation_checkpointing may change;"
+            "layout.train and train.sharding/activation_checkpointing/max_tokens_per_microbatch may change;"
             " start a new run_dir, or undo the change)"
         )

@@ -123,6 +123,16 @@ def _validate_algo(cfg: Config) -> None:
     )
     _check(a.loss_agg_norm >= 0, "algo.loss_agg_norm", "must be >= 0 (0 = generate.max_new_tokens)")
     _check(a.kl_loss_coef >= 0, "algo.kl_loss_coef", "must be >= 0")
+    _check(a.clip_low >= 0 and a.clip_high >= 0, "algo.clip_low/clip_high", "must be >= 0 (0 = the default)")
+    _check(a.dual_clip == 0 or a.dual_clip > 1, "algo.dual_clip", f"must be > 1 (or 0 = off), got {a.dual_clip}")
+    t = cfg.train
+    _check(t.max_tokens_per_microbatch >= 0, "train.max_tokens_per_microbatch", "must be >= 0 (0 = off)")
+    _check(
+        t.max_tokens_per_microbatch == 0 or t.sharding == "none" or cfg.layout.train == 1,
+        "train.max_tokens_per_microbatch",
+        "with train.sharding=fsdp on several train ranks is not supported (ranks would run different numbers "
+        "of micro-batches): set it to 0 or train.sharding=none",
+    )
 
 
 def _validate_task(cfg: Config) -> None:

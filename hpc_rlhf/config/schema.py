@@ -228,6 +228,14 @@ class AlgoConfig:
     """Weight of the KL loss term (algo.kl_loss != off)."""
     drop_uniform_groups: bool = False
     """grpo/rloo: leave out of the loss the groups whose scores are all equal (zero advantage)."""
+    clip_low: float = 0.0
+    """The policy ratio's lower clip eps_low (`1 - eps_low`); 0 = ppo.clip_ratio."""
+    clip_high: float = 0.0
+    """The policy ratio's upper clip eps_high (`1 + eps_high`; DAPO's clip-higher, e.g. 0.28); 0 = the lower one."""
+    dual_clip: float = 0.0
+    """Dual clip c > 1: a token with a negative advantage loses at most `-A * c` (Ye et al. 2020); 0 = off."""
+    overlong_filter: bool = False
+    """Leave out of the loss every response cut by generate.max_new_tokens (no EOS) (DAPO's overlong filtering)."""
 
     @property
     def uses_critic(self) -> bool:
@@ -412,6 +420,11 @@ class TrainConfig:
     the generators and scorers hold their models in bf16 and cast published fp32 weights on load.
     Unlike runtime.bf16 (whole models cast to bf16 on a GPU only, the trainer's too: no fp32
     master) it applies on the CPU as well. Changes the numbers, so not resume-safe."""
+    max_tokens_per_microbatch: int = 0
+    """Token budget of one forward/backward: each rank's share of a minibatch is cut into micro-batches of
+    rows of similar length, each padded to its own longest row, with at most this many (rows x columns)
+    tokens (a longer row goes alone); gradients accumulate, so the update is the same up to float order.
+    0 = one pass over the share, padded to the minibatch's longest row. May change on resume."""
 
 
 @dataclass(frozen=True)
