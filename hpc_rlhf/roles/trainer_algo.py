@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
-from hpc_rlhf.algo import ADVANTAGE_ESTIMATORS, KL_TERMS, POLICY_LOSSES, AdvantageEstimator, UnknownName
+from hpc_rlhf.algo import ADVANTAGE_ESTIMATORS, KL_TERMS, POLICY_LOSSES, AdvantageEstimator, Registry, UnknownName
 from hpc_rlhf.config import Config
 from hpc_rlhf.errors import ConfigError
 from hpc_rlhf.plugins import load_callable
@@ -61,7 +61,7 @@ def choose_algorithm(cfg: Config) -> Algorithm:
     )
 
 
-def _get(registry, name: str, key: str):
+def _get(registry: Registry, name: str, key: str) -> Any:
     try:
         return registry.get(name)
     except UnknownName as e:

@@ -116,7 +116,9 @@ def build_context(cfg: Config, run_dir: str, device, dp: DataParallel) -> TrainC
     )
 
 
-def _models(cfg: Config, tok, device, dp: DataParallel, critic: bool, bf16: bool, sharded: bool):
+def _models(
+    cfg: Config, tok, device, dp: DataParallel, critic: bool, bf16: bool, sharded: bool
+) -> tuple[torch.nn.Module, Optional[torch.nn.Module]]:
     """(policy, value model or None), placed, sharded and with activation checkpointing as configured."""
     policy = build_policy(cfg, tok, device)
     policy = lora.apply(policy, cfg) if lora.enabled(cfg) else policy  # LoRA: the adapters train
