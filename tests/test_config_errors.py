@@ -77,3 +77,8 @@ def test_token_budget_with_fsdp_on_several_train_ranks_is_refused():
     with pytest.raises(ConfigError, match=r"train.max_tokens_per_microbatch.*train.sharding=none"):
         load_config(TINY, ["train.max_tokens_per_microbatch=512", "train.sharding=fsdp", "layout.train=2"])
     load_config(TINY, ["train.max_tokens_per_microbatch=512", "train.sharding=fsdp"])  # one train rank: fine
+
+
+def test_overlong_filter_without_eos_is_refused():
+    with pytest.raises(ConfigError, match=r"algo.overlong_filter.*generate.stop_at_eos=true"):
+        load_config(TINY, ["algo.overlong_filter=true", "generate.stop_at_eos=false"])
