@@ -49,6 +49,24 @@ def batch(rows: int, seed: int = 0) -> dict:
     }
 
 
+def tokens_computed(ctx, parts: list, budget: int, steps: range) -> int:
+    """Token positions the forward passes of `steps` lay out (padded rows included), as minibatch_epochs cuts them."""
+    import torch
+
+    from hpc_rlhf.roles.trainer_micro import micro_batches
+    from hpc_rlhf.roles.trainer_step import StepData
+
+    sd, m = StepData(parts, 0, "cpu"), ctx.cfg.ppo.minibatch_size
+    total = 0
+    for step in steps:
+        for epoch in range(ctx.cfg.ppo.epochs):
+            perm = np.random.default_rng([ctx.cfg.seed, step, epoch, 0xB47C]).permutation(sd.size)
+            for start in range(0, sd.size, m):
+                rows = torch.as_tensor(np.sort(perm[start : start + m]))
+                total += sum(b.input_ids.numel() for b, _ in micro_batches(sd.batch, rows, budget))
+    return total
+
+
 def contexts(args, run_dir: str):
     import torch
 
@@ -113,6 +131,10 @@ def main() -> None:
         "first_step_max_abs_weight_diff": diff,
         "median_train_s": med,
         "ratio_padded_over_budget": med["padded"] / med["budget"],
+        "tokens_computed": {
+            "padded": tokens_computed(padded, parts, 0, range(args.rounds)),
+            "budget": tokens_computed(padded, parts, args.budget, range(args.rounds)),
+        },
         "rounds": times,
         "machine": common.machine(),
     }
