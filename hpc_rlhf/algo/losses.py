@@ -28,9 +28,8 @@ def policy_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO clipped surrogate loss, token level (also the critic-free algorithms' policy loss).
 
-    `ratio = exp(logp - old_logp)`; per token `pg = max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps_high))`;
-    with `dual_clip = c > 1`, where `A < 0`: `pg = min(pg, -A * c)` (the loss of a token whose ratio ran
-    far above 1 against a negative advantage is capped; Ye et al. 2020);
+    `ratio = exp(logp - old_logp)`; per token `pg = max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps_high))`,
+    then `pg = min(pg, -A * c)` where `A < 0` with `dual_clip = c > 1` (Ye et al. 2020);
     `loss = masked_sum(pg, mask) / normalizer` (loss_agg="token_mean"; other modes: `algo.aggregate`).
 
     Args:
@@ -44,15 +43,13 @@ def policy_loss(
             summing (all-reducing) the per-rank gradients gives exactly the single-rank loss's gradient.
         loss_agg, n_seqs, horizon: the aggregation of the per-token terms (`aggregate`; `normalizer` is
             its `n_tokens`).
-        clip_high: the upper clip `eps_high` (`1 + eps_high`; DAPO's clip-higher); None = `clip_ratio`.
-        dual_clip: the dual clip's `c` (> 1) for negative advantages; 0 = off.
+        clip_high, dual_clip: `eps_high` (DAPO's clip-higher; None = `clip_ratio`); `c` (0 = off).
 
     Returns:
         `(loss, metrics)`: loss is a 0-dim tensor with grad; metrics are detached 0-dim tensors,
         masked means over this call's `mask` (not divided by `normalizer`):
         `"ppo/clipfrac"` (fraction of tokens where the clipped branch is the active max),
-        `"ppo/approx_kl"` (mean of `0.5 * (logp - old_logp)^2`, as TRL), `"ppo/ratio_mean"`; with the
-        dual clip also `"ppo/dual_clipfrac"` (fraction of tokens where `-A * c` is the active bound).
+        `"ppo/approx_kl"` (mean of `0.5 * (logp - old_logp)^2`, as TRL), `"ppo/ratio_mean"`, `"ppo/dual_clipfrac"`.
     """
     valid = mask != 0
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
@@ -73,9 +70,8 @@ def policy_loss(
             "ppo/clipfrac": masked_mean((pg2 > pg1).to(pg.dtype), mask),
             "ppo/approx_kl": masked_mean(0.5 * log_ratio**2, mask),
             "ppo/ratio_mean": masked_mean(ratio, mask),
+            **({"ppo/dual_clipfrac": masked_mean(dual.to(pg.dtype), mask)} if dual_clip > 0 else {}),
         }
-        if dual_clip > 0:
-            metrics["ppo/dual_clipfrac"] = masked_mean(dual.to(pg.dtype), mask)
     return loss, metrics
 
 
