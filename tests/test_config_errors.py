@@ -24,6 +24,8 @@ from tests.conftest import TINY, cli
         ("task.chat_template=true", ["task.chat_template", "task.name=dataset only"]),  # the demo has no template
         ("model.reward_tokenizer_path=configs", ["model.reward_tokenizer_path", "model.reward_path"]),
         ("model.lora.r=-1", ["model.lora.r", ">= 0"]),
+        ("algo.dual_clip=0.5", ["algo.dual_clip", "> 1"]),
+        ("train.max_tokens_per_microbatch=-1", ["train.max_tokens_per_microbatch", ">= 0"]),
     ],
 )
 def test_cli_bad_input_is_one_line(override, words, tmp_path):
@@ -69,3 +71,14 @@ def test_configs_demo_yaml_spells_out_the_embedded_default():
     # `hpc-rlhf demo` runs on the schema defaults with its gold-reward step metric installed
     a, b = flatten(to_dict(with_gold_metric(load_config(None)))), flatten(to_dict(load_config("configs/demo.yaml")))
     assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def test_token_budget_with_fsdp_on_several_train_ranks_is_refused():
+    with pytest.raises(ConfigError, match=r"train.max_tokens_per_microbatch.*train.sharding=none"):
+        load_config(TINY, ["train.max_tokens_per_microbatch=512", "train.sharding=fsdp", "layout.train=2"])
+    load_config(TINY, ["train.max_tokens_per_microbatch=512", "train.sharding=fsdp"])  # one train rank: fine
+
+
+def test_overlong_filter_without_eos_is_refused():
+    with pytest.raises(ConfigError, match=r"algo.overlong_filter.*generate.stop_at_eos=true"):
+        load_config(TINY, ["algo.overlong_filter=true", "generate.stop_at_eos=false"])

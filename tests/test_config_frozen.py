@@ -34,10 +34,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "426d7cedc09d16e3"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "426d7cedc09d16e3"),
-    (TINY, [], "78a85cdfb974a776"),
-    (TINY, OVERRIDES, "8ca7c14e60fc0649"),
+    (None, [], "e4bd48d43faec559"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "e4bd48d43faec559"),
+    (TINY, [], "33aafe7d7e1a053e"),
+    (TINY, OVERRIDES, "bb788c8632f34825"),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -21,10 +23,13 @@ def policy_loss(
     loss_agg: str = "token_mean",
     n_seqs: Normalizer = None,
     horizon: float = 1.0,
+    clip_high: Optional[float] = None,
+    dual_clip: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO clipped surrogate loss, token level (also the critic-free algorithms' policy loss).
 
-    `ratio = exp(logp - old_logp)`; per token `pg = max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))`;
+    `ratio = exp(logp - old_logp)`; per token `pg = max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps_high))`,
+    then `pg = min(pg, -A * c)` where `A < 0` with `dual_clip = c > 1` (Ye et al. 2020);
     `loss = masked_sum(pg, mask) / normalizer` (loss_agg="token_mean"; other modes: `algo.aggregate`).
 
     Args:
@@ -32,18 +37,19 @@ def policy_loss(
         old_logp: `(B, T)` log-probs of the same tokens under the behaviour policy (no grad needed).
         advantages: `(B, T)` advantages (already whitened if wanted).
         mask: `(B, T)` response mask (1 on real response tokens, right-padded).
-        clip_ratio: epsilon.
+        clip_ratio: epsilon, the lower clip (`1 - eps`), and the upper one unless `clip_high` is given.
         normalizer: what the masked sum is divided by; default `mask.sum()` (the token-level mean of
             this batch). Data-parallel trainers pass the token count of the GLOBAL minibatch, so that
             summing (all-reducing) the per-rank gradients gives exactly the single-rank loss's gradient.
         loss_agg, n_seqs, horizon: the aggregation of the per-token terms (`aggregate`; `normalizer` is
             its `n_tokens`).
+        clip_high, dual_clip: `eps_high` (DAPO's clip-higher; None = `clip_ratio`); `c` (0 = off).
 
     Returns:
         `(loss, metrics)`: loss is a 0-dim tensor with grad; metrics are detached 0-dim tensors,
         masked means over this call's `mask` (not divided by `normalizer`):
         `"ppo/clipfrac"` (fraction of tokens where the clipped branch is the active max),
-        `"ppo/approx_kl"` (mean of `0.5 * (logp - old_logp)^2`, as TRL), `"ppo/ratio_mean"`.
+        `"ppo/approx_kl"` (mean of `0.5 * (logp - old_logp)^2`, as TRL), `"ppo/ratio_mean"`, `"ppo/dual_clipfrac"`.
     """
     valid = mask != 0
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
@@ -51,14 +57,20 @@ def policy_loss(
     adv = torch.where(valid, advantages.to(logp.dtype), zero)
     ratio = torch.exp(log_ratio)
     pg1 = -adv * ratio
-    pg2 = -adv * torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
+    high = clip_ratio if clip_high is None else clip_high
+    pg2 = -adv * torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + high)
     pg = torch.maximum(pg1, pg2)
+    if dual_clip > 0:
+        pg3 = -adv * dual_clip
+        dual = (adv < 0) & (pg3 < pg)
+        pg = torch.where(dual, pg3, pg)
     loss = aggregate(pg, mask, loss_agg, normalizer, n_seqs, horizon)
     with torch.no_grad():
         metrics = {
             "ppo/clipfrac": masked_mean((pg2 > pg1).to(pg.dtype), mask),
             "ppo/approx_kl": masked_mean(0.5 * log_ratio**2, mask),
             "ppo/ratio_mean": masked_mean(ratio, mask),
+            **({"ppo/dual_clipfrac": masked_mean(dual.to(pg.dtype), mask)} if dual_clip > 0 else {}),
         }
     return loss, metrics
 

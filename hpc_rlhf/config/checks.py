@@ -123,6 +123,21 @@ def _validate_algo(cfg: Config) -> None:
     )
     _check(a.loss_agg_norm >= 0, "algo.loss_agg_norm", "must be >= 0 (0 = generate.max_new_tokens)")
     _check(a.kl_loss_coef >= 0, "algo.kl_loss_coef", "must be >= 0")
+    _check(a.clip_low >= 0 and a.clip_high >= 0, "algo.clip_low/clip_high", "must be >= 0 (0 = the default)")
+    _check(a.dual_clip == 0 or a.dual_clip > 1, "algo.dual_clip", f"must be > 1 (or 0 = off), got {a.dual_clip}")
+    _check(
+        not a.overlong_filter or cfg.generate.stop_at_eos,
+        "algo.overlong_filter",
+        "needs generate.stop_at_eos=true (without EOS every response runs to max_new_tokens and would be filtered)",
+    )
+    t = cfg.train
+    _check(t.max_tokens_per_microbatch >= 0, "train.max_tokens_per_microbatch", "must be >= 0 (0 = off)")
+    _check(
+        t.max_tokens_per_microbatch == 0 or t.sharding == "none" or cfg.layout.train == 1,
+        "train.max_tokens_per_microbatch",
+        "with train.sharding=fsdp on several train ranks is not supported (ranks would run different numbers "
+        "of micro-batches): set it to 0 or train.sharding=none",
+    )
     _check(a.tis_cap == 0 or a.tis_cap >= 1, "algo.tis_cap", f"must be 0 (off) or >= 1, got {a.tis_cap}")
     _check(
         a.tis_cap == 0 or a.behavior_logprobs == "recompute",

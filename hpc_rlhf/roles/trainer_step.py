@@ -41,6 +41,7 @@ from hpc_rlhf.config import Config
 from hpc_rlhf.models.forward import Batch, make_batch, response_logprobs, run_pair, token_values
 from hpc_rlhf.roles.trainer_algo import Algorithm
 from hpc_rlhf.roles.trainer_context import TrainContext
+from hpc_rlhf.roles.trainer_micro import accumulate, micro_batches
 from hpc_rlhf.rollout.shard import unpack_ragged
 
 Probe = Callable[[str], AbstractContextManager]
@@ -155,6 +156,10 @@ def advantages(sd: StepData, values: Optional[torch.Tensor], cfg: Config, alg: A
         if a.drop_uniform_groups:
             tg.loss_mask = mask * (~uniform).to(mask.dtype).unsqueeze(-1)
             tg.metrics["algo/dropped_samples"] = float(uniform.sum())
+    if a.overlong_filter:
+        cut = torch.as_tensor(sd.eos == 0, device=mask.device) & (mask.sum(-1) >= cfg.generate.max_new_tokens)
+        tg.loss_mask = (mask if tg.loss_mask is None else tg.loss_mask) * (~cut).to(mask.dtype).unsqueeze(-1)
+        tg.metrics["algo/overlong_filtered"] = float(cut.sum())
     return tg
 
 
@@ -187,63 +192,89 @@ def minibatch_epochs(ctx: TrainContext, step: int, sd: StepData, tg: Targets, pr
             mb_mask = mask[torch.as_tensor(mb, device=ctx.device)]
             n_tok = mb_mask.sum().clamp(min=1.0)
             norms = Norms(n_tok, (mb_mask.sum(-1) > 0).to(n_tok.dtype).sum().clamp(min=1.0), horizon)
-            metrics = update(ctx, sd.batch.select(mine), sd, mine, tg, norms, probe)
+            parts = micro_batches(sd.batch, mine, ctx.cfg.train.max_tokens_per_microbatch)
+            metrics = update(ctx, parts, sd, tg, norms, probe)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_mb += 1
     return {k: v / n_mb for k, v in sums.items()}
 
 
+def loss_mask(mb: Batch, idx, tg: Targets) -> torch.Tensor:
+    """The mask the losses of rows `idx` (laid out as `mb`, maybe on fewer response columns) sum over."""
+    return mb.response_mask if tg.loss_mask is None else tg.loss_mask[idx][:, : mb.response_width]
+
+
 def policy_objective(ctx: TrainContext, mb: Batch, sd: StepData, idx, tg: Targets, norms: Norms):
-    """The policy's loss on this rank's share of a minibatch (with grad) and its metrics: the clipped
-    surrogate, minus the entropy bonus (ppo.entropy_coef), plus the KL loss term (algo.kl_loss)."""
+    """The policy's loss on rows `idx` of a minibatch, laid out as `mb` (with grad), and its metrics:
+    the clipped surrogate (ppo.clip_ratio, or algo.clip_low/clip_high, and algo.dual_clip), minus the
+    entropy bonus (ppo.entropy_coef), plus the KL loss term (algo.kl_loss)."""
     p, a = ctx.cfg.ppo, ctx.cfg.algo
-    mask = mb.response_mask if tg.loss_mask is None else tg.loss_mask[idx]
+    mask, w = loss_mask(mb, idx, tg), mb.response_width
     with ctx.autocast():  # train.precision=bf16: bf16 matmuls, fp32 log-softmax (logits cast back)
         logp, ent = response_logprobs(
             ctx.policy, mb, ctx.cfg.generate.temperature, ctx.banned, with_entropy=p.entropy_coef > 0
         )
     alg = ctx.algorithm
-    adv = tg.adv[idx]
+    adv = tg.adv[idx][:, :w]
     if a.tis_cap > 0:  # TIS: w * max(-A r, -A clip(r)) = max(-(wA) r, -(wA) clip(r)) for the detached w >= 0
-        adv = adv * tis_weights(sd.behavior[idx], sd.gen_logprobs[idx], mask, a.tis_cap)
+        adv = adv * tis_weights(sd.behavior[idx][:, :w], sd.gen_logprobs[idx][:, :w], mask, a.tis_cap)
     loss, m = alg.policy_loss(
-        logp, sd.behavior[idx], adv, mask, p.clip_ratio, norms.n_tok, a.loss_agg, norms.n_seq, norms.horizon
+        logp,
+        sd.behavior[idx][:, :w],
+        adv,
+        mask,
+        a.clip_low or p.clip_ratio,
+        norms.n_tok,
+        a.loss_agg,
+        norms.n_seq,
+        norms.horizon,
+        clip_high=a.clip_high or None,
+        dual_clip=a.dual_clip,
     )
     if ent is not None:
         loss = loss - p.entropy_coef * norms.agg(ent, mask, a.loss_agg)
     if alg.kl_loss is not None:
-        kl_term = norms.agg(alg.kl_loss(logp, sd.ref_logprobs[idx]), mask, a.loss_agg)
+        kl_term = norms.agg(alg.kl_loss(logp, sd.ref_logprobs[idx][:, :w]), mask, a.loss_agg)
         loss = loss + a.kl_loss_coef * kl_term
         m["algo/kl_loss"] = kl_term.detach()
     return loss, m
 
 
-def update(ctx: TrainContext, mb: Batch, sd: StepData, idx, tg: Targets, norms: Norms, probe: Probe = no_probe) -> dict:
-    """One optimizer step of each model on this rank's share of a minibatch. The policy and the
-    value model share nothing, so their forward/backward/step run side by side (run_pair); the
-    gradient all-reduce, when there are several trainers, stays on this thread in a fixed order.
-    Without a critic (ctx.value is None) only the policy steps."""
-    p = ctx.cfg.ppo
+def value_objective(ctx: TrainContext, mb: Batch, idx, tg: Targets, norms: Norms):
+    """The value model's clipped loss on rows `idx` of a minibatch, laid out as `mb` (with grad)."""
+    w = mb.response_width
+    with ctx.autocast():
+        v = token_values(ctx.value, mb)
+    return value_loss(
+        v, tg.values[idx][:, :w], tg.returns[idx][:, :w], loss_mask(mb, idx, tg), ctx.cfg.ppo.value_clip, norms.n_tok
+    )
+
+
+def update(ctx: TrainContext, parts: list, sd: StepData, tg: Targets, norms: Norms, probe: Probe = no_probe) -> dict:
+    """One optimizer step of each model on this rank's share of a minibatch, given as micro-batches
+    `parts` ([(Batch, rows)], roles/trainer_micro.py; one part unless train.max_tokens_per_microbatch)
+    whose gradients accumulate. The policy and the value model share nothing, so their
+    forward/backward/step run side by side (run_pair); the gradient all-reduce, when there are several
+    trainers, stays on this thread in a fixed order. Without a critic (ctx.value is None) only the policy steps."""
     local = ctx.dp.size == 1
     critic = ctx.value is not None
 
+    def weight(mb: Batch, idx) -> float:
+        return float(loss_mask(mb, idx, tg).sum())
+
     def policy_part():
-        loss, m = policy_objective(ctx, mb, sd, idx, tg, norms)
         ctx.opt_policy.zero_grad(set_to_none=True)
-        loss.backward()
-        out = {"ppo/policy_loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}}
+        loss, m = accumulate(parts, lambda mb, idx: policy_objective(ctx, mb, sd, idx, tg, norms), weight)
+        out = {"ppo/policy_loss": loss, **m}
         if local:
             out.update(optimizer_step(ctx, "policy", probe))
         return out
 
     def value_part():
-        with ctx.autocast():
-            v = token_values(ctx.value, mb)
-        loss, m = value_loss(v, tg.values[idx], tg.returns[idx], mb.response_mask, p.value_clip, norms.n_tok)
         ctx.opt_value.zero_grad(set_to_none=True)
-        loss.backward()
-        out = {"ppo/value_loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}}
+        loss, m = accumulate(parts, lambda mb, idx: value_objective(ctx, mb, idx, tg, norms), weight)
+        out = {"ppo/value_loss": loss, **m}
         if local:
             out.update(optimizer_step(ctx, "value", probe))
         return out

@@ -162,6 +162,14 @@ class AlgoConfig:
     """Weight of the KL loss term (algo.kl_loss != off)."""
     drop_uniform_groups: bool = False
     """grpo/rloo: leave out of the loss the groups whose scores are all equal (zero advantage)."""
+    clip_low: float = 0.0
+    """The policy ratio's lower clip eps_low (`1 - eps_low`); 0 = ppo.clip_ratio."""
+    clip_high: float = 0.0
+    """The policy ratio's upper clip eps_high (`1 + eps_high`; DAPO's clip-higher, e.g. 0.28); 0 = the lower one."""
+    dual_clip: float = 0.0
+    """Dual clip c > 1: a token with a negative advantage loses at most `-A * c` (Ye et al. 2020); 0 = off."""
+    overlong_filter: bool = False
+    """Leave out of the loss every response cut by generate.max_new_tokens (no EOS) (DAPO's overlong filtering)."""
     behavior_logprobs: Literal["sampler", "recompute"] = "sampler"
     """The old policy's log-probs in the ratio: the sampler's (from the shard) or recomputed by the training
     forward (needed with generate.engine=vllm, whose log-probs are not the training forward's)."""

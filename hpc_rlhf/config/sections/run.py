@@ -146,6 +146,11 @@ class TrainConfig:
     the generators and scorers hold their models in bf16 and cast published fp32 weights on load.
     Unlike runtime.bf16 (whole models cast to bf16 on a GPU only, the trainer's too: no fp32
     master) it applies on the CPU as well. Changes the numbers, so not resume-safe."""
+    max_tokens_per_microbatch: int = resume_safe(0)
+    """Token budget of one forward/backward: each rank's share of a minibatch is cut into micro-batches of
+    rows of similar length, each padded to its own longest row, with at most this many (rows x columns)
+    tokens (a longer row goes alone); gradients accumulate, so the update is the same up to float order.
+    0 = one pass over the share, padded to the minibatch's longest row. May change on resume."""
 
 
 @dataclass(frozen=True)
