@@ -33,8 +33,9 @@ def run_local(cfg: Config, run_dir: str) -> int:
 
 
 def check_startable(cfg: Config, local: bool = True) -> None:
-    """One-line UserErrors for what would fail only after files are written: a run_dir that is a file, and
-    (local=True, runtime.launcher=local) an mpiexec that is not there. Called before the lease is taken."""
+    """One-line UserErrors for what would fail only after files are written: a run_dir that is a file, an
+    algorithm the registry lacks, and (local=True, runtime.launcher=local) an mpiexec that is not there.
+    Called before the lease is taken."""
     import os
     import shutil
 
@@ -44,6 +45,10 @@ def check_startable(cfg: Config, local: bool = True) -> None:
         raise UserError(
             f"run_dir '{cfg.run_dir}' is a file, not a folder; give run_dir=PATH of a folder (made if missing)"
         )
+    if cfg.stage == "rl":  # a misspelt algo.name or KL term: one line now, not when the train ranks start
+        from hpc_rlhf.roles.trainer_algo import choose_algorithm
+
+        choose_algorithm(cfg)
     if local and cfg.runtime.launcher == "local" and shutil.which(cfg.runtime.mpiexec) is None:
         raise UserError(
             f"runtime.mpiexec '{cfg.runtime.mpiexec}' not found on PATH; `pip install mpich` or point it at your site MPI"

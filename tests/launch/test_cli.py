@@ -57,6 +57,7 @@ ERRORS = [
         r"not valid YAML: line 3, column 12: .* starts at line 2, column 9\)$",
     ),
     (["train", "{TINY}", "seed=x", "run_dir={T}/r"], r"config key 'seed'"),
+    (["train", "{TINY}", "algo.name=grp", "run_dir={T}/r"], r"'algo.name'.*grpo"),
     (["train", "{TINY}", "no_such.key=1"], r"config key 'no_such' is unknown; valid keys: run_dir, "),
     (["trian", "{TINY}"], r"invalid choice: 'trian'"),
     (["submit", "--resume", "{T}/missing"], r"'.*missing' does not exist"),

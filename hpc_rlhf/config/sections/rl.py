@@ -177,11 +177,6 @@ class AlgoConfig:
     """Truncated importance sampling: weight each token's policy loss by min(pi_old / pi_sampler, tis_cap)
     (0 = off; with behavior_logprobs=recompute)."""
 
-    @property
-    def uses_critic(self) -> bool:
-        """Whether the algorithm trains a value model (ppo only)."""
-        return self.name == "ppo"
-
 
 REWARD_FUNCTION_ARGS = ("prompts", "responses", "prompt_ids", "response_ids", "labels")  # hpc_rlhf/rewards
 REWARD_FUNCTION_KEYWORDS = ("cfg",)  # passed only to a reward function that declares it
