@@ -175,7 +175,8 @@ def test_checkpoints_command_lists_step_time_size_validity(tmp_path):
     assert out[1].split() == ["step", "saved", "size_MB", "valid"]
     assert out[2].split()[0] == "2" and out[2].split()[3] == "0.30" and out[2].endswith("yes")
     assert out[3].split()[0] == "4" and "NO: file weights.bin fails its sha256 check" in out[3]
-    assert cli("checkpoints", str(tmp_path / "none"), check=False).returncode == 1
+    missing = cli("checkpoints", str(tmp_path / "none"), check=False)  # a user error: one line, exit 2
+    assert missing.returncode == 2 and missing.stderr.strip().endswith("does not exist"), missing.stderr
 
 
 # -- disk full ---------------------------------------------------------------------------------------------
