@@ -38,6 +38,8 @@ def test_every_entry_has_a_docstring_and_a_numbered_item_in_the_docs(registry):
     for name in registry.names():
         entry = registry.get(name)
         fn = getattr(entry, "fn", entry)
+        if not fn.__module__.startswith("hpc_rlhf."):
+            continue  # a user's registration (the tests register a toy estimator): its docs are the user's
         assert (fn.__doc__ or "").strip(), f"{registry.kind} '{name}' has no docstring"
         assert any(f"`{name}`" in item for item in items), f"{registry.kind} '{name}' has no item in docs/algorithms.md"
 
