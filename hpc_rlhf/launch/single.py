@@ -28,26 +28,27 @@ def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
     gen = Generator(cfg, run_dir, device, 0, policy if share and cfg.max_policy_lag == 0 else None)
     scorer = Scorer(cfg, run_dir, device, 0, lora.BaseView(policy) if share else None)
     verdict = "done"
-    for step in range(sess.start_step, cfg.total_steps):
-        t0 = time.perf_counter()
-        need = behaviour_version(step, cfg.max_policy_lag)
-        if gen.version != need:
-            gen.load_state(need, sess.versions[need])
-        paths, parts, gen_s, score_s = [], [], 0.0, 0.0
-        for j in range(cfg.generate.shards_per_step):
-            gpath, g_s, generated = gen.generate(step, j)
-            spath, s_s, scored = scorer.score(gpath, generated)
-            paths.append(spath)
-            parts.append(scored)
-            gen_s, score_s = gen_s + g_s, score_s + s_s
-        if any(p is None for p in parts):  # a resume reused shards from disk: read those
-            parts = None
-        metrics = sess.train_step(step, paths, parts)
-        sess.end_step(step, metrics, t0, paths, gen_s, score_s)
-        for timer in (gen.timer, scorer.timer):  # tools/bench phase log (HPC_RLHF_TIMING=1)
-            timer.flush(step)
-        if sess.stop_at(step, stop_flag.is_set()):
-            verdict = "stop"
-            break
+    with sess.closing_on_error():
+        for step in range(sess.start_step, cfg.total_steps):
+            t0 = time.perf_counter()
+            need = behaviour_version(step, cfg.max_policy_lag)
+            if gen.version != need:
+                gen.load_state(need, sess.versions[need])
+            paths, parts, gen_s, score_s = [], [], 0.0, 0.0
+            for j in range(cfg.generate.shards_per_step):
+                gpath, g_s, generated = gen.generate(step, j)
+                spath, s_s, scored = scorer.score(gpath, generated)
+                paths.append(spath)
+                parts.append(scored)
+                gen_s, score_s = gen_s + g_s, score_s + s_s
+            if any(p is None for p in parts):  # a resume reused shards from disk: read those
+                parts = None
+            metrics = sess.train_step(step, paths, parts)
+            sess.end_step(step, metrics, t0, paths, gen_s, score_s)
+            for timer in (gen.timer, scorer.timer):  # tools/bench phase log (HPC_RLHF_TIMING=1)
+                timer.flush(step)
+            if sess.stop_at(step, stop_flag.is_set()):
+                verdict = "stop"
+                break
     sess.close(verdict)
     return verdict

@@ -20,6 +20,8 @@ roles/metrics_log.py (metrics.jsonl, progress, TensorBoard), models/export.py.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from functools import partial
 from typing import Any, Optional
 
@@ -210,6 +212,18 @@ class TrainSession:
         if self.lead:
             self.log.close()
 
+    @contextmanager
+    def closing_on_error(self) -> Iterator[None]:
+        """Around the step loop: a step that raises still closes the metrics log (its sinks write out what
+        they hold: W&B's run file, MLflow's batch), then the error goes on. A SIGKILL closes nothing."""
+        try:
+            yield
+        except BaseException:
+            if self.lead:
+                with suppress(Exception):
+                    self.log.close()
+            raise
+
 
 def _scored_shards(ctl: Control, topo: Topology, cfg: Config, step: int) -> tuple[list[str], float, float]:
     """Wait for the step's scored shards, in shard order. Returns (paths, generate s, score s)."""
@@ -239,23 +253,24 @@ def run_trainer(
             for g in topo.generate:
                 ctl.send(g, CTRL, ("weights", v, path))
     verdict = "done"
-    for step in range(sess.start_step, cfg.total_steps):
-        t0 = time.perf_counter()
-        paths, gen_s, score_s = _scored_shards(ctl, topo, cfg, step)
-        wait_s = time.perf_counter() - t0
-        metrics = sess.train_step(step, paths)
-        v, wpath = sess.end_step(step, metrics, t0, paths, gen_s, score_s, wait_s)
-        stop = None  # the stop is agreed before the next weights go out: no step is generated in vain
-        if lead:
-            reqs = ctl.stop_requests()
-            stop = bool(stop_flag.is_set() or reqs)
-        stop = train_comm.bcast(stop, root=0) if train_comm.Get_size() > 1 else stop
-        if lead and step + 1 < cfg.total_steps and not stop:
-            for g in topo.generate:
-                ctl.send(g, CTRL, ("weights", v, wpath))
-        if sess.stop_at(step, bool(stop)):
-            verdict = "stop"
-            break
+    with sess.closing_on_error():
+        for step in range(sess.start_step, cfg.total_steps):
+            t0 = time.perf_counter()
+            paths, gen_s, score_s = _scored_shards(ctl, topo, cfg, step)
+            wait_s = time.perf_counter() - t0
+            metrics = sess.train_step(step, paths)
+            v, wpath = sess.end_step(step, metrics, t0, paths, gen_s, score_s, wait_s)
+            stop = None  # the stop is agreed before the next weights go out: no step is generated in vain
+            if lead:
+                reqs = ctl.stop_requests()
+                stop = bool(stop_flag.is_set() or reqs)
+            stop = train_comm.bcast(stop, root=0) if train_comm.Get_size() > 1 else stop
+            if lead and step + 1 < cfg.total_steps and not stop:
+                for g in topo.generate:
+                    ctl.send(g, CTRL, ("weights", v, wpath))
+            if sess.stop_at(step, bool(stop)):
+                verdict = "stop"
+                break
     sess.close(verdict)
     if lead:
         for r in others:
