@@ -37,7 +37,9 @@ PROBE = textwrap.dedent(
             out[f"device_{allow}"] = "UserError: " + str(e)
     if comm.Get_rank() == 0:
         out["report"] = nodes.report()
-    print(json.dumps(out), flush=True)
+    # one file per rank: lines printed by several ranks can run together on mpiexec's stdout
+    with open(f"{sys.argv[1]}/probe_{comm.Get_rank()}.json", "w") as f:
+        json.dump(out, f)
     """
 )
 
@@ -52,7 +54,11 @@ def probe(mpiexec: str, n: int, run_dir: str, device: str, env: dict | None = No
         env={**os.environ, **(env or {})},
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    return read_outs(run_dir, n)
+
+
+def read_outs(run_dir, n: int) -> list[dict]:
+    return [json.loads(open(os.path.join(run_dir, f"probe_{rank}.json")).read()) for rank in range(n)]
 
 
 def test_one_node_local_ranks_from_mpi_not_launcher_variables(mpiexec, tmp_path):
@@ -169,7 +175,7 @@ def test_one_gpu_per_task_set_by_the_site_on_real_gpus(mpiexec, tmp_path):
         cwd=REPO,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    outs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    outs = read_outs(tmp_path, 2)
     assert len(outs) == 2
     if count >= 2:
         assert [o["device_False"] for o in outs] == ["cuda:0", "cuda:0"], outs  # each its own, index 0 of its list
