@@ -4,6 +4,7 @@ Messages (all small pickled tuples; rollout data itself only ever travels throug
     SHARD    generator -> its scorer      (step, shard, path, seconds)
     SCORED   scorer    -> every trainer   (step, shard, path, seconds)
     CTRL     trainer 0 -> gen/score ranks ("weights", version, path) | ("stop", step) | ("done", step)
+                                          | to generators ("refill", step, round) (algo.dynamic_sampling)
     STOPREQ  any rank  -> trainer 0       (rank, why): this rank saw a stop signal
     BYE      at the end: "nothing more comes from me" (see Control.finish)
 
@@ -56,8 +57,9 @@ class Control:
             if self.rank != self.topo.trainer0:
                 self.comm.send((self.rank, self.stop_flag.why), dest=self.topo.trainer0, tag=STOPREQ)
 
-    def wait(self, source: int, tag: int, what: str) -> Any:
-        """Receive the next `tag` message from `source`. A CTRL stop from trainer 0 raises Stopped."""
+    def wait(self, source: int, tag: int, what: str, ctrl_verbs: tuple[str, ...] = ()) -> Any:
+        """Receive the next `tag` message from `source`. A CTRL stop from trainer 0 raises Stopped; a CTRL
+        message whose verb is in `ctrl_verbs` is returned instead."""
         start = time.monotonic()
         delay = 0.0005
         watch_ctrl = tag != CTRL and source != self.topo.trainer0 and not self.topo.is_trainer(self.rank)
@@ -68,6 +70,8 @@ class Control:
                 msg = self.comm.recv(source=self.topo.trainer0, tag=CTRL)
                 if msg[0] == "stop":
                     raise Stopped(msg[1])
+                if msg[0] in ctrl_verbs:
+                    return msg
                 raise RuntimeError(f"rank {self.rank}: unexpected control message {msg!r} while waiting for {what}")
             self.forward_stop()
             waited = time.monotonic() - start

@@ -103,6 +103,25 @@ def _validate_reward(cfg: Config) -> None:
 _ALGO_NAME = "must be the name of a registered advantage estimator (ppo, grpo, rloo, reinforce_pp, ...) or package.module:function"
 
 
+def _validate_dynamic_sampling(cfg: Config) -> None:
+    """algo.dynamic_sampling: a group estimator, and every refill round sampled by the step's own policy version."""
+    a = cfg.algo
+    _check(a.max_refill_rounds >= 0, "algo.max_refill_rounds", f"must be >= 0, got {a.max_refill_rounds}")
+    if not a.dynamic_sampling:
+        return
+    _check(
+        a.name in ("grpo", "rloo"),
+        "algo.dynamic_sampling",
+        f"applies to algo.name=grpo or rloo only (a refill keeps groups of non-zero reward variance; got {a.name})",
+    )
+    _check(
+        cfg.max_policy_lag == 0,
+        "algo.dynamic_sampling",
+        "needs max_policy_lag=0 (a step's refill rounds sample with the step's own policy version, which a "
+        f"generator running ahead no longer holds; got max_policy_lag={cfg.max_policy_lag})",
+    )
+
+
 def _validate_algo(cfg: Config) -> None:
     """The algorithm's values against the sampling (a group = the samples of one prompt at one step)."""
     a, n = cfg.algo, cfg.generate.samples_per_prompt
@@ -121,6 +140,7 @@ def _validate_algo(cfg: Config) -> None:
         "algo.drop_uniform_groups",
         f"applies to algo.name=grpo or rloo only (got {a.name})",
     )
+    _validate_dynamic_sampling(cfg)
     _check(a.loss_agg_norm >= 0, "algo.loss_agg_norm", "must be >= 0 (0 = generate.max_new_tokens)")
     _check(a.kl_loss_coef >= 0, "algo.kl_loss_coef", "must be >= 0")
     _check(a.clip_low >= 0 and a.clip_high >= 0, "algo.clip_low/clip_high", "must be >= 0 (0 = the default)")

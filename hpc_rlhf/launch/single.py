@@ -10,11 +10,14 @@ written, as the archive.
 from __future__ import annotations
 
 import time
+from functools import partial
+from typing import Optional
 
 from hpc_rlhf.config import Config
 from hpc_rlhf.models import lora
 from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.generator import Generator
+from hpc_rlhf.roles.refill import step_rollouts
 from hpc_rlhf.roles.scorer import Scorer
 from hpc_rlhf.roles.trainer_loop import TrainSession
 from hpc_rlhf.rollout.plan import behaviour_version
@@ -34,16 +37,11 @@ def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
             need = behaviour_version(step, cfg.max_policy_lag)
             if gen.version != need:
                 gen.load_state(need, sess.versions[need])
-            paths, parts, gen_s, score_s = [], [], 0.0, 0.0
-            for j in range(cfg.generate.shards_per_step):
-                gpath, g_s, generated = gen.generate(step, j)
-                spath, s_s, scored = scorer.score(gpath, generated)
-                paths.append(spath)
-                parts.append(scored)
-                gen_s, score_s = gen_s + g_s, score_s + s_s
-            if any(p is None for p in parts):  # a resume reused shards from disk: read those
-                parts = None
+            paths, parts, refill, gen_s, score_s = step_rollouts(
+                cfg, step, partial(_round, gen, scorer, step), _no_notice
+            )
             metrics = sess.train_step(step, paths, parts)
+            metrics.update(refill)  # algo/refill_* (algo.dynamic_sampling)
             sess.end_step(step, metrics, t0, paths, gen_s, score_s)
             for timer in (gen.timer, scorer.timer):  # tools/bench phase log (HPC_RLHF_TIMING=1)
                 timer.flush(step)
@@ -52,3 +50,23 @@ def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
                 break
     sess.close(verdict)
     return verdict
+
+
+def _round(gen: Generator, scorer: Scorer, step: int, rnd: int) -> tuple[list[str], Optional[list], float, float]:
+    """Generate and score round `rnd` of `step` (roles/refill.py's `produce`): (scored paths, their fields, or
+    None when a resume reused shards from disk, generate s, score s)."""
+    paths, parts, gen_s, score_s = [], [], 0.0, 0.0
+    n = gen.cfg.generate.shards_per_step
+    for j in range(rnd * n, (rnd + 1) * n):
+        gpath, g_s, generated = gen.generate(step, j)
+        spath, s_s, scored = scorer.score(gpath, generated)
+        paths.append(spath)
+        parts.append(scored)
+        gen_s, score_s = gen_s + g_s, score_s + s_s
+    if any(p is None for p in parts):  # a resume reused shards from disk: read those
+        return paths, None, gen_s, score_s
+    return paths, parts, gen_s, score_s
+
+
+def _no_notice(rnd: int) -> None:
+    """One process: no generator to tell about a refill round."""

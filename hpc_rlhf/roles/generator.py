@@ -6,7 +6,8 @@
 
 `run_generator` is the rank loop: for each step it waits (if needed) for its policy version, then
 generates its shards (shard j of every step belongs to generator j % n_generate) and sends each to
-its scorer; at the end it waits for trainer 0's final "done" or "stop".
+its scorer; at the end it waits for trainer 0's final "done" or "stop". A ("refill", step, r) notice
+(algo.dynamic_sampling, rollout/refill.py) has it generate its shards of that refill round first.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from hpc_rlhf.models.build import load_tokenizer
 from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import behaviour_version, shard_path, shard_plan
 from hpc_rlhf.rollout.prompts import PromptSet
+from hpc_rlhf.rollout.refill import round_attrs
 from hpc_rlhf.rollout.shard import normalize, pack_ragged, reusable, write_shard
 from hpc_rlhf.runtime.faults import maybe_fail
 
@@ -51,7 +53,13 @@ class Generator:
             self.engine.load_file(version, path)
 
     def expected_attrs(self, step: int, shard: int, kind: str) -> dict:
-        return {"kind": kind, "step": step, "shard_index": shard, "config_fingerprint": self.fp}
+        return {
+            "kind": kind,
+            "step": step,
+            "shard_index": shard,
+            "config_fingerprint": self.fp,
+            **round_attrs(self.cfg, shard),
+        }
 
     def load_state(self, version: int, tensors: dict) -> None:
         """The single-rank loop: take the trainer's tensors of `version` directly (no file)."""
@@ -125,13 +133,24 @@ def run_generator(cfg: Config, run_dir: str, topo: Topology, ctl: Control, devic
                 msg = ctl.wait(topo.trainer0, CTRL, f"policy weights v{need}")
             if msg[0] == "stop":
                 return "stop"
+            if msg[0] == "refill":  # more shards of the step before (algo.dynamic_sampling)
+                _send_round(gen, ctl, topo, mine, msg[1], msg[2])
             if msg[0] == "weights" and msg[1] == need:  # older notices (a resume's burst) are skipped
                 gen.load_version(msg[1], msg[2])
-        for j in mine:
-            path, seconds = gen.generate_shard(step, j)
-            ctl.send(topo.scorer_rank(j), SHARD, (step, j, path, seconds))
-        gen.timer.flush(step)
+        _send_round(gen, ctl, topo, mine, step, 0)
     while True:  # everything generated: wait for the end of training
         msg = ctl.wait(topo.trainer0, CTRL, "the end of the run (done/stop)")
+        if msg[0] == "refill":
+            _send_round(gen, ctl, topo, mine, msg[1], msg[2])
         if msg[0] in ("done", "stop"):
             return msg[0]
+
+
+def _send_round(gen: Generator, ctl: Control, topo: Topology, mine: list[int], step: int, rnd: int) -> None:
+    """Generate this rank's shards of round `rnd` of `step` (shard rnd*S + j for each of its j) and send each
+    to its scorer (that of shard j)."""
+    n = gen.cfg.generate.shards_per_step
+    for j in mine:
+        path, seconds = gen.generate_shard(step, rnd * n + j)
+        ctl.send(topo.scorer_rank(j), SHARD, (step, rnd * n + j, path, seconds))
+    gen.timer.flush(step)

@@ -9,7 +9,8 @@ modified. The reward model is loaded only when a source is the model; reward fun
 the shard's samples, with the prompts' labels from the prompt source. A reward model with a tokenizer of its
 own scores the samples decoded and re-encoded (models/retokenize.py). `run_scorer` is the rank loop: for each step it
 takes its shards (shard j -> scorer j % n_score) from their generators in plan order, scores them and
-announces each to every trainer.
+announces each to every trainer; with algo.dynamic_sampling a generator may send a refill round of the step
+before (shards r*S + j, rollout/refill.py) first, which it scores the same way.
 """
 
 from __future__ import annotations
@@ -125,21 +126,43 @@ def run_scorer(cfg: Config, run_dir: str, topo: Topology, ctl: Control, device, 
     """The scoring rank loop. Returns the final CTRL verb: 'done' or 'stop'."""
     sc = Scorer(cfg, run_dir, device, ctl.rank)
     mine = [j for j in range(cfg.generate.shards_per_step) if topo.scorer_rank(j) == ctl.rank]
+    refills = cfg.algo.dynamic_sampling  # a refill round's shards may come before the next step's
     try:
-        for step in range(start_step, cfg.total_steps):
-            for j in mine:
-                src = topo.generator_rank(j)
-                with sc.timer.phase("wait/shard"):
-                    s, sh, path, gen_s = ctl.wait(src, SHARD, f"generated shard (step {step}, shard {j})")
-                if (s, sh) != (step, j):
-                    raise RuntimeError(f"scorer expected shard ({step},{j}) from rank {src}, got ({s},{sh})")
-                out, score_s = sc.score_shard(path)
-                for t in topo.train:
-                    ctl.send(t, SCORED, (step, j, out, gen_s, score_s))
-            sc.timer.flush(step)
+        step = start_step
+        while mine and (step < cfg.total_steps or refills):
+            end = ("done",) if step >= cfg.total_steps else ()  # after the last step: a refill or the end
+            s, rnd = _score_round(sc, ctl, topo, mine, step, end)
+            if s < 0:
+                return "done"
+            if rnd == 0:
+                step += 1
     except Stopped:
         return "stop"
     while True:
         msg = ctl.wait(topo.trainer0, CTRL, "the end of the run (done/stop)")
         if msg[0] in ("done", "stop"):
             return msg[0]
+
+
+def _score_round(sc: Scorer, ctl: Control, topo: Topology, mine: list[int], step: int, end: tuple) -> tuple[int, int]:
+    """Score this rank's shards of the next round its generators send: round 0 of `step`, or (dynamic
+    sampling) a refill round of step - 1, which a generator sends before anything of `step`. Returns
+    (its step, its round), or (-1, 0) on a CTRL verb in `end`."""
+    n = sc.cfg.generate.shards_per_step
+    s, rnd = step, 0
+    for k, j in enumerate(mine):
+        src = topo.generator_rank(j)
+        with sc.timer.phase("wait/shard"):
+            msg = ctl.wait(src, SHARD, f"generated shard (step {s}, shard {rnd * n + j})", end if k == 0 else ())
+        if isinstance(msg[0], str):  # the end of the run
+            return -1, 0
+        got_s, got_j, path, gen_s = msg
+        if k == 0 and got_j >= n and got_s == step - 1:  # a refill round of the step before
+            s, rnd = got_s, got_j // n
+        if (got_s, got_j) != (s, rnd * n + j):
+            raise RuntimeError(f"scorer expected shard ({s},{rnd * n + j}) from rank {src}, got ({got_s},{got_j})")
+        out, score_s = sc.score_shard(path)
+        for t in topo.train:
+            ctl.send(t, SCORED, (s, got_j, out, gen_s, score_s))
+    sc.timer.flush(s)
+    return s, rnd

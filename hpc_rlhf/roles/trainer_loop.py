@@ -33,6 +33,7 @@ from hpc_rlhf.config import Config
 from hpc_rlhf.models.export import export_policy
 from hpc_rlhf.parallel.dp import DataParallel
 from hpc_rlhf.roles.metrics_log import MetricsLog, StepMetricHooks
+from hpc_rlhf.roles.refill import step_rollouts
 from hpc_rlhf.roles.trainer import train_step
 from hpc_rlhf.roles.trainer_context import build_context, load_policy, value_state
 from hpc_rlhf.roles.trainer_step import StepData
@@ -40,6 +41,7 @@ from hpc_rlhf.rollout.ledger import StepLedger, ledger_entry
 from hpc_rlhf.rollout.plan import behaviour_version
 from hpc_rlhf.rollout.prompt_store import check_same_prompts
 from hpc_rlhf.rollout.prompts import PromptSet
+from hpc_rlhf.rollout.refill import rounds_used
 from hpc_rlhf.rollout.sync import ShardSync
 from hpc_rlhf.rundir import clean_temporaries
 from hpc_rlhf.weights.versions import PolicyVersions
@@ -143,7 +145,8 @@ class TrainSession:
         waited = 0.0 if wait_s is None else wait_s
         metrics.update({"time/train_wait_s": waited, "time/gen_s": gen_s, "time/score_s": score_s})
         metrics["time/step_s"] = time.perf_counter() - t0
-        entry = ledger_entry(behaviour_version(step, self.cfg.max_policy_lag), paths, sd.prompt_index, sd.sample_index)
+        v = behaviour_version(step, self.cfg.max_policy_lag)
+        entry = ledger_entry(v, paths, sd.prompt_index, sd.sample_index, rounds_used(self.cfg, paths))
         timer = self.ctx.timer  # tools/bench phase log (HPC_RLHF_TIMING=1)
         if wait_s is not None:
             timer.add("wait/scored", wait_s)
@@ -225,17 +228,34 @@ class TrainSession:
             raise
 
 
-def _scored_shards(ctl: Control, topo: Topology, cfg: Config, step: int) -> tuple[list[str], float, float]:
-    """Wait for the step's scored shards, in shard order. Returns (paths, generate s, score s)."""
+def _scored_shards(
+    ctl: Control, topo: Topology, cfg: Config, step: int, rnd: int = 0
+) -> tuple[list[str], float, float]:
+    """Wait for the step's scored shards of refill round `rnd` (0: the plan's), in shard order. Returns
+    (paths, generate s, score s)."""
     paths, gen_s, score_s = [], 0.0, 0.0
-    for j in range(cfg.generate.shards_per_step):
-        src = topo.scorer_rank(j)
+    n = cfg.generate.shards_per_step
+    for j in range(rnd * n, (rnd + 1) * n):
+        src = topo.scorer_rank(j % n)
         s, sh, path, g_s, s_s = ctl.wait(src, SCORED, f"scored shard (step {step}, shard {j})")
         if (s, sh) != (step, j):
             raise RuntimeError(f"trainer expected scored shard ({step},{j}) from rank {src}, got ({s},{sh})")
         paths.append(path)
         gen_s, score_s = gen_s + g_s, score_s + s_s
     return paths, gen_s, score_s
+
+
+def _round(ctl: Control, topo: Topology, cfg: Config, step: int, rnd: int) -> tuple[list[str], None, float, float]:
+    """roles/refill.step_rollouts's `produce`: wait for round `rnd`'s scored shards (the trainer reads them)."""
+    paths, gen_s, score_s = _scored_shards(ctl, topo, cfg, step, rnd)
+    return paths, None, gen_s, score_s
+
+
+def _announce_refill(ctl: Control, topo: Topology, lead: bool, step: int, rnd: int) -> None:
+    """The lead tells every generator to generate its shards of refill round `rnd` of `step`."""
+    if lead:
+        for g in topo.generate:
+            ctl.send(g, CTRL, ("refill", step, rnd))
 
 
 def run_trainer(
@@ -256,9 +276,13 @@ def run_trainer(
     with sess.closing_on_error():
         for step in range(sess.start_step, cfg.total_steps):
             t0 = time.perf_counter()
-            paths, gen_s, score_s = _scored_shards(ctl, topo, cfg, step)
+
+            paths, parts, refill, gen_s, score_s = step_rollouts(
+                cfg, step, partial(_round, ctl, topo, cfg, step), partial(_announce_refill, ctl, topo, lead, step)
+            )
             wait_s = time.perf_counter() - t0
-            metrics = sess.train_step(step, paths)
+            metrics = sess.train_step(step, paths, parts)
+            metrics.update(refill)  # algo/refill_* (dynamic sampling)
             v, wpath = sess.end_step(step, metrics, t0, paths, gen_s, score_s, wait_s)
             stop = None  # the stop is agreed before the next weights go out: no step is generated in vain
             if lead:

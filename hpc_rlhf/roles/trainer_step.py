@@ -72,6 +72,8 @@ class StepData:
         self.ref_logprobs[mask] = torch.as_tensor(np.concatenate(ref_lp), device=device)
         self.score = torch.as_tensor(cat["reward"], device=device)
         self.prompt_index, self.sample_index, self.eos = cat["prompt_index"], cat["sample_index"], cat["eos"]
+        # a group: the samples of one prompt at one step (the shards' group_id; rollout/refill.py renumbers them)
+        self.group_id = np.concatenate([d.get("group_id", d["prompt_index"]) for d in parts])
         self.size = len(prompts)
 
 
@@ -145,7 +147,7 @@ def advantages(sd: StepData, values: Optional[torch.Tensor], cfg: Config, alg: A
     p, a, mask = cfg.ppo, cfg.algo, sd.batch.response_mask
     kl = alg.kl_penalty(sd.behavior, sd.ref_logprobs) * mask
     rewards = token_rewards(sd.score, kl, mask, kl_coef if a.kl_reward else 0.0, p.reward_clip)
-    groups = torch.as_tensor(sd.prompt_index, device=mask.device)
+    groups = torch.as_tensor(sd.group_id, device=mask.device)
     est = alg.estimator
     inputs = AdvantageInputs(rewards, mask, sd.score, groups, values, p.gamma, p.lam, p.whiten_advantages, a.group_std)
     adv, returns = est.fn(inputs)

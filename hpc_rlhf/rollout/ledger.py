@@ -7,7 +7,8 @@
     saved = ledger.read()                    # bytes, for the next checkpoint's copy
 
 A line: {"step", "version" (the policy version that sampled the step's rollouts), "shards" (file
-names, shard order), "prompt_index", "sample_index" (one per sample, batch order)}. Only the train
+names, shard order), "prompt_index", "sample_index" (one per sample, batch order), and with
+algo.dynamic_sampling "refill_rounds" (the refill rounds the step drew, rollout/refill.py)}. Only the train
 lead writes it. `truncate_jsonl` also cuts RUN_DIR/metrics.jsonl back to a resumed step.
 """
 
@@ -16,17 +17,21 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from typing import Optional
 
 from hpc_rlhf.rundir import RunDir, write_atomic
 
 
-def ledger_entry(version: int, paths: Sequence[str], prompt_index, sample_index) -> dict:
-    """The ledger fields of a step (without "step"): index arrays are numpy int arrays, one per sample."""
+def ledger_entry(version: int, paths: Sequence[str], prompt_index, sample_index, rounds: Optional[int] = None) -> dict:
+    """The ledger fields of a step (without "step"): index arrays are numpy int arrays, one per sample;
+    rounds: its refill rounds (None: dynamic sampling off, no key)."""
+    extra = {} if rounds is None else {"refill_rounds": rounds}
     return {
         "version": version,
         "shards": [os.path.basename(p) for p in paths],
         "prompt_index": prompt_index.tolist(),
         "sample_index": sample_index.tolist(),
+        **extra,
     }
 
 

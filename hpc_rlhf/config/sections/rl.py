@@ -162,6 +162,13 @@ class AlgoConfig:
     """Weight of the KL loss term (algo.kl_loss != off)."""
     drop_uniform_groups: bool = False
     """grpo/rloo: leave out of the loss the groups whose scores are all equal (zero advantage)."""
+    dynamic_sampling: bool = False
+    """grpo/rloo (DAPO's dynamic sampling): a step whose prompt groups are not all of non-zero reward variance draws
+    refill rounds of generate.prompts_per_step more prompts (algo.max_refill_rounds at most) and trains on the first
+    prompts_per_step groups with non-zero variance; a step still short fills up with its first uniform groups
+    (zero advantage; left out of the loss with algo.drop_uniform_groups). Needs max_policy_lag=0."""
+    max_refill_rounds: int = 4
+    """algo.dynamic_sampling: the most refill rounds a step draws (each one generate.prompts_per_step prompts)."""
     clip_low: float = 0.0
     """The policy ratio's lower clip eps_low (`1 - eps_low`); 0 = ppo.clip_ratio."""
     clip_high: float = 0.0
