@@ -34,10 +34,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "e4bd48d43faec559"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "e4bd48d43faec559"),
-    (TINY, [], "33aafe7d7e1a053e"),
-    (TINY, OVERRIDES, "bb788c8632f34825"),
+    (None, [], "0d620bf6d97fa586"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "0d620bf6d97fa586"),
+    (TINY, [], "103042ff2bd249e1"),
+    (TINY, OVERRIDES, "8f11561712f99559"),
 ]
 
 
