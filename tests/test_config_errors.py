@@ -82,3 +82,19 @@ def test_token_budget_with_fsdp_on_several_train_ranks_is_refused():
 def test_overlong_filter_without_eos_is_refused():
     with pytest.raises(ConfigError, match=r"algo.overlong_filter.*generate.stop_at_eos=true"):
         load_config(TINY, ["algo.overlong_filter=true", "generate.stop_at_eos=false"])
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["algo.dynamic_sampling=true"], r"algo.dynamic_sampling.*grpo or rloo"),  # tiny.yaml is PPO
+        (
+            ["algo.name=grpo", "algo.dynamic_sampling=true", "max_policy_lag=1"],
+            r"algo.dynamic_sampling.*max_policy_lag=0",
+        ),
+        (["algo.max_refill_rounds=-1"], r"algo.max_refill_rounds.*>= 0"),
+    ],
+)
+def test_dynamic_sampling_needs_groups_and_no_policy_lag(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(TINY, overrides)

@@ -1,9 +1,10 @@
-"""Real mpiexec runs of the tiny config: layout invariance (PPO, the critic-free GRPO and REINFORCE++, PPO
-with LoRA adapters, FSDP-sharded trainers), a resharded resume, a failing rank, a damaged shard."""
+"""Real mpiexec runs of the tiny config: layout invariance (PPO, the critic-free GRPO and REINFORCE++, GRPO with
+dynamic sampling, PPO with LoRA adapters, FSDP-sharded trainers), a resharded resume, a failing rank, a damaged shard."""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import time
@@ -144,6 +145,48 @@ def test_critic_free_layouts_sample_identical_tokens_and_end_with_the_same_weigh
     run = critic_free_runs / f"{algo}-{name}"
     written = [os.path.relpath(p, run) for p in glob.glob(f"{run}/**/*value*", recursive=True)]
     assert written == [], written  # no value model in checkpoints or published weights
+
+
+# DAPO's pieces together: dynamic sampling with refill (gold-rule rewards, 2 samples per prompt: many uniform
+# groups), clip-higher, overlong filtering and token-budget micro-batches (8 rows of ~14 tokens: 2 per minibatch)
+DYNAMIC = [
+    *["algo.name=grpo", "algo.kl_loss=k3", "algo.dynamic_sampling=true", "algo.max_refill_rounds=2"],
+    *["algo.clip_high=0.28", "algo.overlong_filter=true", "train.max_tokens_per_microbatch=64"],
+    "reward.sources=[{name: gold, kind: function, function: 'hpc_rlhf.demo.task:gold_reward'}]",
+]
+
+
+@pytest.fixture(scope="module")
+def dynamic_runs(tmp_path_factory, mpiexec):
+    base = tmp_path_factory.mktemp("dynamic")
+    for name in ("single", "2+1+1"):
+        cli("train", TINY, f"run_dir={base}/{name}", *DYNAMIC, *layout_args(LAYOUTS[name]))
+    return base
+
+
+def test_dynamic_sampling_is_layout_invariant(dynamic_runs):
+    """Refill rounds are drawn on the rewards alone and the kept groups are the first ones in (round, shard,
+    prompt) order: one process and 2+1+1 ranks draw the same rounds, sample the same tokens, keep the same
+    groups and end with the same weights (bit-identical: one trainer)."""
+    from hpc_rlhf.archive import Archive
+    from hpc_rlhf.archive.verify import verify
+
+    ref, got = rollouts(dynamic_runs / "single"), rollouts(dynamic_runs / "2+1+1")
+    assert ref.keys() == got.keys() and all(np.array_equal(ref[k], got[k]) for k in ref)
+    assert len(ref) > 16  # refill shards beyond the 4 steps x 4 shards of the plan
+    refills = [p for p in ref if int(p[-7:-3]) >= 4]
+    assert all(read_attrs(str(dynamic_runs / "single" / p))["refill_round"] == int(p[-7:-3]) // 4 for p in refills)
+    wa, wb = weights(dynamic_runs / "single"), weights(dynamic_runs / "2+1+1")
+    assert all(bool((wa[k] == wb[k]).all()) for k in wa)
+    for name in ("single", "2+1+1"):
+        run = dynamic_runs / name
+        lines = [json.loads(x) for x in open(run / "metrics.jsonl")]
+        assert sum(x["algo/refill_rounds"] for x in lines) > 0
+        assert all(x["algo/kept_groups"] + x["algo/short_groups"] == 8 for x in lines)
+        ledger = [json.loads(x) for x in open(run / "ledger.jsonl")]
+        assert [x["refill_rounds"] for x in ledger] == [x["algo/refill_rounds"] for x in lines]
+        assert all(len(x["prompt_index"]) == 16 for x in ledger)  # every step trains on 8 groups of 2
+        assert verify(Archive.open(str(run))).ok
 
 
 @pytest.fixture(scope="module")
