@@ -1,11 +1,12 @@
 """kill -9 of the whole multi-rank job at seeded-random instants, resumed each time: the final weights
 are bit-identical to an uninterrupted run and every prompt is consumed exactly once per pass; for PPO, for
-GRPO (no value model), for PPO with LoRA adapters (checkpoints hold the adapters only) and for two
+GRPO (no value model), for GRPO with dynamic sampling (refill rounds), for PPO with LoRA adapters (checkpoints hold the adapters only) and for two
 FSDP-sharded trainers."""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import random
 
@@ -54,6 +55,33 @@ def test_grpo_sigkilled_and_resumed_is_bit_identical(tmp_path, grpo_case):
     assert events[-1] == {"attempt": 2, "killed": False, "exit": 0}
     assert kr.check_run(run, FAULT_STEPS, reference) == []
     assert not glob.glob(f"{run}/checkpoints/*/value*")
+
+
+DYNAMIC = [  # GRPO with refill rounds (gold-rule rewards, 2 samples per prompt: many uniform groups)
+    *["algo.name=grpo", "algo.kl_loss=k3", "algo.dynamic_sampling=true", "algo.max_refill_rounds=2"],
+    "reward.sources=[{name: gold, kind: function, function: 'hpc_rlhf.demo.task:gold_reward'}]",
+]
+
+
+def test_dynamic_sampling_sigkilled_and_resumed_is_bit_identical(tmp_path, train_args, mpiexec):
+    """Refill rounds are drawn again on a resume exactly as before (their shards reused when intact): the final
+    weights, the ledger (each step's shards, kept samples and refill rounds) and the metrics' refill counts equal
+    an uninterrupted run's. A refill prompt is not one of the stream's, so the per-pass ledger check is left out."""
+    args = [*train_args, *DYNAMIC]
+    ref = tmp_path / "reference"
+    cli("train", *args, f"run_dir={ref}")
+    run = str(tmp_path / "run")
+    events = kr.kill_resume_cycle(run, args, random.Random(20261131), kills=2, log=str(tmp_path / "log"))
+    assert sum(1 for e in events if e.get("killed")) == 2, events
+    assert events[-1] == {"attempt": 2, "killed": False, "exit": 0}
+    problems = kr.check_run(run, FAULT_STEPS, kr.final_sha(str(ref)))
+    assert [p for p in problems if not p.startswith("pass ")] == [], problems
+    assert open(f"{run}/ledger.jsonl").read() == open(ref / "ledger.jsonl").read()
+
+    def refills(d):
+        return [json.loads(x)["algo/refill_rounds"] for x in open(os.path.join(d, "metrics.jsonl"))]
+
+    assert refills(run) == refills(ref) and sum(refills(ref)) > 0
 
 
 LORA = ["model.lora.r=4"]
