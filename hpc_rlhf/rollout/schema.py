@@ -69,6 +69,7 @@ ATTRS: dict[str, str] = {  # schema_version: an HDF5 attribute; the others: keys
     "policy_version": "int: policy version of every sample",
     "step": "int: PPO step of every sample",
     "shard_index": "int: index of the shard within its step",
+    "refill_round": "int, only in a refill round's shard (algo.dynamic_sampling): its round r >= 1; shard_index = r * shards_per_step + j",
     "num_samples": "int: N",
     "created_unix": "float: creation time (seconds since epoch)",
     "config_fingerprint": "str: hash of the run's config (resume-safe keys excluded)",

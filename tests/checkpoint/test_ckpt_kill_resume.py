@@ -60,6 +60,7 @@ def test_grpo_sigkilled_and_resumed_is_bit_identical(tmp_path, grpo_case):
 DYNAMIC = [  # GRPO with refill rounds (gold-rule rewards, 2 samples per prompt: many uniform groups)
     *["algo.name=grpo", "algo.kl_loss=k3", "algo.dynamic_sampling=true", "algo.max_refill_rounds=2"],
     "reward.sources=[{name: gold, kind: function, function: 'hpc_rlhf.demo.task:gold_reward'}]",
+    "total_steps=12",
 ]
 
 
@@ -74,7 +75,7 @@ def test_dynamic_sampling_sigkilled_and_resumed_is_bit_identical(tmp_path, train
     events = kr.kill_resume_cycle(run, args, random.Random(20261131), kills=2, log=str(tmp_path / "log"))
     assert sum(1 for e in events if e.get("killed")) == 2, events
     assert events[-1] == {"attempt": 2, "killed": False, "exit": 0}
-    problems = kr.check_run(run, FAULT_STEPS, kr.final_sha(str(ref)))
+    problems = kr.check_run(run, 12, kr.final_sha(str(ref)))
     assert [p for p in problems if not p.startswith("pass ")] == [], problems
     assert open(f"{run}/ledger.jsonl").read() == open(ref / "ledger.jsonl").read()
 
