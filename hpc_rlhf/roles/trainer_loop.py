@@ -276,7 +276,6 @@ def run_trainer(
     with sess.closing_on_error():
         for step in range(sess.start_step, cfg.total_steps):
             t0 = time.perf_counter()
-
             paths, parts, refill, gen_s, score_s = step_rollouts(
                 cfg, step, partial(_round, ctl, topo, cfg, step), partial(_announce_refill, ctl, topo, lead, step)
             )
