@@ -157,12 +157,6 @@ def _validate_engine(cfg: Config) -> None:
         "only 1 for now (a new version reaches the engine in-process; several GPUs per engine are not wired)",
     )
     _check(v.cpu_kvcache_space_gb > 0, "generate.vllm.cpu_kvcache_space_gb", "must be > 0")
-    if cfg.generate.engine == "vllm":
-        _check(
-            cfg.model.lora.r == 0,
-            "generate.engine",
-            "vllm does not take LoRA runs (model.lora.r > 0) yet; use generate.engine=native",
-        )
 
 
 def _validate_task(cfg: Config) -> None:
