@@ -55,7 +55,10 @@ def engine_env(cfg: Config) -> None:
 
 
 def write_engine_folder(cfg: Config, run_dir: str, rank: int, tok: PreTrainedTokenizerBase) -> str:
-    """RUN_DIR/engine/gen_R/ with the policy's config.json (from model.policy_path, else model.arch)."""
+    """RUN_DIR/engine/gen_R/ with the policy's config.json (from model.policy_path, else model.arch).
+    Not the publisher's `version_folder`: the engine starts before the trainer publishes version 0 (and
+    its config), needs no weights to start (`load_format="dummy"`), and a LoRA run publishes no config
+    (its versions are adapters)."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 

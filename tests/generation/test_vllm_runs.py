@@ -1,5 +1,6 @@
 """Real MPI runs with generate.engine=vllm (the CPU engine, in its venv): the GRPO demo on 1+1+1 and
-2+1+1 against the native engine's gain, and SIGKILL + resume of a PPO run (tools/kill_resume.py).
+2+1+1 against the native engine's gain, with a full policy and with LoRA adapters, and SIGKILL +
+resume of a PPO run (tools/kill_resume.py).
 
 One run per scenario (an engine start costs ~30 s per generation rank); each is reused by the
 assertions that need it.
@@ -34,9 +35,13 @@ def _demo(python: str, run_dir: str, *overrides: str) -> dict:
     return json.load(open(os.path.join(run_dir, "demo_report.json")))
 
 
-@pytest.fixture(scope="module")
-def grpo_runs(vllm_py, mpiexec, tmp_path_factory) -> dict[str, tuple[str, dict]]:
-    base = tmp_path_factory.mktemp("vllm_grpo")
+# The policy each scenario trains: all its weights, or LoRA adapters (served to vLLM merged)
+POLICIES = {"full": [], "lora": ["model.lora.r=8", "model.lora.alpha=16", "ppo.lr=1e-3"]}
+
+
+@pytest.fixture(scope="module", params=list(POLICIES))
+def grpo_runs(vllm_py, mpiexec, tmp_path_factory, request) -> dict[str, tuple[str, dict]]:
+    base = tmp_path_factory.mktemp(f"vllm_grpo_{request.param}")
     runs = {}
     for name, python, over in (
         ("native", sys.executable, []),
@@ -44,7 +49,7 @@ def grpo_runs(vllm_py, mpiexec, tmp_path_factory) -> dict[str, tuple[str, dict]]
         ("vllm_211", vllm_py, ["generate.engine=vllm", "layout.generate=2"]),
     ):
         d = str(base / name)
-        runs[name] = (d, _demo(python, d, *over))
+        runs[name] = (d, _demo(python, d, *POLICIES[request.param], *over))
     return runs
 
 
