@@ -88,12 +88,13 @@ def test_vllm_samples_the_same_tokens_on_every_layout(grpo_runs):
     assert _sha(os.path.join(grpo_runs["vllm_111"][0], policy)) == _sha(os.path.join(grpo_runs["vllm_211"][0], policy))
 
 
-def test_a_killed_and_resumed_vllm_ppo_run_ends_as_the_uninterrupted_one(vllm_py, mpiexec, tmp_path):
+@pytest.mark.parametrize("policy", [[], ["model.lora.r=4", "model.lora.alpha=8"]], ids=["full", "lora"])
+def test_a_killed_and_resumed_vllm_ppo_run_ends_as_the_uninterrupted_one(vllm_py, mpiexec, tmp_path, policy):
     """tools/kill_resume.py in the vLLM venv: a PPO run (configs/tiny.yaml, head size 32 for the CPU
-    engine) SIGKILLed and resumed ends with the reference run's final-policy SHA-256, every step
-    and prompt in the ledger once, a clean archive and valid checkpoints."""
+    engine; with LoRA, the adapters served merged) SIGKILLed and resumed ends with the reference run's
+    final-policy SHA-256, every step and prompt in the ledger once, a clean archive and valid checkpoints."""
     args = [vllm_py, os.path.join(REPO, "tools", "kill_resume.py"), "--cycles", "1", "--kills", "1", "--seed", "1"]
-    args += ["--work", str(tmp_path), "--set", "generate.engine=vllm", "model.arch.hidden_size=64"]
+    args += ["--work", str(tmp_path), "--set", "generate.engine=vllm", "model.arch.hidden_size=64", *policy]
     p = subprocess.run(
         args, capture_output=True, text=True, timeout=1500, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}
     )
