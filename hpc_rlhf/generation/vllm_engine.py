@@ -10,11 +10,12 @@ the model's own `load_weights`, then drops its prefix cache (the cached keys and
 old weights). A LoRA policy (model.lora.r > 0) reaches the engine merged: the published adapters are
 loaded into a CPU copy of the base with the adapters (models/lora.py: the same base, checked by its
 hash) and each version is streamed to the engine as base + scale * B @ A (`lora.merged_tensors`), so
-vLLM serves the trained policy with no LoRA support of its own. Each sample's seed is the plan's (`SamplingParams.seed`); temperature, top-k, top-p,
-max tokens and EOS come from generate.*; the pad token (and EOS when stop_at_eos=false) is never
-sampled, nor ids beyond the tokenizer's. Log-probs are vLLM's `processed_logprobs`: log softmax of
-logits / temperature over the allowed ids, as native records them (with top-k / top-p on, vLLM's are
-of the filtered distribution instead). What holds and what does not: docs/generation.md.
+vLLM serves the trained policy with no LoRA support of its own. Each sample's seed is the plan's
+(`SamplingParams.seed`); temperature, top-k, top-p, max tokens and EOS come from generate.*; the pad
+token (and EOS when stop_at_eos=false) is never sampled, nor ids beyond the tokenizer's. Log-probs are
+vLLM's `processed_logprobs`: log softmax of logits / temperature over the allowed ids, as native
+records them (with top-k / top-p on, vLLM's are of the filtered distribution instead). What holds and
+what does not: docs/generation.md.
 """
 
 from __future__ import annotations

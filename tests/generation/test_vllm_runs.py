@@ -47,6 +47,7 @@ def grpo_runs(vllm_py, mpiexec, tmp_path_factory, request) -> dict[str, tuple[st
         ("native", sys.executable, []),
         ("vllm_111", vllm_py, ["generate.engine=vllm"]),
         ("vllm_211", vllm_py, ["generate.engine=vllm", "layout.generate=2"]),
+        ("vllm_single", vllm_py, ["generate.engine=vllm", "runtime.launcher=none"]),  # versions as tensors
     ):
         d = str(base / name)
         runs[name] = (d, _demo(python, d, *POLICIES[request.param], *over))
@@ -78,14 +79,17 @@ def _sha(path: str) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def test_vllm_samples_the_same_tokens_on_every_layout(grpo_runs):
-    a, b = _tokens(grpo_runs["vllm_111"][0]), _tokens(grpo_runs["vllm_211"][0])
+@pytest.mark.parametrize("other", ["vllm_211", "vllm_single"])
+def test_vllm_samples_the_same_tokens_on_every_layout(grpo_runs, other):
+    """2+1+1 (other batches per engine) and the single-rank loop (versions handed over as tensors, no
+    files) against 1+1+1: the same tokens and log-probs in every shard, the same final policy."""
+    a, b = _tokens(grpo_runs["vllm_111"][0]), _tokens(grpo_runs[other][0])
     assert a.keys() == b.keys() and len(a) == 80
     for k in a:
-        assert np.array_equal(a[k][0], b[k][0]), f"{k}: other tokens on 2+1+1"
-        assert np.array_equal(a[k][1], b[k][1]), f"{k}: other log-probs on 2+1+1"
+        assert np.array_equal(a[k][0], b[k][0]), f"{k}: other tokens on {other}"
+        assert np.array_equal(a[k][1], b[k][1]), f"{k}: other log-probs on {other}"
     policy = os.path.join("final", "policy", "model.safetensors")
-    assert _sha(os.path.join(grpo_runs["vllm_111"][0], policy)) == _sha(os.path.join(grpo_runs["vllm_211"][0], policy))
+    assert _sha(os.path.join(grpo_runs["vllm_111"][0], policy)) == _sha(os.path.join(grpo_runs[other][0], policy))
 
 
 @pytest.mark.parametrize("policy", [[], ["model.lora.r=4", "model.lora.alpha=8"]], ids=["full", "lora"])
