@@ -116,8 +116,8 @@ class MetricsLog:
         self.eval_steps.add(step)
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
-        for sink in self.sinks:
-            sink.log(step, {k: float(v) for k, v in metrics.items()})
+        for sink in self.sinks:  # TensorBoard takes any step order; W&B and MLflow have a log_eval of their own
+            getattr(sink, "log_eval", sink.log)(step, {k: float(v) for k, v in metrics.items()})
 
     def close(self) -> None:
         if self.bar is not None:
