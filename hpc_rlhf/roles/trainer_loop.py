@@ -249,7 +249,7 @@ def run_trainer(
     lead = ctl.rank == topo.trainer0
     sess = TrainSession(cfg, run_dir, device, dp, lead, start=start)
     others = [r for r in range(topo.world_size) if r not in topo.train]
-    evals = EvalInbox(cfg, sess.start_step) if lead else None  # eval.every: roles/evaluator.py
+    evals = EvalInbox(cfg, sess.start_step)  # eval.every (roles/evaluator.py): the lead receives and logs them
     for v, path in sess.publish_initial():
         if lead:
             for g in topo.generate:
@@ -260,9 +260,7 @@ def run_trainer(
             t0 = time.perf_counter()
             paths, gen_s, score_s = _scored_shards(ctl, topo, cfg, step)
             wait_s = time.perf_counter() - t0
-            if (
-                evals is not None
-            ):  # evaluated before this step's rollouts were sampled: no wait; logged before a checkpoint
+            if lead:  # evaluated before this step's rollouts were sampled (no wait); logged before a checkpoint
                 evals.collect(ctl, topo, behaviour_version(step, cfg.max_policy_lag), sess.log)
             metrics = sess.train_step(step, paths)
             v, wpath = sess.end_step(step, metrics, t0, paths, gen_s, score_s, wait_s)
@@ -271,13 +269,13 @@ def run_trainer(
                 reqs = ctl.stop_requests()
                 stop = bool(stop_flag.is_set() or reqs)
             stop = train_comm.bcast(stop, root=0) if train_comm.Get_size() > 1 else stop
-            if lead and (step + 1 < cfg.total_steps or evals.wants(v)) and not stop:  # type: ignore[union-attr]
+            if lead and (step + 1 < cfg.total_steps or evals.wants(v)) and not stop:
                 for g in topo.generate:
                     ctl.send(g, CTRL, ("weights", v, wpath))
             if sess.stop_at(step, bool(stop)):
                 verdict = "stop"
                 break
-    if evals is not None and verdict == "done":
+    if lead and verdict == "done":
         evals.collect(ctl, topo, cfg.total_steps, sess.log)
     sess.close(verdict)
     if lead:
