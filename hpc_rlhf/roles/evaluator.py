@@ -83,7 +83,7 @@ def pass_ks(n: int) -> list[int]:
 
 def eval_metrics(cfg: Config, parts: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
     """`eval/reward_mean`, `eval/reward/NAME` (each source's mean), `eval/response_len_mean`, and with
-    eval.pass_source `eval/pass@K` (the mean over prompts of pass_at_k) from one evaluation's shards."""
+    eval.pass_source `eval/pass_at_K` (the mean over prompts of pass_at_k) from one evaluation's shards."""
     e = cfg.eval
     names = [s.name for s in e.sources]
     values = np.concatenate([np.asarray(p["reward_sources"], dtype=np.float64) for p in parts])
@@ -98,7 +98,7 @@ def eval_metrics(cfg: Config, parts: Sequence[dict[str, np.ndarray]]) -> dict[st
         _, starts, counts = np.unique(prompts[order], return_index=True, return_counts=True)
         correct = np.add.reduceat(ok[order].astype(np.int64), starts)
         for k in pass_ks(e.samples_per_prompt):
-            out[f"eval/pass@{k}"] = float(np.mean([pass_at_k(int(n), int(c), k) for n, c in zip(counts, correct)]))
+            out[f"eval/pass_at_{k}"] = float(np.mean([pass_at_k(int(n), int(c), k) for n, c in zip(counts, correct)]))
     return out
 
 

@@ -87,7 +87,7 @@ def test_layouts_sample_identical_tokens_and_end_with_the_same_weights(layout_ru
     assert diff <= tol, f"{name}: max weight difference {diff}"
     if name in LAYOUTS:  # evaluated every 2 versions (eval shards split over 2 generators on 2+1+1): same numbers
         want = eval_series(str(layout_runs / "single"))
-        assert sorted(want) == [1, 3] and "eval/pass@4" in want[1], want
+        assert sorted(want) == [1, 3] and "eval/pass_at_4" in want[1], want
         assert eval_series(str(layout_runs / name)) == want, f"{name}: eval metrics differ"
 
 

@@ -73,8 +73,8 @@ def test_eval_metrics_are_means_over_samples_and_pass_at_k_over_prompts():
     assert m["eval/reward/gold"] == pytest.approx(0.5) and m["eval/reward/over"] == pytest.approx(-1 / 6)
     assert m["eval/reward_mean"] == pytest.approx(0.5 - 0.5 / 6)
     assert m["eval/response_len_mean"] == pytest.approx(4.0)
-    assert m["eval/pass@1"] == pytest.approx((0.5 + 0 + 1) / 3) and m["eval/pass@2"] == pytest.approx(2 / 3)
-    assert "eval/pass@4" not in m
+    assert m["eval/pass_at_1"] == pytest.approx((0.5 + 0 + 1) / 3) and m["eval/pass_at_2"] == pytest.approx(2 / 3)
+    assert "eval/pass_at_4" not in m
 
 
 def test_versions_and_seeds_come_from_the_config_and_the_identity_only():
@@ -109,19 +109,19 @@ def test_an_eval_line_is_written_once_and_joins_its_step(tmp_path):
     log = MetricsLog(cfg, str(tmp_path), 0)
     for step in range(3):
         log.write(step, {"score/reward_mean": float(step), "gen/response_len_mean": 5.0})
-    log.write_eval(1, {"eval/reward_mean": 0.25, "eval/pass@1": 0.5})
+    log.write_eval(1, {"eval/reward_mean": 0.25, "eval/pass_at_1": 0.5})
     log.close()
     log = MetricsLog(cfg, str(tmp_path), 2)  # a resume at step 2: step 2 is cut, the eval of step 1 kept
-    log.write_eval(1, {"eval/reward_mean": 0.25, "eval/pass@1": 0.5})  # evaluated again: not written twice
+    log.write_eval(1, {"eval/reward_mean": 0.25, "eval/pass_at_1": 0.5})  # evaluated again: not written twice
     log.write(2, {"score/reward_mean": 2.0})
     log.close()
     lines = [json.loads(x) for x in open(RunDir(str(tmp_path)).metrics)]
     assert [x["step"] for x in lines] == [0, 1, 1, 2]
     rows = read_metrics(str(tmp_path))
     assert [r["step"] for r in rows] == [0, 1, 2]
-    assert rows[1]["score/reward_mean"] == 1.0 and rows[1]["eval/pass@1"] == 0.5 and "time_unix" in rows[1]
+    assert rows[1]["score/reward_mean"] == 1.0 and rows[1]["eval/pass_at_1"] == 0.5 and "time_unix" in rows[1]
     shown = "\n".join(progress_lines(run_progress(str(tmp_path))))
-    assert "eval:       step 1: reward_mean 0.25, pass@1 0.5" in shown, shown
+    assert "eval:       step 1: reward_mean 0.25, pass_at_1 0.5" in shown, shown
 
 
 def _eval_shard(path: str, version: int, rewards: list[float]) -> None:

@@ -35,4 +35,4 @@ class EvalConfig:
     generation ranks; `eval/reward/NAME` is each one's mean, `eval/reward_mean` their weighted sum's."""
     pass_source: str = ""
     """The source of `sources` that says whether a response is correct (a value > 0 passes, e.g.
-    exact_match's 1.0): `eval/pass@K` is logged for it. Empty: no pass@k."""
+    exact_match's 1.0): `eval/pass_at_K` is logged for it. Empty: no pass@k."""
