@@ -5,7 +5,7 @@ score them with the eval's reward functions and write eval shards; the train lea
     ev = Evaluator(cfg, run_dir, tok, rank)     # a generation rank's side: eval prompts, reward functions
     path = ev.run(policy, version, shard)       # eval shard J of version V (reused when identical on disk)
     eval_metrics(cfg, parts)                    # eval/* of one evaluation from its shards' fields
-    inbox = EvalInbox(cfg, run_dir, start_step) # the train lead's side: waits for the announced eval shards
+    inbox = EvalInbox(cfg, start_step)          # the train lead's side: waits for the announced eval shards
     inbox.collect(ctl, topo, upto, log)         # log eval/* of every evaluated version <= upto
     EvalHook(cfg, run_dir, gen, topo, ctl)(msg) # a generation rank: evaluate the version of a weights notice
     LocalEvals(cfg, run_dir, gen, start).upto(v, tensors_of, log)   # the single-rank loop: both sides in turn
