@@ -362,7 +362,7 @@ def _validate_inputs(cfg: Config) -> None:
         "needs model.reward_path (a reward model built from model.arch reads the policy's tokens)",
     )
     paths = ("model.policy_path", "model.reward_path", "model.tokenizer_path", "model.reward_tokenizer_path")
-    for key in (*paths, "task.prompts_path", "rm.pairs_path", "sft.data_path"):
+    for key in (*paths, "task.prompts_path", "rm.pairs_path", "sft.data_path", "eval.task.prompts_path"):
         path = get_key(cfg, key)
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"config key '{key}': path '{path}' does not exist; give a local folder or file")

@@ -108,6 +108,21 @@ def shard_prompts(cfg: Config, n_prompts: int, shard: int) -> np.ndarray:
     return np.array_split(np.arange(n, dtype=np.int64), cfg.eval.shards)[shard]
 
 
+def check_eval_inputs(cfg: Config, run_dir: str) -> None:
+    """Before any rank starts (launch/prepare.py): the eval prompts are read (a bad file is a one-line
+    UserError) and the longest + eval.max_new_tokens fits the policy's context."""
+    from hpc_rlhf.models.build import load_tokenizer
+    from hpc_rlhf.models.context import check_context
+
+    prompts = PromptSet(eval_config(cfg), load_tokenizer(cfg, run_dir))
+    n = len(prompts) if cfg.eval.num_prompts == 0 else min(len(prompts), cfg.eval.num_prompts)
+    longest = max((len(prompts[i]) for i in range(n)), default=0)
+    what = f"the longest eval prompt ({longest} tokens) + eval.max_new_tokens={cfg.eval.max_new_tokens}"
+    check_context(
+        cfg, longest + cfg.eval.max_new_tokens, what, "use shorter eval prompts or a lower eval.max_new_tokens"
+    )
+
+
 class Evaluator:
     """A generation rank's evaluations: the eval prompts and reward functions, loaded once."""
 

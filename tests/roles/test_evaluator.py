@@ -26,7 +26,7 @@ from hpc_rlhf.roles.metrics_log import MetricsLog
 from hpc_rlhf.rollout.plan import sample_seed
 from hpc_rlhf.rollout.shard import normalize, pack_ragged, write_shard
 from hpc_rlhf.rundir import RunDir
-from tests.conftest import TINY, TINY_TASK, tiny_eval
+from tests.conftest import TINY, TINY_TASK, cli, tiny_eval
 
 
 def pass_at_k_loop(n: int, c: int, k: int) -> float:
@@ -95,6 +95,7 @@ def test_versions_and_seeds_come_from_the_config_and_the_identity_only():
         ([*tiny_eval(2), "eval.temperature=0"], r"'eval.samples_per_prompt': must be 1 with eval.temperature=0"),
         ([*tiny_eval(2), "eval.task={name: demo, vocab_words: 96}"], r"'eval.task.vocab_words': must be task"),
         ([*tiny_eval(2), "eval.task={name: jsonl}"], r"'eval.task.prompts_path': must be set"),
+        ([*tiny_eval(2), "eval.task={name: jsonl, prompts_path: /no/such.jsonl}"], r"'eval.task.prompts_path': path"),
         ([*tiny_eval(2), "generate.engine=vllm"], r"'eval.every': evaluation samples with the native engine"),
     ],
 )
@@ -166,3 +167,12 @@ def test_eval_shards_are_verified_and_summarized_apart_from_the_rollouts(tmp_pat
     rows = summarize_eval(arc)
     assert [(r["policy_version"], r["step"], r["samples"]) for r in rows] == [(2, 1, 4), (4, 3, 2)]
     assert rows[0]["reward/gold"] == 0.75 and rows[1]["reward_mean"] == 1.0
+
+
+def test_eval_prompts_too_long_for_the_context_fail_before_the_run_starts(tmp_path, tiny_rm):
+    run = tmp_path / "run"
+    got = cli(
+        "train", TINY, f"run_dir={run}", *tiny_rm["overrides"], *tiny_eval(2), "eval.max_new_tokens=80", check=False
+    )
+    assert got.returncode != 0 and "eval.max_new_tokens=80 = 85 tokens do not fit" in got.stderr, got.stderr
+    assert not (run / "config.yaml").exists() and not (run / "rollouts").exists()
