@@ -15,7 +15,10 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hpc_rlhf.algo import AdvantageEstimator
 
 from hpc_rlhf.errors import ConfigError, first_line
 
@@ -73,3 +76,23 @@ def takes_keyword(fn: Callable[..., Any], name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def advantage_estimator(name: str) -> AdvantageEstimator:
+    """The estimator `algo.name` names: a registered name, or a registered `package.module:function`
+    (importing its module registers it). `.critic`: whether the run has a value model."""
+    from hpc_rlhf.algo import ADVANTAGE_ESTIMATORS, UnknownName
+
+    if ":" in name:
+        fn = load_callable(name, "algo.name")  # importing its module registers it
+        entry = ADVANTAGE_ESTIMATORS.find(fn)
+        if entry is None:
+            raise ConfigError(
+                f"config key 'algo.name': '{name}' is not a registered advantage estimator; "
+                "decorate it with @hpc_rlhf.algo.register_advantage(NAME) (docs/algorithms.md)"
+            )
+        return entry
+    try:
+        return ADVANTAGE_ESTIMATORS.get(name)
+    except UnknownName as e:
+        raise ConfigError(f"config key 'algo.name': {e}") from None

@@ -19,7 +19,7 @@ ALLOWED = {
     "rundir": set(),
     "algo": set(),
     "config": BASE | {"plugins"},
-    "plugins": BASE,
+    "plugins": BASE | {"algo"},  # algo.name as `module:function`: the registered estimator it names
     "data": BASE | {"config"},
     "rollout": L1,
     "models": L1,

@@ -25,6 +25,7 @@ from hpc_rlhf.config import Config, load_config
 from hpc_rlhf.demo.task import GOLD_REWARD, GoldTask, with_gold_metric
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.models.generate import SamplingParams, sample
+from hpc_rlhf.plugins import advantage_estimator
 from hpc_rlhf.rollout.plan import sample_seed
 from hpc_rlhf.rundir import RM_REPORT, RunDir
 
@@ -139,7 +140,7 @@ def _reward_stage(cfg: Config) -> tuple[Config, dict]:
     from hpc_rlhf.stages.reward_model import train_reward_model
     from hpc_rlhf.stages.tokenizer import save_run_tokenizer
 
-    if cfg.algo.name != "ppo":
+    if not advantage_estimator(cfg.algo.name).critic:
         cfg = _gold_rule_reward(cfg)
         save_run_tokenizer(cfg, cfg.run_dir)
         print(f"[demo] {cfg.algo.name} with the gold rule as the reward function (no reward model)", flush=True)

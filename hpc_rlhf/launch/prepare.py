@@ -24,6 +24,7 @@ import sys
 from hpc_rlhf.checkpoint.store import find_latest
 from hpc_rlhf.config import Config, to_yaml
 from hpc_rlhf.errors import UserError
+from hpc_rlhf.plugins import advantage_estimator
 from hpc_rlhf.rundir import RunDir
 from hpc_rlhf.stages.tokenizer import save_run_tokenizer
 
@@ -143,7 +144,7 @@ def check_inputs(cfg: Config, run_dir: str, start: str | None = None):
     if (
         model_rm
         and RewardTokens.of(cfg, tok) is not None
-        and cfg.algo.name == "ppo"
+        and advantage_estimator(cfg.algo.name).critic
         and cfg.model.value_init == "reward"
     ):
         raise UserError(

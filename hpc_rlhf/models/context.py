@@ -20,6 +20,7 @@ from transformers import AutoConfig
 
 from hpc_rlhf.config import Config
 from hpc_rlhf.errors import UserError
+from hpc_rlhf.plugins import advantage_estimator
 
 LIMIT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
@@ -48,7 +49,7 @@ def run_models(cfg: Config, reward_shares_tokens: bool) -> list[tuple[str, Optio
     if cfg.stage != "rl":
         return out
     model_rm = any(s.kind == "model" for s in cfg.reward.sources)
-    value_from_rm = cfg.algo.name == "ppo" and m.value_init == "reward" and m.reward_path is not None
+    value_from_rm = advantage_estimator(cfg.algo.name).critic and m.value_init == "reward" and m.reward_path is not None
     if (model_rm or value_from_rm) and reward_shares_tokens:
         out.append(("model.reward_path", m.reward_path))
     return out

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from hpc_rlhf.algo import ADVANTAGE_ESTIMATORS, KL_TERMS, POLICY_LOSSES, AdvantageEstimator, Registry, UnknownName
+from hpc_rlhf.algo import KL_TERMS, POLICY_LOSSES, AdvantageEstimator, Registry, UnknownName
 from hpc_rlhf.config import Config
 from hpc_rlhf.errors import ConfigError
-from hpc_rlhf.plugins import load_callable
+from hpc_rlhf.plugins import advantage_estimator
 
 POLICY_LOSS = "ppo_clip"  # the one policy loss the config can pick today
 
@@ -33,20 +33,6 @@ class Algorithm:
     policy_loss: Callable
     kl_penalty: Callable
     kl_loss: Optional[Callable]
-
-
-def advantage_estimator(name: str) -> AdvantageEstimator:
-    """The estimator `algo.name` names: a registered name, or a registered `package.module:function`."""
-    if ":" in name:
-        fn = load_callable(name, "algo.name")  # importing its module registers it
-        entry = ADVANTAGE_ESTIMATORS.find(fn)
-        if entry is None:
-            raise ConfigError(
-                f"config key 'algo.name': '{name}' is not a registered advantage estimator; "
-                "decorate it with @hpc_rlhf.algo.register_advantage(NAME) (docs/algorithms.md)"
-            )
-        return entry
-    return _get(ADVANTAGE_ESTIMATORS, name, "algo.name")
 
 
 def choose_algorithm(cfg: Config) -> Algorithm:

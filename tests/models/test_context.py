@@ -14,6 +14,7 @@ from hpc_rlhf.launch.prepare import prepare_run
 from hpc_rlhf.models.context import context_limit
 from hpc_rlhf.rundir import RunDir
 from tests.conftest import TINY
+from tests.rewards.test_reward_runs import GOLD_REWARD as GOLD
 from tests.rollout.prompt_files import chat_tokenizer, dataset_overrides, prompt_file
 from tests.stages.stage_data import sft_jsonl
 
@@ -88,3 +89,20 @@ def test_a_run_that_fits_exactly_is_prepared(folders, tmp_path):
     over, _ = _case(folders, CASES[0])
     cfg, run_dir = prepare_run(load_config(TINY, [f"run_dir={tmp_path}/run", *over, "generate.max_new_tokens=24"]))
     assert os.path.exists(RunDir(run_dir).config)
+
+
+def test_a_value_model_started_from_the_reward_model_is_checked_for_every_estimator_with_a_critic(tmp_path):
+    """Whether the value model starts from the reward model follows the estimator's registration (critic=True),
+    not the name 'ppo': a user's estimator with a critic is checked as PPO is; a critic-free one has no value model."""
+    from hpc_rlhf.models.context import run_models
+
+    rm = str(tmp_path)  # a folder that exists (the config checks it); nothing is loaded from it
+    for name, critic in [
+        ("ppo", True),
+        ("tests.roles.toy_estimator:toy_critic_advantages", True),
+        ("grpo", False),
+        ("tests.roles.toy_estimator:toy_advantages", False),
+    ]:
+        over = [f"algo.name={name}", f"model.reward_path={rm}", "model.value_init=reward"]
+        cfg = load_config(TINY, [*over, f"reward.sources=[{{name: gold, kind: function, function: '{GOLD}'}}]"])
+        assert (("model.reward_path", rm) in run_models(cfg, True)) == critic, name

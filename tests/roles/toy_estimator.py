@@ -16,3 +16,9 @@ TOY_ADVANTAGE = 0.25
 def toy_advantages(x: AdvantageInputs) -> tuple[Tensor, Optional[Tensor]]:
     """`TOY_ADVANTAGE` on every valid response token whatever the reward, `(B, T)`, 0 on padding; no returns."""
     return TOY_ADVANTAGE * x.mask.to(x.rewards.dtype), None
+
+
+@register_advantage("toy_critic", critic=True)
+def toy_critic_advantages(x: AdvantageInputs) -> tuple[Tensor, Optional[Tensor]]:
+    """A user's estimator that reads a value model: advantages = rewards - old values, the rewards as returns."""
+    return (x.rewards - x.values) * x.mask.to(x.rewards.dtype), x.rewards
