@@ -34,10 +34,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "e4bd48d43faec559"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "e4bd48d43faec559"),
-    (TINY, [], "33aafe7d7e1a053e"),
-    (TINY, OVERRIDES, "bb788c8632f34825"),
+    (None, [], "a639851d041536a4"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "a639851d041536a4"),
+    (TINY, [], "1e2baa1aa1959ee0"),
+    (TINY, OVERRIDES, "9a74914a138efd56"),
 ]
 
 

@@ -6,7 +6,8 @@
 
 `run_generator` is the rank loop: for each step it waits (if needed) for its policy version, then
 generates its shards (shard j of every step belongs to generator j % n_generate) and sends each to
-its scorer; at the end it waits for trainer 0's final "done" or "stop".
+its scorer; at the end it waits for trainer 0's final "done" or "stop". Each policy version it receives is
+evaluated when eval.every asks for it (roles/evaluator.py), before the step that samples with it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config, fingerprint
 from hpc_rlhf.generation import make_engine
 from hpc_rlhf.models.build import load_tokenizer
+from hpc_rlhf.roles.evaluator import EvalHook
 from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import behaviour_version, shard_path, shard_plan
 from hpc_rlhf.rollout.prompts import PromptSet
@@ -118,6 +120,7 @@ def run_generator(cfg: Config, run_dir: str, topo: Topology, ctl: Control, devic
     """The generation rank loop. Returns the final CTRL verb: 'done' or 'stop'."""
     gen = Generator(cfg, run_dir, device, ctl.rank)
     mine = my_shards(cfg, topo, ctl.rank)
+    evals = EvalHook(cfg, run_dir, gen, topo, ctl)  # eval.every: roles/evaluator.py
     for step in range(start_step, cfg.total_steps):
         need = behaviour_version(step, cfg.max_policy_lag)
         while gen.version < need:
@@ -127,6 +130,7 @@ def run_generator(cfg: Config, run_dir: str, topo: Topology, ctl: Control, devic
                 return "stop"
             if msg[0] == "weights" and msg[1] == need:  # older notices (a resume's burst) are skipped
                 gen.load_version(msg[1], msg[2])
+                evals(msg)
         for j in mine:
             path, seconds = gen.generate_shard(step, j)
             ctl.send(topo.scorer_rank(j), SHARD, (step, j, path, seconds))
@@ -135,3 +139,4 @@ def run_generator(cfg: Config, run_dir: str, topo: Topology, ctl: Control, devic
         msg = ctl.wait(topo.trainer0, CTRL, "the end of the run (done/stop)")
         if msg[0] in ("done", "stop"):
             return msg[0]
+        evals(msg)  # versions after the last one a step samples with: evaluated when due
