@@ -76,8 +76,9 @@ CKPT_STATE = "state.json"
 CKPT_SHARDS = "shards.json"
 CKPT_RANK_PREFIX = "train_rank"  # train_rankRRR_of_NNN.safetensors: one train rank's FSDP shards (rank_state_name)
 
-SHARD_KINDS = {"generated": "gen", "scored": "scored"}  # shard kind -> file name prefix
-_SHARD_NAME = re.compile(r"^(gen|scored)_(\d+)\.h5$")
+EVALS = "evals"  # rollouts/evals/: the eval shards (roles/evaluator.py), apart from the training steps' folders
+SHARD_KINDS = {"generated": "gen", "scored": "scored", "eval": "eval"}  # shard kind -> file name prefix
+_SHARD_NAME = re.compile(r"^(gen|scored|eval)_(\d+)\.h5$")
 _STEP_NAME = re.compile(r"^step_(\d+)$")
 _WEIGHTS_NAME = re.compile(r"^policy_v(\d+)\.safetensors$")
 _WEIGHTS_FOLDER = re.compile(r"^policy_v(\d+)$")
@@ -96,7 +97,7 @@ def parse_step_name(name: str) -> Optional[int]:
 
 
 def shard_name(shard: int, kind: str) -> str:
-    """kind 'generated' -> gen_JJJJ.h5, 'scored' -> scored_JJJJ.h5."""
+    """kind 'generated' -> gen_JJJJ.h5, 'scored' -> scored_JJJJ.h5, 'eval' -> eval_JJJJ.h5."""
     return f"{SHARD_KINDS[kind]}_{shard:04d}.h5"
 
 
@@ -105,7 +106,7 @@ def parse_shard_name(name: str) -> Optional[tuple[str, int]]:
     m = _SHARD_NAME.match(name)
     if m is None:
         return None
-    return ("generated" if m.group(1) == "gen" else "scored"), int(m.group(2))
+    return {v: k for k, v in SHARD_KINDS.items()}[m.group(1)], int(m.group(2))
 
 
 def weights_name(version: int) -> str:
@@ -171,6 +172,11 @@ ENTRIES: tuple[Entry, ...] = (
     ),
     Entry(f"{ROLLOUTS}/step_S/gen_J.h5", "generation rank", "generated shard J of step S (docs/rollout_format.md)"),
     Entry(f"{ROLLOUTS}/step_S/scored_J.h5", "scoring rank", "the same samples with reference log-probs and reward"),
+    Entry(
+        f"{ROLLOUTS}/{EVALS}/step_S/eval_J.h5",
+        "generation rank",
+        "eval shard J of the policy after step S: eval responses and their rewards (eval.every)",
+    ),
     Entry(f"{WEIGHTS}/policy_vV.safetensors", "train lead", "policy version V for the generators (the last few)"),
     Entry(
         f"{WEIGHTS}/{HF_CONFIGS[0]}",
@@ -191,7 +197,7 @@ ENTRIES: tuple[Entry, ...] = (
     ),
     Entry(f"{CHECKPOINTS}/{LATEST}", "train lead", "name of the newest committed checkpoint (a pointer for people)"),
     Entry(LEDGER, "train lead", "one line per step: the shards, prompts and samples it consumed"),
-    Entry(METRICS, "train lead", "one line per step: `ppo/`, `gen/`, `score/`, `time/` metrics"),
+    Entry(METRICS, "train lead", "one line per step: `ppo/`, `gen/`, `score/`, `time/` metrics; `eval/` lines"),
     Entry(f"{TENSORBOARD}/", "train lead", "TensorBoard event files (logging.tensorboard=true)"),
     Entry(TRACKING, "train lead", "the W&B run id and MLflow run id this run logs to, kept across resumes"),
     Entry(f"{WANDB}/", "train lead", "W&B's files (logging.wandb; offline: `wandb sync` uploads them)"),
@@ -256,6 +262,10 @@ class RunDir:
 
     def shard(self, step: int, shard: int, kind: str) -> str:
         return os.path.join(self.step_dir(step), shard_name(shard, kind))
+
+    def eval_shard(self, step: int, shard: int) -> str:
+        """Eval shard `shard` of the policy after step `step` (version step + 1)."""
+        return self._p(ROLLOUTS, EVALS, step_name(step), shard_name(shard, "eval"))
 
     @property
     def weights_dir(self) -> str:

@@ -18,6 +18,38 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "tiny.yaml")
 FAULT_STEPS = 20  # a tiny step takes ~0.1 s: three kills (each <= 3 steps + 0.2 s in) end before step 20
+TINY_TASK = "{name: demo, num_prompts: 64, vocab_words: 32, prompt_len_min: 3, prompt_len_max: 6}"  # configs/tiny.yaml
+
+
+def tiny_eval(every: int, shards: int = 2) -> list[str]:
+    """Overrides that turn evaluation on for the tiny config: 6 of its prompts, 4 samples each at
+    temperature 1, the demo's gold reward (a response with gold words passes), every `every` versions."""
+    gold = "{name: gold, kind: function, function: 'hpc_rlhf.demo.task:gold_reward'}"
+    return [
+        f"eval.every={every}",
+        f"eval.shards={shards}",
+        "eval.num_prompts=6",
+        "eval.samples_per_prompt=4",
+        "eval.temperature=1.0",
+        "eval.max_new_tokens=8",
+        f"eval.task={TINY_TASK}",
+        f"eval.sources=[{gold}]",
+        "eval.pass_source=gold",
+    ]
+
+
+def eval_series(run_dir: str) -> dict[int, dict]:
+    """step -> its eval/* metrics, from RUN_DIR/metrics.jsonl; a step logged twice fails (no duplicates)."""
+    import json
+
+    out: dict[int, dict] = {}
+    for line in open(os.path.join(run_dir, "metrics.jsonl")):
+        row = json.loads(line)
+        ev = {k: v for k, v in row.items() if k.startswith("eval/")}
+        if ev:
+            assert row["step"] not in out, f"{run_dir}: eval of step {row['step']} logged twice"
+            out[row["step"]] = ev
+    return out
 
 
 def in_ci() -> bool:

@@ -34,10 +34,10 @@ OVERRIDES = [
     "total_steps=9",
 ]
 FINGERPRINTS = [
-    (None, [], "0d620bf6d97fa586"),  # the schema defaults (what `hpc-rlhf demo` runs)
-    (DEMO, [], "0d620bf6d97fa586"),
-    (TINY, [], "103042ff2bd249e1"),
-    (TINY, OVERRIDES, "8f11561712f99559"),
+    (None, [], "a5a2979af22109b9"),  # the schema defaults (what `hpc-rlhf demo` runs)
+    (DEMO, [], "a5a2979af22109b9"),
+    (TINY, [], "fe545a874f5d2c68"),
+    (TINY, OVERRIDES, "69777f7d88516dfe"),
 ]
 
 

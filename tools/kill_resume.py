@@ -197,7 +197,8 @@ def check_run(run_dir: str, total_steps: int, ref_sha: str, n_prompts: int = 64,
     if got != ref_sha:
         problems.append(f"final weights sha256 {got[:16]} != reference {ref_sha[:16]}")
     problems += check_ledger(run_dir, total_steps, n_prompts, samples)
-    metric_steps = [json.loads(x)["step"] for x in open(os.path.join(run_dir, "metrics.jsonl")) if x.strip()]
+    rows = [json.loads(x) for x in open(os.path.join(run_dir, "metrics.jsonl")) if x.strip()]
+    metric_steps = [r["step"] for r in rows if "time_unix" in r]  # step lines (eval lines carry eval/* only)
     if metric_steps != list(range(total_steps)):
         problems.append(f"metrics steps {metric_steps}")
     rep = verify(Archive.open(run_dir))

@@ -105,6 +105,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     rows = S.summarize(arc, ngram=_ngram(args), bands=args.bands, **_filters(args))
     out = {"table": S.format_table, "json": S.format_json, "csv": S.format_csv}[args.format](rows)
     sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    evals = S.summarize_eval(arc) if args.format == "table" else []
+    if evals:  # the evaluations' samples (eval.every), apart from the training rollouts
+        sys.stdout.write("\neval shards, per evaluated policy version:\n" + S.format_table(evals) + "\n")
     return 0
 
 

@@ -97,10 +97,21 @@ def discover(path: str) -> tuple[list[ShardRef], list[str], list[str], str]:
         elif "generated" in by_kind:
             p, step, shard = by_kind["generated"]
             refs.append(ShardRef(step, shard, p, "generated", None, folder))
-        elif "foreign" in by_kind:
+        elif "foreign" in by_kind or "eval" in by_kind:  # eval shards: apart (eval_refs), verified as files
             continue
         else:  # unreadable and unnamed: kept so that reading it reports it
             p, step, shard = next(iter(by_kind.values()))
             refs.append(ShardRef(step, shard, p, "scored", None, folder))
     refs.sort(key=lambda r: (r.step, r.folder, r.shard, r.path))
     return refs, files, tmp, root
+
+
+def eval_refs(files: list[str]) -> list[ShardRef]:
+    """The eval shards among an archive's files (kind 'eval', RUN_DIR/rollouts/evals/step_S/eval_J.h5), in
+    (step, shard) order: the samples of evaluations, kept apart from the training rollouts."""
+    refs = []
+    for p in files:
+        _key, kind, step, shard = _identify(p)
+        if kind == "eval":
+            refs.append(ShardRef(step, shard, p, "eval", None, os.path.dirname(p)))
+    return sorted(refs, key=lambda r: (r.step, r.shard, r.path))

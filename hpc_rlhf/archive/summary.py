@@ -1,6 +1,7 @@
 """Per-policy-version statistics of an archive (the `summary` command and the plots' data).
 
     rows = summarize(Archive.open(run_dir))          # list of dicts, one per policy version
+    evals = summarize_eval(Archive.open(run_dir))    # one per evaluation (eval shards, eval.every), apart
 
 Definitions (per version, over its samples):
   reward_*          over scored samples only (reward not NaN); std with ddof=1; quantiles linear (numpy default)
@@ -23,8 +24,10 @@ from typing import Any, Optional
 
 import numpy as np
 
+from hpc_rlhf.archive.discover import eval_refs
 from hpc_rlhf.archive.groups import group_stats
 from hpc_rlhf.archive.store import Archive
+from hpc_rlhf.rollout.shard import read_shard
 
 QUANTILES = (0.10, 0.50, 0.90)
 BANDS = (0.10, 0.25, 0.50, 0.75, 0.90)
@@ -102,6 +105,25 @@ def summarize_table(t: dict[str, np.ndarray], ngram: Optional[int] = 3, bands: b
 def summarize(arc: Archive, ngram: Optional[int] = 3, bands: bool = False, **filters: Any) -> list[dict[str, Any]]:
     """One dict per policy version (see the module docstring for the definitions)."""
     return summarize_table(load_table(arc, ngram, **filters), ngram, bands)
+
+
+def summarize_eval(arc: Archive) -> list[dict[str, Any]]:
+    """One dict per evaluation (eval shards, kind 'eval'): the policy version and the step after which it
+    ran, its samples, the mean reward and each eval source's mean, the mean response length and EOS rate."""
+    by_version: dict[int, list[dict]] = {}
+    for ref in eval_refs(arc.files):
+        data, attrs = read_shard(ref.path, ["reward", "reward_sources", "response_len", "eos"])
+        by_version.setdefault(int(attrs["policy_version"]), []).append({**data, "names": attrs["reward_sources"]})
+    rows = []
+    for v, parts in sorted(by_version.items()):
+        values = np.concatenate([p["reward_sources"] for p in parts]).astype(np.float64)
+        row: dict[str, Any] = {"policy_version": v, "step": v - 1, "samples": len(values)}
+        row["reward_mean"] = _mean(np.concatenate([p["reward"] for p in parts]).astype(np.float64))
+        row.update({f"reward/{n}": _mean(values[:, j]) for j, n in enumerate(parts[0]["names"])})
+        row["response_len_mean"] = _mean(np.concatenate([p["response_len"] for p in parts]).astype(np.float64))
+        row["eos_rate"] = _mean(np.concatenate([p["eos"] for p in parts]).astype(np.float64))
+        rows.append(row)
+    return rows
 
 
 def _clean(v: Any) -> Any:

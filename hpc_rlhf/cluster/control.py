@@ -6,6 +6,7 @@ Messages (all small pickled tuples; rollout data itself only ever travels throug
     CTRL     trainer 0 -> gen/score ranks ("weights", version, path) | ("stop", step) | ("done", step)
                                           | to generators ("refill", step, round) (algo.dynamic_sampling)
     STOPREQ  any rank  -> trainer 0       (rank, why): this rank saw a stop signal
+    EVAL     generator -> trainer 0       (version, eval shard, path): an eval shard written (eval.every)
     BYE      at the end: "nothing more comes from me" (see Control.finish)
 
 MPI keeps messages between one pair of ranks on one tag in order, and each receiver knows from the
@@ -30,7 +31,7 @@ from typing import Any
 from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.errors import RankTimeout
 
-SHARD, SCORED, CTRL, STOPREQ, BYE = 11, 12, 13, 14, 15
+SHARD, SCORED, CTRL, STOPREQ, BYE, EVAL = 11, 12, 13, 14, 15, 16
 
 
 class Stopped(Exception):

@@ -85,9 +85,14 @@ def _validate_reward(cfg: Config) -> None:
     src = cfg.reward.sources
     _check(len(src) >= 1, "reward.sources", "needs at least one source, e.g. [{name: rm, kind: model}]")
     _check(sum(s.kind == "model" for s in src) <= 1, "reward.sources", "at most one source of kind=model")
+    _validate_sources(src, "reward.sources")
+
+
+def _validate_sources(src: list, where: str) -> None:
+    """Each item of a list of reward sources (`reward.sources`, `eval.sources`) at config key `where`."""
     names = [s.name for s in src]
     for i, s in enumerate(src):
-        key = f"reward.sources[{i}]"
+        key = f"{where}[{i}]"
         ok = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s.name) is not None
         _check(ok, f"{key}.name", f"'{s.name}' must be letters, digits and _ (it names a column)")
         _check(names.count(s.name) == 1, f"{key}.name", f"'{s.name}' names two sources; names must be unique")
@@ -177,12 +182,6 @@ def _validate_engine(cfg: Config) -> None:
         "only 1 for now (a new version reaches the engine in-process; several GPUs per engine are not wired)",
     )
     _check(v.cpu_kvcache_space_gb > 0, "generate.vllm.cpu_kvcache_space_gb", "must be > 0")
-    if cfg.generate.engine == "vllm":
-        _check(
-            cfg.model.lora.r == 0,
-            "generate.engine",
-            "vllm does not take LoRA runs (model.lora.r > 0) yet; use generate.engine=native",
-        )
 
 
 def _validate_task(cfg: Config) -> None:
@@ -249,6 +248,57 @@ def _validate_logging(cfg: Config) -> None:
         _check(not on or found, f"logging.{name}.enabled", f"needs the {name} package: pip install 'hpc-rlhf[{name}]'")
 
 
+def _validate_eval(cfg: Config) -> None:
+    """`eval.*`: evaluation during training (roles/evaluator.py); its prompt file is read by launch/prepare.py."""
+    e = cfg.eval
+    _check(e.every >= 0, "eval.every", f"must be >= 0 (0 = off), got {e.every}")
+    if e.every == 0:
+        return
+    for key in ("samples_per_prompt", "max_new_tokens", "shards"):
+        _check(getattr(e, key) >= 1, f"eval.{key}", f"must be >= 1, got {getattr(e, key)}")
+    _check(e.num_prompts >= 0, "eval.num_prompts", f"must be >= 0 (0 = all), got {e.num_prompts}")
+    _check(e.temperature >= 0, "eval.temperature", f"must be >= 0 (0 = greedy), got {e.temperature}")
+    _check(
+        e.temperature > 0 or e.samples_per_prompt == 1,
+        "eval.samples_per_prompt",
+        "must be 1 with eval.temperature=0 (greedy responses to one prompt are all the same)",
+    )
+    _check(
+        cfg.generate.engine == "native",
+        "eval.every",
+        "evaluation samples with the native engine only; set generate.engine=native or eval.every=0",
+    )
+    if e.task.name in ("jsonl", "dataset"):
+        _check(
+            e.task.prompts_path is not None, "eval.task.prompts_path", f"must be set when eval.task.name={e.task.name}"
+        )
+    if e.task.name == "demo" and cfg.task.name == "demo":
+        _check(
+            e.task.vocab_words == cfg.task.vocab_words,
+            "eval.task.vocab_words",
+            f"must be task.vocab_words ({cfg.task.vocab_words}): the demo's words are the run's tokenizer",
+        )
+    _check(
+        len(e.sources) >= 1,
+        "eval.sources",
+        "needs at least one reward function, e.g. [{name: correct, kind: function, "
+        "function: 'hpc_rlhf.rewards.builtin:exact_match'}]",
+    )
+    for i, s in enumerate(e.sources):
+        _check(
+            s.kind == "function",
+            f"eval.sources[{i}].kind",
+            f"must be function (eval rewards are computed on the generation ranks, which hold no reward model), got '{s.kind}'",
+        )
+    _validate_sources(e.sources, "eval.sources")
+    names = [s.name for s in e.sources]
+    _check(
+        e.pass_source in ("", *names),
+        "eval.pass_source",
+        f"'{e.pass_source}' is not one of the eval sources {names} (or empty: no pass@k)",
+    )
+
+
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express. Returns cfg."""
     _validate_step(cfg)
@@ -256,6 +306,7 @@ def validate(cfg: Config) -> Config:
     _validate_sft(cfg)
     _validate_runtime(cfg)
     _validate_reward(cfg)
+    _validate_eval(cfg)
     _validate_algo(cfg)
     _validate_lora(cfg)
     _validate_logging(cfg)
@@ -325,7 +376,7 @@ def _validate_inputs(cfg: Config) -> None:
         "needs model.reward_path (a reward model built from model.arch reads the policy's tokens)",
     )
     paths = ("model.policy_path", "model.reward_path", "model.tokenizer_path", "model.reward_tokenizer_path")
-    for key in (*paths, "task.prompts_path", "rm.pairs_path", "sft.data_path"):
+    for key in (*paths, "task.prompts_path", "rm.pairs_path", "sft.data_path", "eval.task.prompts_path"):
         path = get_key(cfg, key)
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"config key '{key}': path '{path}' does not exist; give a local folder or file")

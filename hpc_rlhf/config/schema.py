@@ -7,7 +7,7 @@ Assigning to a field of a Config or of any section raises FrozenInstanceError na
 `dataclasses.replace` call that derives the change instead. Checks across fields live in config/checks.py,
 loading and fingerprints in config/__init__.py.
 
-`Config` is here; its sections are in config/sections/ (model.py, rl.py, stages.py, run.py), importable from
+`Config` is here; its sections are in config/sections/ (model.py, rl.py, stages.py, run.py, eval.py), importable from
 here too. A key that may change on resume is declared so on its field, `resume_safe(...)` (config/fields.py);
 config/resume.py derives the list, the refusal's message and the docs from those marks.
 """
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_type_hints
 
 from hpc_rlhf.config.fields import resume_safe
+from hpc_rlhf.config.sections.eval import EvalConfig, EvalTaskConfig
 from hpc_rlhf.config.sections.model import LORA_DEFAULT_TARGETS, ArchConfig, LoRAConfig, ModelConfig
 from hpc_rlhf.config.sections.rl import (
     REWARD_FUNCTION_ARGS,
@@ -53,6 +54,8 @@ __all__ = [
     "ArchConfig",
     "CheckpointConfig",
     "Config",
+    "EvalConfig",
+    "EvalTaskConfig",
     "GenerateConfig",
     "KLConfig",
     "LayoutConfig",
@@ -106,6 +109,8 @@ class Config:
     """The supervised fine-tuning stage (`hpc-rlhf sft`)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Where the reward comes from: the reward model and/or functions (`reward.sources`)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation during training: held-out prompts, every N steps, its own reward functions."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """When checkpoints are written and how many are kept."""
     logging: LoggingConfig = resume_safe(default_factory=LoggingConfig)  # noqa: RUF009 - a field() with metadata

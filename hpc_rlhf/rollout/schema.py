@@ -1,6 +1,7 @@
 """The rollout shard schema: one versioned declaration, the HDF5 contract and the archive's documentation.
 
-A shard holds N samples. Readers get every field as a flat array: token data are indexed by int64
+A shard holds N samples. An eval shard (kind 'eval', RUN_DIR/rollouts/evals/) holds the generated fields
+plus `reward` and `reward_sources`, written by the generation rank that sampled it. Readers get every field as a flat array: token data are indexed by int64
 offsets (no variable-length HDF5 types): sample i's response tokens are
 `response_tokens[response_offsets[i]:response_offsets[i+1]]`; per-token float arrays align with
 `response_tokens`. docs/rollout_format.md renders this table.
@@ -62,9 +63,10 @@ FIELDS: tuple[Field, ...] = (
 
 ATTRS: dict[str, str] = {  # schema_version: an HDF5 attribute; the others: keys of the JSON attribute `meta`
     "schema_version": "int: SCHEMA_VERSION of the writer (an HDF5 attribute of its own, repeated in meta)",
-    "kind": "'generated' or 'scored'",
+    "kind": "'generated', 'scored' or 'eval' (an evaluation's samples with their reward, roles/evaluator.py)",
     "run_id": "str: id of the run (its config fingerprint + seed)",
-    "producer_role": "'generate' or 'score'",
+    "producer_role": "'generate' or 'score' (an eval shard: 'generate')",
+    "eval_shards": "int, eval: the evaluation's shards (eval.shards); `step` is the step after which it ran",
     "producer_rank": "int: MPI rank that wrote it",
     "policy_version": "int: policy version of every sample",
     "step": "int: PPO step of every sample",
@@ -73,7 +75,7 @@ ATTRS: dict[str, str] = {  # schema_version: an HDF5 attribute; the others: keys
     "num_samples": "int: N",
     "created_unix": "float: creation time (seconds since epoch)",
     "config_fingerprint": "str: hash of the run's config (resume-safe keys excluded)",
-    "reward_sources": "list[str], scored: the reward sources (config reward.sources), the columns of reward_sources",
+    "reward_sources": "list[str], scored (eval: eval.sources): the reward sources (config reward.sources), the columns of reward_sources",
     "reward_weights": "list[float], scored: their weights; reward = sum over s of weight[s] * reward_sources[:, s]",
 }
 LEGACY_SOURCE = "rm"  # the one reward source of a scored shard of version 1 or 2
@@ -81,6 +83,8 @@ DERIVED = {"group_id": "prompt_index"}  # read from this field when a shard does
 
 GENERATED_FIELDS = tuple(f for f in FIELDS if f.role == "generate")
 SCORED_FIELDS = FIELDS
+EVAL_FIELDS = GENERATED_FIELDS + tuple(f for f in FIELDS if f.name in ("reward", "reward_sources"))
+KINDS = {"generated": GENERATED_FIELDS, "scored": SCORED_FIELDS, "eval": EVAL_FIELDS}  # kind -> its fields
 PER_SAMPLE = tuple(f.name for f in FIELDS if f.shape == "N")
 BY_NAME = {f.name: f for f in FIELDS}
 DATASET_OF_SHAPE = {"N": "samples", "P": "prompt_tokens", "R": "response", "NxS": "reward_sources"}  # "N+1": derived
@@ -93,8 +97,8 @@ def dataset_of(name: str) -> str:
 
 
 def fields_for(kind: str, version: int = SCHEMA_VERSION) -> tuple[Field, ...]:
-    """Fields a shard of this kind ('generated' or 'scored') and schema version holds."""
-    return tuple(f for f in (GENERATED_FIELDS if kind == "generated" else SCORED_FIELDS) if f.since <= version)
+    """Fields a shard of this kind ('generated', 'scored' or 'eval') and schema version holds."""
+    return tuple(f for f in KINDS[kind] if f.since <= version)
 
 
 def markdown_table() -> str:

@@ -30,6 +30,7 @@ from hpc_rlhf.rollout.schema import (
     BY_NAME,
     DATASETS,
     DERIVED,
+    KINDS,
     LEGACY_SOURCE,
     READABLE_VERSIONS,
     SCHEMA_VERSION,
@@ -164,8 +165,8 @@ def _meta(f: h5py.File, path: str) -> dict:
         raise
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise bad(path, "damaged", f"attributes unreadable ({first_line(e)})") from None
-    if str(attrs.get("kind")) not in ("generated", "scored"):
-        raise bad(path, "partial", f"attribute kind={attrs.get('kind')!r}, expected 'generated' or 'scored'")
+    if str(attrs.get("kind")) not in KINDS:
+        raise bad(path, "partial", f"attribute kind={attrs.get('kind')!r}, expected one of {list(KINDS)}")
     if "num_samples" not in attrs:
         raise bad(path, "partial", "attribute num_samples missing")
     if int(attrs["schema_version"]) < 3 and str(attrs["kind"]) == "scored":  # read as version 3: schema.DERIVED

@@ -13,7 +13,7 @@ import random
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import FAULT_STEPS, cli, kr
+from tests.conftest import FAULT_STEPS, cli, eval_series, kr, tiny_eval
 
 pytestmark = pytest.mark.mpi
 
@@ -32,29 +32,35 @@ GRPO = ["algo.name=grpo", "algo.kl_loss=k3", "algo.drop_uniform_groups=true"]
 
 
 @pytest.fixture(scope="module", params=["demo", "parquet-chat"])
-def grpo_case(request, tmp_path_factory, train_args, mpiexec) -> tuple[list[str], str]:
-    """The GRPO fault run's arguments and the SHA-256 of its final policy, uninterrupted; `parquet-chat`: on a
-    user's prompt file (chat messages in Parquet, the tokenizer's chat template, long prompts dropped)."""
+def grpo_case(request, tmp_path_factory, train_args, mpiexec) -> tuple[list[str], str, str]:
+    """The GRPO fault run's arguments, the SHA-256 of its final policy uninterrupted, and that run's dir;
+    `demo` evaluates every 4 versions; `parquet-chat`: on a user's prompt file (chat messages in Parquet,
+    the tokenizer's chat template, long prompts dropped)."""
     base = tmp_path_factory.mktemp(f"grpo_{request.param}")
     args = [*train_args, *GRPO]
+    if request.param == "demo":
+        args += tiny_eval(4, shards=1)
     if request.param == "parquet-chat":
         from tests.rollout.prompt_files import chat_tokenizer, dataset_overrides, prompt_file
 
         args += dataset_overrides(prompt_file(base / "p.parquet"), chat_tokenizer(base / "tok"))
     cli("train", *args, f"run_dir={base}/run")
-    return args, kr.final_sha(str(base / "run"))
+    return args, kr.final_sha(str(base / "run")), str(base / "run")
 
 
 def test_grpo_sigkilled_and_resumed_is_bit_identical(tmp_path, grpo_case):
     """The critic-free run: no value model in its checkpoints, and its resume is exact all the same; on the
-    demo's prompts and on a prompt dataset (its 64 kept prompts each consumed once per pass)."""
-    args, reference = grpo_case
+    demo's prompts and on a prompt dataset (its 64 kept prompts each consumed once per pass). The demo case's
+    eval series (versions 4, 8, ..., 20) equals the uninterrupted run's, each step's logged once."""
+    args, reference, ref_dir = grpo_case
     run = str(tmp_path / "run")
     events = kr.kill_resume_cycle(run, args, random.Random(20261128), kills=2, log=str(tmp_path / "log"))
     assert sum(1 for e in events if e.get("killed")) == 2, events
     assert events[-1] == {"attempt": 2, "killed": False, "exit": 0}
     assert kr.check_run(run, FAULT_STEPS, reference) == []
     assert not glob.glob(f"{run}/checkpoints/*/value*")
+    evals = eval_series(ref_dir)
+    assert eval_series(run) == evals and sorted(evals) == ([3, 7, 11, 15, 19] if "eval.every=4" in args else [])
 
 
 DYNAMIC = [  # GRPO with refill rounds (gold-rule rewards, 2 samples per prompt: many uniform groups)

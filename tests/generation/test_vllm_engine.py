@@ -4,7 +4,8 @@
 Measured guarantees kept as tests: after each in-place reload the engine serves the new version (its
 log-probs of its own tokens equal the training forward's within LOGPROB_TOL, fp32); the same seeds give
 the same tokens when sampled again, in another batch (halves, reversed order) and by a fresh engine
-started on the same version; the pad token is never sampled.
+started on the same version; the pad token is never sampled. Each holds for a full policy and for a
+LoRA policy (published as adapters, served merged).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ PROBE = os.path.join(REPO, "tests", "generation", "vllm_probe.py")
 LOGPROB_TOL = 1e-4  # fp32 engine vs fp32 training forward; measured <= 1e-6 on the CPU engine
 
 
-@pytest.fixture(scope="module")
-def probe(vllm_py, tmp_path_factory) -> dict:
+@pytest.fixture(scope="module", params=[[], ["model.lora.r=4", "model.lora.alpha=8"]], ids=["full", "lora"])
+def probe(vllm_py, tmp_path_factory, request) -> dict:
     work = tmp_path_factory.mktemp("vllm_probe")
     out = work / "probe.json"
     args = [vllm_py, PROBE, str(work / "run"), str(out), "generate.temperature=0.7", "model.arch.hidden_size=64"]
+    args += request.param
     p = subprocess.run(
         args, capture_output=True, text=True, timeout=900, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}
     )

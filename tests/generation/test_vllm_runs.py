@@ -1,5 +1,6 @@
 """Real MPI runs with generate.engine=vllm (the CPU engine, in its venv): the GRPO demo on 1+1+1 and
-2+1+1 against the native engine's gain, and SIGKILL + resume of a PPO run (tools/kill_resume.py).
+2+1+1 against the native engine's gain, with a full policy and with LoRA adapters, and SIGKILL +
+resume of a PPO run (tools/kill_resume.py).
 
 One run per scenario (an engine start costs ~30 s per generation rank); each is reused by the
 assertions that need it.
@@ -34,27 +35,48 @@ def _demo(python: str, run_dir: str, *overrides: str) -> dict:
     return json.load(open(os.path.join(run_dir, "demo_report.json")))
 
 
-@pytest.fixture(scope="module")
-def grpo_runs(vllm_py, mpiexec, tmp_path_factory) -> dict[str, tuple[str, dict]]:
-    base = tmp_path_factory.mktemp("vllm_grpo")
+# The policy each scenario trains: all its weights, or LoRA adapters (served to vLLM merged)
+POLICIES = {"full": [], "lora": ["model.lora.r=8", "model.lora.alpha=16", "ppo.lr=1e-3"]}
+# The runs of each policy (an engine start and a 40-step demo each: CI time). The layouts are compared with a
+# full policy; LoRA's merged weights are checked for learning here, per version by the probe
+# (test_vllm_engine.py) and through a kill and resume (below).
+SCENARIOS = {
+    "native": (None, []),
+    "vllm_111": ("vllm", ["generate.engine=vllm"]),
+    "vllm_211": ("vllm", ["generate.engine=vllm", "layout.generate=2"]),
+    "vllm_single": ("vllm", ["generate.engine=vllm", "runtime.launcher=none"]),  # versions as tensors
+}
+RUNS = {"full": ["native", "vllm_111", "vllm_211", "vllm_single"], "lora": ["native", "vllm_111"]}
+
+
+def _runs(policy: str, python: str, base) -> dict[str, tuple[str, dict]]:
+    """{scenario: (run dir, demo report)} of the runs of `policy` (RUNS)."""
     runs = {}
-    for name, python, over in (
-        ("native", sys.executable, []),
-        ("vllm_111", vllm_py, ["generate.engine=vllm"]),
-        ("vllm_211", vllm_py, ["generate.engine=vllm", "layout.generate=2"]),
-    ):
+    for name in RUNS[policy]:
+        engine, over = SCENARIOS[name]
         d = str(base / name)
-        runs[name] = (d, _demo(python, d, *over))
+        runs[name] = (d, _demo(python if engine else sys.executable, d, *POLICIES[policy], *over))
     return runs
+
+
+@pytest.fixture(scope="module")
+def full_runs(vllm_py, mpiexec, tmp_path_factory) -> dict[str, tuple[str, dict]]:
+    return _runs("full", vllm_py, tmp_path_factory.mktemp("vllm_grpo_full"))
+
+
+@pytest.fixture(scope="module")
+def lora_runs(vllm_py, mpiexec, tmp_path_factory) -> dict[str, tuple[str, dict]]:
+    return _runs("lora", vllm_py, tmp_path_factory.mktemp("vllm_grpo_lora"))
 
 
 def _gain(rep: dict) -> float:
     return rep["gold_reward_final"] - rep["gold_reward_initial"]
 
 
-@pytest.mark.parametrize("name", ["vllm_111", "vllm_211"])
-def test_the_grpo_demo_learns_with_vllm_as_well_as_native(grpo_runs, name):
-    native, rep = grpo_runs["native"][1], grpo_runs[name][1]
+@pytest.mark.parametrize("policy,name", [("full", "vllm_111"), ("full", "vllm_211"), ("lora", "vllm_111")])
+def test_the_grpo_demo_learns_with_vllm_as_well_as_native(request, policy, name):
+    runs = request.getfixturevalue(f"{policy}_runs")
+    native, rep = runs["native"][1], runs[name][1]
     assert rep["steps"] == 40 and rep["gold_reward_initial"] == native["gold_reward_initial"]
     assert _gain(rep) >= GAIN_SHARE * _gain(native), (rep, native)
 
@@ -73,22 +95,27 @@ def _sha(path: str) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def test_vllm_samples_the_same_tokens_on_every_layout(grpo_runs):
-    a, b = _tokens(grpo_runs["vllm_111"][0]), _tokens(grpo_runs["vllm_211"][0])
+@pytest.mark.parametrize("other", ["vllm_211", "vllm_single"])
+def test_vllm_samples_the_same_tokens_on_every_layout(full_runs, other):
+    """2+1+1 (other batches per engine) and the single-rank loop (versions handed over as tensors, no
+    files) against 1+1+1: the same tokens and log-probs in every shard, the same final policy."""
+    runs = full_runs
+    a, b = _tokens(runs["vllm_111"][0]), _tokens(runs[other][0])
     assert a.keys() == b.keys() and len(a) == 80
     for k in a:
-        assert np.array_equal(a[k][0], b[k][0]), f"{k}: other tokens on 2+1+1"
-        assert np.array_equal(a[k][1], b[k][1]), f"{k}: other log-probs on 2+1+1"
+        assert np.array_equal(a[k][0], b[k][0]), f"{k}: other tokens on {other}"
+        assert np.array_equal(a[k][1], b[k][1]), f"{k}: other log-probs on {other}"
     policy = os.path.join("final", "policy", "model.safetensors")
-    assert _sha(os.path.join(grpo_runs["vllm_111"][0], policy)) == _sha(os.path.join(grpo_runs["vllm_211"][0], policy))
+    assert _sha(os.path.join(runs["vllm_111"][0], policy)) == _sha(os.path.join(runs[other][0], policy))
 
 
-def test_a_killed_and_resumed_vllm_ppo_run_ends_as_the_uninterrupted_one(vllm_py, mpiexec, tmp_path):
+@pytest.mark.parametrize("policy", [[], ["model.lora.r=4", "model.lora.alpha=8"]], ids=["full", "lora"])
+def test_a_killed_and_resumed_vllm_ppo_run_ends_as_the_uninterrupted_one(vllm_py, mpiexec, tmp_path, policy):
     """tools/kill_resume.py in the vLLM venv: a PPO run (configs/tiny.yaml, head size 32 for the CPU
-    engine) SIGKILLed and resumed ends with the reference run's final-policy SHA-256, every step
-    and prompt in the ledger once, a clean archive and valid checkpoints."""
+    engine; with LoRA, the adapters served merged) SIGKILLed and resumed ends with the reference run's
+    final-policy SHA-256, every step and prompt in the ledger once, a clean archive and valid checkpoints."""
     args = [vllm_py, os.path.join(REPO, "tools", "kill_resume.py"), "--cycles", "1", "--kills", "1", "--seed", "1"]
-    args += ["--work", str(tmp_path), "--set", "generate.engine=vllm", "model.arch.hidden_size=64"]
+    args += ["--work", str(tmp_path), "--set", "generate.engine=vllm", "model.arch.hidden_size=64", *policy]
     p = subprocess.run(
         args, capture_output=True, text=True, timeout=1500, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}
     )

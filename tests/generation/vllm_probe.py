@@ -3,7 +3,8 @@
     python tests/generation/vllm_probe.py WORK_DIR OUT.json [key=value ...]
 
 Builds the demo's tokenizer and the tiny policy of configs/tiny.yaml, publishes three policy versions
-(weights/publish.py: the initial one, then two perturbed), and for each version loads it in place and
+(weights/publish.py: the initial one, then two perturbed; with model.lora.r > 0 the policy carries
+adapters, only they are perturbed and published, and the engine serves them merged), and for each version loads it in place and
 samples a fixed probe (16 prompts, the plan's kind of seeds). Writes JSON with, per version: the largest
 |engine log-prob - training forward log-prob| over the probe's tokens, whether the tokens changed from
 the previous version; and: the same tokens when the probe is sampled again, when it is sampled as two
@@ -26,6 +27,7 @@ sys.path.insert(0, REPO)
 from hpc_rlhf.config import load_config  # noqa: E402
 from hpc_rlhf.demo.task import build_tokenizer  # noqa: E402
 from hpc_rlhf.generation.vllm_engine import VLLMEngine  # noqa: E402
+from hpc_rlhf.models import lora  # noqa: E402
 from hpc_rlhf.models.build import build_policy  # noqa: E402
 from hpc_rlhf.models.forward import make_batch, response_logprobs  # noqa: E402
 from hpc_rlhf.models.generate import banned_tokens  # noqa: E402
@@ -48,6 +50,8 @@ def main(work: str, out_path: str, overrides: list[str]) -> None:
     cfg = load_config(os.path.join(REPO, "configs", "tiny.yaml"), [f"run_dir={work}", *overrides])
     tok = build_tokenizer(cfg.task.vocab_words, os.path.join(work, "tokenizer"))
     policy = build_policy(cfg, tok)
+    policy = lora.apply(policy, cfg) if lora.enabled(cfg) else policy  # the trainer's LoRA policy
+    step = 0.5 if lora.enabled(cfg) else 0.05  # adapters (B starts at zero) need a larger step to change tokens
     rng = np.random.default_rng(0)
     prompts = [rng.integers(5, len(tok), size=int(rng.integers(3, 9))).astype(np.int32) for _ in range(16)]
     seeds = [int(s) for s in rng.integers(0, 2**62, size=16)]
@@ -58,8 +62,8 @@ def main(work: str, out_path: str, overrides: list[str]) -> None:
     for v in range(3):
         if v:
             with torch.no_grad():
-                for p in policy.parameters():
-                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(v)) * 0.05)
+                for p in lora.trainable(policy):
+                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(v)) * step)
         path = publish(work, v, cpu_state(policy))
         t = time.perf_counter()
         engine.load_file(v, path)

