@@ -8,7 +8,8 @@ times at seeded-random instants while it trains (a random number of new steps af
 started, plus a random fraction of a step), each time continuing with `hpc-rlhf resume RUN_DIR`, and
 finally lets the resume run to the end. A cycle is good when the SHA-256 of final/policy/model.safetensors
 equals the reference's, the ledger lists every step once and every prompt once per pass, the rollout
-archive verifies clean (no damaged shard, no left-over temporary), and every checkpoint is valid.
+archive verifies clean (no damaged shard, no left-over temporary), every checkpoint is valid, and with eval.every
+set the eval lines of metrics.jsonl are the reference's (each evaluation once, the same numbers).
 Prints one line per cycle and `M/N cycles ended bit-identical`; exits 0 only when M == N.
 
 The functions are also used by tests/checkpoint/test_ckpt_kill_resume.py. The code under test is the one next to
@@ -186,7 +187,15 @@ def check_ledger(run_dir: str, total_steps: int, n_prompts: int, samples_per_pro
     return problems
 
 
-def check_run(run_dir: str, total_steps: int, ref_sha: str, n_prompts: int = 64, samples: int = 2) -> list[str]:
+def eval_lines(run_dir: str) -> list[dict]:
+    """The eval/* lines of metrics.jsonl (eval.every > 0), in order: step lines carry time_unix, eval lines do not."""
+    rows = [json.loads(x) for x in open(os.path.join(run_dir, "metrics.jsonl")) if x.strip()]
+    return [r for r in rows if "time_unix" not in r]
+
+
+def check_run(
+    run_dir: str, total_steps: int, ref_sha: str, n_prompts: int = 64, samples: int = 2, ref_evals: list | None = None
+) -> list[str]:
     """Everything a good cycle must satisfy (see the module doc); [] when all hold."""
     from hpc_rlhf.archive import Archive
     from hpc_rlhf.archive.verify import verify
@@ -201,6 +210,8 @@ def check_run(run_dir: str, total_steps: int, ref_sha: str, n_prompts: int = 64,
     metric_steps = [r["step"] for r in rows if "time_unix" in r]  # step lines (eval lines carry eval/* only)
     if metric_steps != list(range(total_steps)):
         problems.append(f"metrics steps {metric_steps}")
+    if ref_evals is not None and eval_lines(run_dir) != ref_evals:  # the same evaluations, once each, same numbers
+        problems.append(f"eval series {eval_lines(run_dir)} != reference {ref_evals}")
     rep = verify(Archive.open(run_dir))
     if not rep.ok:
         problems.append(f"archive verify: {rep.problems[:3]}")
@@ -294,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         try:
             events = kill_resume_cycle(run_dir, train_args, rng, args.kills, log=run_dir + ".log")
-            problems = check_run(run_dir, args.steps, ref_sha)
+            problems = check_run(run_dir, args.steps, ref_sha, ref_evals=eval_lines(ref))
         except Exception as e:  # noqa: BLE001 - report the cycle as failed and go on
             events, problems = [], [f"{type(e).__name__}: {str(e)[:500]}"]
         good += not problems

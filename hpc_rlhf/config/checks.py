@@ -263,11 +263,6 @@ def _validate_eval(cfg: Config) -> None:
         "eval.samples_per_prompt",
         "must be 1 with eval.temperature=0 (greedy responses to one prompt are all the same)",
     )
-    _check(
-        cfg.generate.engine == "native",
-        "eval.every",
-        "evaluation samples with the native engine only; set generate.engine=native or eval.every=0",
-    )
     if e.task.name in ("jsonl", "dataset"):
         _check(
             e.task.prompts_path is not None, "eval.task.prompts_path", f"must be set when eval.task.name={e.task.name}"

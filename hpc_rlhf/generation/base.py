@@ -3,6 +3,7 @@
     engine.load_file(version, path)      # weights/policy_vV.safetensors, as weights/publish.py wrote it
     engine.load_tensors(version, state)  # the same tensors in memory (the single-rank loop)
     out = engine.sample(prompts, seeds)  # one response per prompt; seeds from rollout.plan
+    out = engine.sample(prompts, seeds, params)  # other settings than generate.* (the evaluation's)
 
 An engine samples each response from its prompt and its seed with generate.* (temperature, top-k,
 top-p, max_new_tokens, EOS), never samples the pad token (nor EOS with stop_at_eos=false), and returns
@@ -12,7 +13,7 @@ each sampled token's log-prob under logits / temperature (models.generate.Sample
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Optional, Protocol
 
 import numpy as np
 import torch
@@ -35,4 +36,6 @@ class Engine(Protocol):
 
     def load_tensors(self, version: int, state: dict[str, torch.Tensor]) -> None: ...
 
-    def sample(self, prompts: Sequence[np.ndarray], seeds: Sequence[int]) -> Samples: ...
+    def sample(
+        self, prompts: Sequence[np.ndarray], seeds: Sequence[int], params: Optional[SamplingParams] = None
+    ) -> Samples: ...

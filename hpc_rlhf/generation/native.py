@@ -17,7 +17,7 @@ from hpc_rlhf.config import Config
 from hpc_rlhf.generation.base import sampling_params
 from hpc_rlhf.models import lora
 from hpc_rlhf.models.build import build_policy, place
-from hpc_rlhf.models.generate import Samples, sample
+from hpc_rlhf.models.generate import Samples, SamplingParams, sample
 from hpc_rlhf.weights.publish import load_into, load_state
 
 
@@ -44,5 +44,7 @@ class NativeEngine:
         load_state(self.policy, state, f"policy v{version}")
         self.version = version
 
-    def sample(self, prompts: Sequence[np.ndarray], seeds: Sequence[int]) -> Samples:
-        return sample(self.policy, prompts, seeds, self.params, self.eos_id, self.pad_id)
+    def sample(
+        self, prompts: Sequence[np.ndarray], seeds: Sequence[int], params: Optional[SamplingParams] = None
+    ) -> Samples:
+        return sample(self.policy, prompts, seeds, params or self.params, self.eos_id, self.pad_id)

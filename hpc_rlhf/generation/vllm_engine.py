@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from hpc_rlhf.errors import UserError
 from hpc_rlhf.generation.base import sampling_params
 from hpc_rlhf.models import lora
 from hpc_rlhf.models.build import arch_config, build_policy, model_dtype
-from hpc_rlhf.models.generate import Samples, banned_tokens
+from hpc_rlhf.models.generate import Samples, SamplingParams, banned_tokens
 from hpc_rlhf.rundir import RunDir
 from hpc_rlhf.weights.publish import load_into, load_state
 
@@ -150,11 +151,11 @@ class VLLMEngine:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
 
-    def request_params(self, seed: int):
-        from vllm import SamplingParams
+    def request_params(self, seed: int, p: Optional[SamplingParams] = None):
+        from vllm import SamplingParams as VLLMParams
 
-        p = self.params
-        return SamplingParams(
+        p = p or self.params
+        return VLLMParams(
             n=1,
             seed=int(seed),
             temperature=p.temperature,
@@ -168,11 +169,17 @@ class VLLMEngine:
             detokenize=False,
         )
 
-    def sample(self, prompts: Sequence[np.ndarray], seeds: Sequence[int]) -> Samples:
+    def sample(
+        self, prompts: Sequence[np.ndarray], seeds: Sequence[int], params: Optional[SamplingParams] = None
+    ) -> Samples:
+        """params: other settings than generate.* (the evaluation's); its stop_at_eos must be generate's (the
+        allowed ids were fixed at start)."""
         from vllm.inputs import TokensPrompt
 
+        p = params or self.params
+        assert p.stop_at_eos == self.params.stop_at_eos, "stop_at_eos is generate.stop_at_eos for every request"
         reqs = [TokensPrompt(prompt_token_ids=[int(t) for t in pr]) for pr in prompts]
-        outs = self.llm.generate(reqs, [self.request_params(s) for s in seeds], use_tqdm=False)
+        outs = self.llm.generate(reqs, [self.request_params(s, p) for s in seeds], use_tqdm=False)
         responses, logprobs = [], []
         eos = np.zeros(len(prompts), dtype=np.uint8)
         for i, o in enumerate(outs):
@@ -180,7 +187,7 @@ class VLLMEngine:
             ids = np.asarray(c.token_ids, dtype=np.int32)
             responses.append(ids)
             logprobs.append(np.asarray([lp[int(t)].logprob for t, lp in zip(ids, c.logprobs)], dtype=np.float32))
-            eos[i] = 1 if (len(ids) and self.params.stop_at_eos and int(ids[-1]) == self.eos_id) else 0
+            eos[i] = 1 if (len(ids) and p.stop_at_eos and int(ids[-1]) == self.eos_id) else 0
         return Samples(responses, logprobs, eos)
 
 

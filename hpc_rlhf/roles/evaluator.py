@@ -3,7 +3,7 @@ score them with the eval's reward functions and write eval shards; the train lea
 
     eval_versions(cfg)                          # the versions evaluated: V % eval.every == 0, 1 <= V <= total_steps
     ev = Evaluator(cfg, run_dir, tok, rank)     # a generation rank's side: eval prompts, reward functions
-    path = ev.run(policy, version, shard)       # eval shard J of version V (reused when identical on disk)
+    path = ev.run(engine, version, shard)       # eval shard J of version V (reused when identical on disk)
     eval_metrics(cfg, parts)                    # eval/* of one evaluation from its shards' fields
     inbox = EvalInbox(cfg, start_step)          # the train lead's side: waits for the announced eval shards
     inbox.collect(ctl, topo, upto, log)         # log eval/* of every evaluated version <= upto
@@ -32,7 +32,8 @@ from hpc_rlhf.cluster.control import EVAL, Control
 from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config, fingerprint
 from hpc_rlhf.config.schema import RewardConfig
-from hpc_rlhf.models.generate import SamplingParams, sample
+from hpc_rlhf.generation.base import Engine
+from hpc_rlhf.models.generate import SamplingParams
 from hpc_rlhf.rewards import RewardSources, reward_batch
 from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.shard import normalize, pack_ragged, read_shard, reusable, write_shard
@@ -145,8 +146,9 @@ class Evaluator:
             "config_fingerprint": self.fp,
         }
 
-    def run(self, policy: Any, version: int, shard: int) -> str:
-        """Sample, score and write eval shard `shard` of `version` with `policy` (holding that version);
+    def run(self, engine: Engine, version: int, shard: int) -> str:
+        """Sample, score and write eval shard `shard` of `version` with `engine` (holding that version: the
+        generation rank's engine, native or vllm, with the eval's sampling settings);
         an identical shard on disk is reused. Returns its path."""
         path = RunDir(self.run_dir).eval_shard(version - 1, shard)
         expect = self.expected(version, shard)
@@ -158,7 +160,7 @@ class Evaluator:
         greedy = e.temperature == 0
         seeds = [0 if greedy else eval_seed(self.cfg.seed, version, int(a), int(b)) for a, b in zip(pi, si)]
         prompts = [self.prompts[int(i)] for i in pi]
-        out = sample(policy, prompts, seeds, self.params, self.tok.eos_token_id, self.tok.pad_token_id)
+        out = engine.sample(prompts, seeds, self.params)
         where = f"eval of policy v{version} shard {shard}"
         labels = [self.prompts.label(int(i)) for i in pi]
         rb = reward_batch(self.tok, prompts, out.responses, labels, pi, si, where)
@@ -206,11 +208,11 @@ def my_eval_shards(cfg: Config, topo: Topology, rank: int) -> list[int]:
     return [j for j in range(cfg.eval.shards) if topo.generator_rank(j) == rank]
 
 
-def evaluate_and_announce(ev: Evaluator, policy: Any, version: int, mine: list[int], ctl: Control, to: int) -> None:
+def evaluate_and_announce(ev: Evaluator, engine: Engine, version: int, mine: list[int], ctl: Control, to: int) -> None:
     """A generation rank: run its eval shards `mine` of `version`, announcing each to `to` (the train
     lead) as (version, shard, path)."""
     for j in mine:
-        ctl.send(to, EVAL, (version, j, ev.run(policy, version, j)))
+        ctl.send(to, EVAL, (version, j, ev.run(engine, version, j)))
 
 
 class EvalHook:
@@ -229,7 +231,7 @@ class EvalHook:
         if self.gen.version != msg[1]:
             self.gen.load_version(msg[1], msg[2])
         with self.gen.timer.phase("compute/eval"):
-            evaluate_and_announce(self.ev, self.gen.policy, msg[1], self.mine, self.ctl, self.lead)
+            evaluate_and_announce(self.ev, self.gen.engine, msg[1], self.mine, self.ctl, self.lead)
 
 
 def log_evaluation(cfg: Config, log: Any, version: int, paths: Sequence[str]) -> None:
@@ -282,5 +284,5 @@ class LocalEvals:
             if self.gen.version != v:
                 self.gen.load_state(v, tensors_of(v))
             with self.gen.timer.phase("compute/eval"):
-                paths = [self.ev.run(self.gen.policy, v, j) for j in range(self.cfg.eval.shards)]
+                paths = [self.ev.run(self.gen.engine, v, j) for j in range(self.cfg.eval.shards)]
             log_evaluation(self.cfg, log, v, paths)

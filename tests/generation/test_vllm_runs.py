@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from hpc_rlhf.rollout.shard import read_shard
-from tests.conftest import REPO
+from tests.conftest import REPO, eval_series, tiny_eval
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
@@ -47,6 +47,10 @@ SCENARIOS = {
     "vllm_single": ("vllm", ["generate.engine=vllm", "runtime.launcher=none"]),  # versions as tensors
 }
 RUNS = {"full": ["native", "vllm_111", "vllm_211", "vllm_single"], "lora": ["native", "vllm_111"]}
+GOLD = "{name: gold, kind: function, function: 'hpc_rlhf.demo.task:gold_reward'}"
+# Evaluation during training with the run's engine: 4 evaluations of 8 prompts x 4 samples (the full-policy runs)
+EVAL = ["eval.every=10", "eval.num_prompts=8", "eval.samples_per_prompt=4", "eval.max_new_tokens=16"]
+EVAL += [f"eval.sources=[{GOLD}]", "eval.pass_source=gold"]
 
 
 def _runs(policy: str, python: str, base) -> dict[str, tuple[str, dict]]:
@@ -55,7 +59,8 @@ def _runs(policy: str, python: str, base) -> dict[str, tuple[str, dict]]:
     for name in RUNS[policy]:
         engine, over = SCENARIOS[name]
         d = str(base / name)
-        runs[name] = (d, _demo(python if engine else sys.executable, d, *POLICIES[policy], *over))
+        evals = EVAL if policy == "full" else []
+        runs[name] = (d, _demo(python if engine else sys.executable, d, *POLICIES[policy], *over, *evals))
     return runs
 
 
@@ -98,13 +103,17 @@ def _sha(path: str) -> str:
 @pytest.mark.parametrize("other", ["vllm_211", "vllm_single"])
 def test_vllm_samples_the_same_tokens_on_every_layout(full_runs, other):
     """2+1+1 (other batches per engine) and the single-rank loop (versions handed over as tensors, no
-    files) against 1+1+1: the same tokens and log-probs in every shard, the same final policy."""
+    files) against 1+1+1: the same tokens and log-probs in every shard, the same evaluations (sampled by
+    the engine), the same final policy."""
     runs = full_runs
     a, b = _tokens(runs["vllm_111"][0]), _tokens(runs[other][0])
     assert a.keys() == b.keys() and len(a) == 80
     for k in a:
         assert np.array_equal(a[k][0], b[k][0]), f"{k}: other tokens on {other}"
         assert np.array_equal(a[k][1], b[k][1]), f"{k}: other log-probs on {other}"
+    ea, eb = eval_series(runs["vllm_111"][0]), eval_series(runs[other][0])
+    assert sorted(ea) == [9, 19, 29, 39] and "eval/pass_at_4" in ea[39], ea  # evaluated with vLLM, every 10
+    assert ea == eb, f"other eval numbers on {other}"
     policy = os.path.join("final", "policy", "model.safetensors")
     assert _sha(os.path.join(runs["vllm_111"][0], policy)) == _sha(os.path.join(runs[other][0], policy))
 
@@ -116,6 +125,7 @@ def test_a_killed_and_resumed_vllm_ppo_run_ends_as_the_uninterrupted_one(vllm_py
     final-policy SHA-256, every step and prompt in the ledger once, a clean archive and valid checkpoints."""
     args = [vllm_py, os.path.join(REPO, "tools", "kill_resume.py"), "--cycles", "1", "--kills", "1", "--seed", "1"]
     args += ["--work", str(tmp_path), "--set", "generate.engine=vllm", "model.arch.hidden_size=64", *policy]
+    args += tiny_eval(4)  # the resumed run's eval series must be the reference's (kill_resume.check_run)
     p = subprocess.run(
         args, capture_output=True, text=True, timeout=1500, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}
     )

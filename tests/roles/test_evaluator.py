@@ -96,7 +96,6 @@ def test_versions_and_seeds_come_from_the_config_and_the_identity_only():
         ([*tiny_eval(2), "eval.task={name: demo, vocab_words: 96}"], r"'eval.task.vocab_words': must be task"),
         ([*tiny_eval(2), "eval.task={name: jsonl}"], r"'eval.task.prompts_path': must be set"),
         ([*tiny_eval(2), "eval.task={name: jsonl, prompts_path: /no/such.jsonl}"], r"'eval.task.prompts_path': path"),
-        ([*tiny_eval(2), "generate.engine=vllm"], r"'eval.every': evaluation samples with the native engine"),
     ],
 )
 def test_bad_eval_settings_fail_at_load_in_one_line(over, match):
