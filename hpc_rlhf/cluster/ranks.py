@@ -2,7 +2,9 @@
 
     register_rank(run_dir, rank, role, index, attempt)   # at start: rank_RRRRR.json {rank, role, index, pid, ...}
     note_exit(run_dir, rank, "0", attempt)               # just before leaving: rank_RRRRR.exit ('0', '75', 'failed')
+    note_exit(run_dir, rank, "failed", attempt, "rank 1 (score) failed: ...")   # with the line the rank prints
     rank_info(run_dir)                                   # {rank: {..., "exit": ...}} for launchers, heartbeats, leases
+    failure_lines(run_dir)                               # the failed ranks' lines, for the launcher's last word
 
 `attempt` is a token the ranks of one start of the run share (rank 0 draws it and broadcasts it): a
 requeued Slurm job finds the notes of its previous attempt in place, and must not take an old exit
@@ -52,13 +54,14 @@ def register_rank(run_dir: str, rank: int, role: str, index: int, attempt: str =
     os.replace(tmp, path)
 
 
-def note_exit(run_dir: str, rank: int, what: str, attempt: str = "") -> None:
-    """This rank leaves on purpose ('0', '75') or after naming its failure ('failed')."""
+def note_exit(run_dir: str, rank: int, what: str, attempt: str = "", line: str = "") -> None:
+    """This rank leaves on purpose ('0', '75') or after naming its failure ('failed', with `line`, the one
+    line it prints: the launcher repeats it, since a rank's last output can be lost when MPI aborts)."""
     try:
         rd = RunDir(run_dir)
         os.makedirs(rd.ranks, exist_ok=True)
         with open(rd.rank_exit(rank), "w") as f:
-            f.write(f"{what} {attempt}".strip() + "\n")
+            f.write(f"{what} {attempt}".strip() + "\n" + (line.splitlines()[0] + "\n" if line else ""))
     except OSError:
         pass
 
@@ -67,10 +70,25 @@ def read_exit(run_dir: str, rank: int) -> tuple[str, str] | None:
     """(what, attempt) of rank `rank`'s exit note, or None when it has none."""
     try:
         with open(RunDir(run_dir).rank_exit(rank)) as f:
-            parts = f.read().split()
+            parts = f.readline().split()
     except OSError:
         return None
     return (parts[0], parts[1] if len(parts) > 1 else "") if parts else None
+
+
+def failure_lines(run_dir: str) -> list[str]:
+    """The line each failed rank of this attempt noted (rank order); [] when none did."""
+    out = []
+    for rank, info in sorted(rank_info(run_dir).items()):
+        if info.get("exit") != "failed" or info.get("exit_attempt") != info.get("attempt"):
+            continue
+        try:
+            with open(RunDir(run_dir).rank_exit(rank)) as f:
+                line = f.read().splitlines()[1:2]
+        except OSError:
+            continue
+        out += line
+    return out
 
 
 def rank_info(run_dir: str) -> dict[int, dict]:

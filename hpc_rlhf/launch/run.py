@@ -28,7 +28,11 @@ def run_local(cfg: Config, run_dir: str) -> int:
     if code == cfg.runtime.requeue_exit_code:
         print(f"stopped after a checkpoint; continue with: hpc-rlhf resume {run_dir}", file=sys.stderr)
     elif code != 0:
-        print(f"error: the run failed (exit {code}); see the rank errors above", file=sys.stderr)
+        from hpc_rlhf.cluster.ranks import failure_lines
+
+        named = failure_lines(run_dir)  # a rank's own line can be lost when MPI aborts the world: say it here too
+        said = "; ".join(named) if named else "see the rank errors above"
+        print(f"error: the run failed (exit {code}): {said}", file=sys.stderr)
     return code
 
 

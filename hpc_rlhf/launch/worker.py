@@ -160,8 +160,9 @@ def _fail(e: BaseException, run_dir: str, comm, me: _Attempt, dog) -> int:
     dog.done()
     if me.heartbeat is not None and lost_peer(e):  # a peer vanished (e.g. a trainer on another node): the
         me.heartbeat.wait_verdict()  # heartbeats name it, with its host, and end the job (they abort the world)
-    note_exit(run_dir, me.rank, "failed", me.token)
-    print(f"error: rank {me.rank} ({me.role}) failed: {type(e).__name__}: {first_line(e)}", file=sys.stderr, flush=True)
+    line = f"rank {me.rank} ({me.role}) failed: {type(e).__name__}: {first_line(e)}"
+    note_exit(run_dir, me.rank, "failed", me.token, line)
+    print(f"error: {line}", file=sys.stderr, flush=True)
     if not isinstance(e, UserError):
         traceback.print_exc(file=sys.stderr)
     sys.stderr.flush()
@@ -198,7 +199,7 @@ def _start_heartbeat(cfg, run_dir: str, comm, role: str, attempt: str):
 
     def peer_lost(msg: str) -> None:  # on the heartbeat thread: name the peer, then end the whole job
         print(f"error: rank {rank} ({role}): {msg}; ending the job", file=sys.stderr, flush=True)
-        note_exit(run_dir, rank, "failed", attempt)
+        note_exit(run_dir, rank, "failed", attempt, f"rank {rank} ({role}): {msg}")
         job = os.environ.get("SLURM_JOB_ID")
         if job:  # what `hpc-rlhf status` reports once Slurm forgot the job
             from hpc_rlhf.launch.slurm_events import record_event
