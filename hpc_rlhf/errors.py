@@ -9,6 +9,12 @@ class ConfigError(UserError):
     """A bad config key or value."""
 
 
+def check_key(cond: bool, key: str, msg: str) -> None:
+    """A config check: ConfigError "config key 'KEY': MSG" unless `cond`."""
+    if not cond:
+        raise ConfigError(f"config key '{key}': {msg}")
+
+
 class ShardError(UserError):
     """A rollout shard is missing, partial or damaged. `status`: 'damaged' (unreadable, a checksum
     failed), 'partial' (fields missing or inconsistent) or 'foreign' (not a shard this reader knows);
