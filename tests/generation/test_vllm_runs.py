@@ -49,7 +49,13 @@ SCENARIOS = {
 RUNS = {"full": ["native", "vllm_111", "vllm_211", "vllm_single"], "lora": ["native", "vllm_111"]}
 GOLD = "{name: gold, kind: function, function: 'hpc_rlhf.demo.task:gold_reward'}"
 # Evaluation during training with the run's engine: 4 evaluations of 8 prompts x 4 samples (the full-policy runs)
-EVAL = ["eval.every=10", "eval.num_prompts=8", "eval.samples_per_prompt=4", "eval.max_new_tokens=16"]
+EVAL = [
+    "eval.every=10",
+    "eval.num_prompts=8",
+    "eval.samples_per_prompt=4",
+    "eval.temperature=1.0",
+    "eval.max_new_tokens=16",
+]
 EVAL += [f"eval.sources=[{GOLD}]", "eval.pass_source=gold"]
 
 
