@@ -111,7 +111,7 @@ def _demo(cfg: Config, t0: float) -> int:
     final = AutoModelForCausalLM.from_pretrained(rd.final_policy, local_files_only=True).eval()
     gold1 = gold_eval(cfg, final, tok)
     with open(rd.metrics) as f:
-        metrics = [json.loads(x) for x in f if x.strip()]
+        metrics = [m for m in map(json.loads, filter(str.strip, f)) if "time_unix" in m]  # step lines (not eval/*)
     _plot(metrics, rd.demo_curves)
     report = {
         "gold_reward_initial": gold0,
