@@ -123,6 +123,38 @@ def run_ours(size: str, workdir: str, threads: int) -> dict:
     }
 
 
+def step_flops(size: str) -> dict[str, float]:
+    """Model FLOPs of one GRPO step of the workload, counted as a generic trainer computes them (every
+    column through every layer, full attention, the output layer on the response columns only, as both
+    sides do): sampling ~ one forward over the step's tokens (prefill + one column per new token), the
+    reference forward, and the epochs of updates at 3x a forward each (forward + backward). TRL's extra
+    old-log-probs forward is not counted: the step does not need it."""
+    a = common.arch(size)
+    d, n_layers, inter = a["hidden_size"], a["num_layers"], a["intermediate_size"]
+    vocab = 4 + common.VOCAB_WORDS
+    seq = common.PROMPT_LEN + common.NEW_TOKENS
+    per_token = 2 * n_layers * (4 * d * d + 3 * d * inter) + n_layers * 4 * seq * d
+    forward = SAMPLES * (seq * per_token + common.NEW_TOKENS * 2 * d * vocab)
+    return {"sampling": forward, "reference": forward, "updates": 3 * a["epochs"] * forward}
+
+
+def physical_limit(size: str, peak_gflops: float, step_s: dict[str, float]) -> dict:
+    """The step's FLOPs at the measured matmul peak (the fastest the step could run), and how far each
+    side's median step is from it; `target_step_s`: the step that 2x TRL's samples/s needs."""
+    f = step_flops(size)
+    total = sum(f.values())
+    limit = total / (peak_gflops * 1e9)
+    return {
+        "flops": f,
+        "gflops_per_step": total / 1e9,
+        "peak_gflops": peak_gflops,
+        "limit_s": limit,
+        "distance": {side: s / limit for side, s in step_s.items()},
+        "target_step_s": step_s["trl"] / 2,
+        "target_share_of_peak": limit / (step_s["trl"] / 2),
+    }
+
+
 def samples_per_s(step_s: list[float]) -> float:
     return SAMPLES * len(step_s) / sum(step_s)
 
@@ -151,6 +183,8 @@ def summarize(size: str, runs: dict[str, list[dict]]) -> dict:
 
 def compare(sizes: list[str], rounds: int, workdir: str, threads: int = common.THREADS) -> dict:
     out: dict = {"rounds": rounds, "threads": threads, "prompts_per_step": PROMPTS, "samples_per_prompt": G}
+    out["peak_gflops"] = common.matmul_peak(threads)
+    print(f"[grpo] fp32 matmul peak on {threads} thread(s): {out['peak_gflops']:.1f} GFLOP/s", flush=True)
     out["sizes"] = {}
     for size in sizes:
         wl = workload_file(size, workdir)
@@ -162,7 +196,18 @@ def compare(sizes: list[str], rounds: int, workdir: str, threads: int = common.T
                 runs[side].append(rec)
                 print(f"[grpo] {size} round {r + 1}/{rounds} {side}: {rec['samples_per_s']:.2f} samples/s", flush=True)
         out["sizes"][size] = summarize(size, runs)
+        add_limit(out["sizes"][size], size, out["peak_gflops"])
     return out
+
+
+def add_limit(res: dict, size: str, peak_gflops: float) -> None:
+    lim = res["physical_limit"] = physical_limit(size, peak_gflops, res["step_s_median"])
+    print(
+        f"[grpo] {size}: {lim['gflops_per_step']:.1f} GFLOP per step, {lim['limit_s']:.3f} s at the peak; ours "
+        f"{lim['distance']['ours']:.2f}x, TRL {lim['distance']['trl']:.2f}x that; 2x TRL needs "
+        f"{lim['target_step_s']:.3f} s ({100 * lim['target_share_of_peak']:.0f}% of the peak over the whole step)",
+        flush=True,
+    )
 
 
 def merge(paths: list[str]) -> dict:
@@ -180,6 +225,9 @@ def merge(paths: list[str]) -> dict:
             for side, v in r["runs"].items():
                 runs.setdefault(size, {}).setdefault(side, []).extend(v)
     out["sizes"] = {size: summarize(size, r) for size, r in runs.items()}
+    if out.get("peak_gflops"):  # the first file's peak
+        for size, r in out["sizes"].items():
+            add_limit(r, size, out["peak_gflops"])
     return out
 
 

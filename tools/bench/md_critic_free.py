@@ -13,7 +13,7 @@ from typing import Any
 
 import common
 
-TARGET = 2.0  # issue #14: our GRPO at >= 2x TRL GRPOTrainer's samples/s at both sizes
+TARGET = 2.0  # the target: our GRPO at >= 2x TRL GRPOTrainer's samples/s at both sizes
 
 
 def _f(x: float, nd: int = 2) -> str:
@@ -58,6 +58,7 @@ def grpo_trl(c: dict[str, Any]) -> list[str]:
             f"{_f(s['trl'])} | **{_f(r['ratio_vs_trl'])}x** | {_f(r['ratio_per_round_median'])}x "
             f"({_f(min(pr))}-{_f(max(pr))}) | {met} | {_f(st['ours'], 3)} | {_f(st['trl'], 3)} |"
         )
+    L += limit_lines(c)
     L += [
         "",
         "Where a step goes (medians over the runs of each side's per-step seconds). Ours, from the metrics:",
@@ -93,6 +94,32 @@ def grpo_trl(c: dict[str, Any]) -> list[str]:
         *TRL_DIFFERS,
         "",
     ]
+    return L
+
+
+def limit_lines(c: dict[str, Any]) -> list[str]:
+    """The distance of each side's step to its physical limit (compare_trl_grpo.physical_limit)."""
+    if not all("physical_limit" in r for r in c["sizes"].values()):
+        return []
+    peak = c["peak_gflops"]
+    L = [
+        "",
+        "The physical limit of a step: its model FLOPs (`compare_trl_grpo.step_flops`: sampling ~ one forward,",
+        "the reference forward, the updates at 3x a forward per epoch; every column through every layer) at the",
+        f"fp32 matmul peak measured at the start of the run ({_f(peak, 1)} GFLOP/s on {c.get('threads', 2)} threads,",
+        "an n=1024 matmul). 2x TRL's samples/s needs half of TRL's median step, and that step would run",
+        "at the given share of the peak from its first to its last instruction, token-by-token decoding included.",
+        "",
+        "| size | GFLOP per step | limit s/step | ours / limit | TRL / limit | 2x TRL needs s/step | share of the peak it needs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in c["sizes"].values():
+        a, lim = r["arch"], r["physical_limit"]
+        L.append(
+            f"| hidden {a['hidden_size']} / {a['num_layers']} layers | {_f(lim['gflops_per_step'], 1)} | "
+            f"{_f(lim['limit_s'], 3)} | {_f(lim['distance']['ours'])}x | {_f(lim['distance']['trl'])}x | "
+            f"{_f(lim['target_step_s'], 3)} | {100 * lim['target_share_of_peak']:.0f}% |"
+        )
     return L
 
 
