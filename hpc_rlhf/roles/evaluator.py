@@ -36,7 +36,7 @@ from hpc_rlhf.generation.base import Engine
 from hpc_rlhf.models.generate import SamplingParams
 from hpc_rlhf.rewards import RewardSources, reward_batch
 from hpc_rlhf.rollout.prompts import PromptSet
-from hpc_rlhf.rollout.shard import normalize, pack_ragged, read_shard, reusable, write_shard
+from hpc_rlhf.rollout.shard import normalize, read_shard, reusable, sample_fields, write_shard
 from hpc_rlhf.rundir import RunDir
 
 EVAL_SEED_TAG = 0xE7A1  # the 'eval' in the seed of an eval sample
@@ -165,7 +165,8 @@ class Evaluator:
         labels = [self.prompts.label(int(i)) for i in pi]
         rb = reward_batch(self.tok, prompts, out.responses, labels, pi, si, where)
         reward, values = self.sources.compute(None, rb)
-        data = _fields(prompts, out, pi, si, np.asarray(seeds, dtype=np.int64), version, reward, values)
+        data = sample_fields(prompts, out, pi, si, np.asarray(seeds, dtype=np.int64), version, version - 1)
+        data.update(reward=reward, reward_sources=values)
         attrs = {
             **expect,
             "run_id": f"{self.fp}-s{self.cfg.seed}",
@@ -176,31 +177,6 @@ class Evaluator:
             "reward_weights": self.sources.weights,
         }
         return write_shard(path, normalize(data, "eval"), attrs)
-
-
-def _fields(prompts: list, out: Any, pi: np.ndarray, si: np.ndarray, seeds: np.ndarray, version: int, reward, values):
-    """An eval shard's fields (rollout/schema.py EVAL_FIELDS)."""
-    n = len(prompts)
-    pt, po = pack_ragged(prompts, "int32")
-    rt, ro = pack_ragged(out.responses, "int32")
-    lp, _ = pack_ragged(out.logprobs, "float32")
-    return {
-        "prompt_index": pi,
-        "sample_index": si,
-        "policy_version": np.full(n, version, dtype=np.int64),
-        "step": np.full(n, version - 1, dtype=np.int64),
-        "seed": seeds,
-        "prompt_len": np.diff(po).astype(np.int32),
-        "response_len": np.diff(ro).astype(np.int32),
-        "eos": out.eos,
-        "prompt_offsets": po,
-        "response_offsets": ro,
-        "prompt_tokens": pt,
-        "response_tokens": rt,
-        "gen_logprobs": lp,
-        "reward": reward,
-        "reward_sources": values,
-    }
 
 
 def my_eval_shards(cfg: Config, topo: Topology, rank: int) -> list[int]:

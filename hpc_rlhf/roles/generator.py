@@ -17,8 +17,6 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-import numpy as np
-
 from hpc_rlhf.cluster.control import CTRL, SHARD, Control
 from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config, fingerprint
@@ -29,7 +27,7 @@ from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import behaviour_version, shard_path, shard_plan
 from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.refill import round_attrs
-from hpc_rlhf.rollout.shard import normalize, pack_ragged, reusable, write_shard
+from hpc_rlhf.rollout.shard import normalize, reusable, sample_fields, write_shard
 from hpc_rlhf.runtime.faults import maybe_fail
 
 
@@ -88,32 +86,14 @@ class Generator:
         prompts = [self.prompts[int(i)] for i in plan.prompt_indices]
         with self.timer.phase("compute/generate"):
             out = self.engine.sample(prompts, plan.seeds.tolist())
-        n = len(prompts)
-        pt, po = pack_ragged(prompts, "int32")
-        rt, ro = pack_ragged(out.responses, "int32")
-        lp, _ = pack_ragged(out.logprobs, "float32")
-        data = {
-            "prompt_index": plan.prompt_indices,
-            "sample_index": plan.sample_indices,
-            "policy_version": np.full(n, plan.version, dtype=np.int64),
-            "step": np.full(n, step, dtype=np.int64),
-            "seed": plan.seeds,
-            "prompt_len": np.diff(po).astype(np.int32),
-            "response_len": np.diff(ro).astype(np.int32),
-            "eos": out.eos,
-            "prompt_offsets": po,
-            "response_offsets": ro,
-            "prompt_tokens": pt,
-            "response_tokens": rt,
-            "gen_logprobs": lp,
-        }
+        data = sample_fields(prompts, out, plan.prompt_indices, plan.sample_indices, plan.seeds, plan.version, step)
         attrs = {
             **self.expected_attrs(step, shard, "generated"),
             "run_id": f"{self.fp}-s{self.cfg.seed}",
             "producer_role": "generate",
             "producer_rank": self.rank,
             "policy_version": plan.version,
-            "num_samples": n,
+            "num_samples": len(prompts),
         }
         data = normalize(data, "generated")
         with self.timer.phase("io/write_shard"):

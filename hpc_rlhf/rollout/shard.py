@@ -298,6 +298,31 @@ def pack_ragged(seqs: list[np.ndarray], dtype: str) -> tuple[np.ndarray, np.ndar
     return flat, offsets
 
 
+def sample_fields(prompts: list, samples, prompt_index, sample_index, seeds, version: int, step: int) -> dict:
+    """The fields every shard of sampled responses holds (a generated or an eval shard, rollout/schema.py):
+    identities, seeds, lengths, and the ragged prompt, response and log-prob arrays. `samples` has
+    `responses`, `logprobs` and `eos` (models/generate.Samples)."""
+    n = len(prompts)
+    pt, po = pack_ragged(prompts, "int32")
+    rt, ro = pack_ragged(samples.responses, "int32")
+    lp, _ = pack_ragged(samples.logprobs, "float32")
+    return {
+        "prompt_index": prompt_index,
+        "sample_index": sample_index,
+        "policy_version": np.full(n, version, dtype=np.int64),
+        "step": np.full(n, step, dtype=np.int64),
+        "seed": seeds,
+        "prompt_len": np.diff(po).astype(np.int32),
+        "response_len": np.diff(ro).astype(np.int32),
+        "eos": samples.eos,
+        "prompt_offsets": po,
+        "response_offsets": ro,
+        "prompt_tokens": pt,
+        "response_tokens": rt,
+        "gen_logprobs": lp,
+    }
+
+
 def unpack_ragged(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
