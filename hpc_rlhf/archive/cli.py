@@ -52,7 +52,9 @@ def _group(text: str) -> tuple[int, int]:
     try:
         return int(a), int(b)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not STEP:GROUP (e.g. 12:345; group = prompt index)") from None
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not STEP:GROUP (e.g. 12:345; group = prompt index, r * 2**32 + prompt index in refill round r)"
+        ) from None
 
 
 def _open(args: argparse.Namespace):
@@ -183,7 +185,8 @@ def _show_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top", type=int, metavar="K", help="the K highest-reward samples")
     g.add_argument("--bottom", type=int, metavar="K", help="the K lowest-reward samples")
     p.add_argument("--group", type=_group, metavar="STEP:GROUP",
-                   help="every sample of one group (a prompt's samples at a step; group id = prompt index)")  # fmt: skip
+                   help="every sample of one group (a prompt's samples at a step; group id = prompt index, "
+                   "r * 2**32 + prompt index in dynamic sampling's refill round r)")  # fmt: skip
     p.add_argument("--limit", type=int, default=5, help="samples shown without --top/--bottom (default 5)")
     p.add_argument("--reward", type=_range, metavar="LO:HI", help="reward range, inclusive")
     p.add_argument("--tokenizer", help="tokenizer folder (default RUN_DIR/tokenizer; ids when absent)")

@@ -32,6 +32,7 @@ from hpc_rlhf.rewards import RewardBatch, RewardSources, reward_batch
 from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import shard_path
 from hpc_rlhf.rollout.prompts import PromptSet
+from hpc_rlhf.rollout.refill import group_ids
 from hpc_rlhf.rollout.shard import normalize, read_shard, reusable, unpack_ragged, write_shard
 from hpc_rlhf.runtime.faults import maybe_fail
 
@@ -99,7 +100,7 @@ class Scorer:
         with self.timer.phase("compute/reward_sources"):
             rb = self._reward_batch(data, prompts, responses, f"step {step} shard {shard}")
             data["reward"], data["reward_sources"] = self.sources.compute(model_scores, rb)
-        data["group_id"] = data["prompt_index"]  # a group: the samples of one prompt at one step
+        data["group_id"] = group_ids(data["prompt_index"], int(attrs.get("refill_round", 0)))
         new_attrs = {**dict(attrs), **expect, "producer_role": "score", "producer_rank": self.rank}
         new_attrs.update(reward_sources=self.sources.names, reward_weights=self.sources.weights)
         new_attrs.pop("created_unix", None)

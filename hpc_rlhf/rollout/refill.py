@@ -54,6 +54,13 @@ def rounds_used(cfg: Config, paths: Sequence[str]) -> Optional[int]:
     return max(shard_round(cfg, n[1])[0] for n in named if n is not None)
 
 
+def group_ids(prompt_index: np.ndarray, refill_round: int) -> np.ndarray:
+    """A scored shard's `group_id`s: a group is the samples of one prompt at one step, and a prompt drawn
+    again in refill round r >= 1 of the step is another group: r * 2**32 + prompt_index (round 0, and
+    every run without dynamic sampling: the prompt index itself)."""
+    return np.asarray(prompt_index, dtype=np.int64) + (np.int64(refill_round) << np.int64(32))
+
+
 def groups_of(part: Fields) -> list[tuple[np.ndarray, bool]]:
     """[(rows, uniform)] of a shard's groups (its prompts, in order of first appearance)."""
     pi, reward = np.asarray(part["prompt_index"]), np.asarray(part["reward"], np.float64)

@@ -55,7 +55,14 @@ FIELDS: tuple[Field, ...] = (
     Field("gen_logprobs", "float32", "R", "generate", "log-probs of the response under the sampling policy"),
     Field("ref_logprobs", "float32", "R", "score", "log-probs of the response under the reference"),
     Field("reward", "float32", "N", "score", "the reward: sum of weight * value over the reward sources (unclipped)"),
-    Field("group_id", "int64", "N", "score", "its group: the samples of one prompt at one step (= prompt_index)", 3),
+    Field(
+        "group_id",
+        "int64",
+        "N",
+        "score",
+        "its group: the samples of one prompt at one step (= prompt_index; in refill round r, r * 2**32 + prompt_index)",
+        3,
+    ),
     Field(
         "reward_sources", "float32", "NxS", "score", "each reward source's value, unweighted (meta reward_sources)", 3
     ),

@@ -153,9 +153,11 @@ def test_critic_free_layouts_sample_identical_tokens_and_end_with_the_same_weigh
 
 
 # DAPO's pieces together: dynamic sampling with refill (gold-rule rewards, 2 samples per prompt: many uniform
-# groups), clip-higher, overlong filtering and token-budget micro-batches (8 rows of ~14 tokens: 2 per minibatch)
+# groups), clip-higher, overlong filtering and token-budget micro-batches (8 rows of ~14 tokens: 2 per minibatch);
+# 12 prompts, 8 per step: a refill round draws 4 prompts the step has not seen, then 4 of its own again
 DYNAMIC = [
     *["algo.name=grpo", "algo.kl_loss=k3", "algo.dynamic_sampling=true", "algo.max_refill_rounds=2"],
+    "task.num_prompts=12",
     *["algo.clip_high=0.28", "algo.overlong_filter=true", "train.max_tokens_per_microbatch=64"],
     "reward.sources=[{name: gold, kind: function, function: 'hpc_rlhf.demo.task:gold_reward'}]",
 ]
@@ -174,6 +176,7 @@ def test_dynamic_sampling_is_layout_invariant(dynamic_runs):
     prompt) order: one process and 2+1+1 ranks draw the same rounds, sample the same tokens, keep the same
     groups and end with the same weights (bit-identical: one trainer)."""
     from hpc_rlhf.archive import Archive
+    from hpc_rlhf.archive.summary import summarize
     from hpc_rlhf.archive.verify import verify
 
     ref, got = rollouts(dynamic_runs / "single"), rollouts(dynamic_runs / "2+1+1")
@@ -192,6 +195,17 @@ def test_dynamic_sampling_is_layout_invariant(dynamic_runs):
         assert [x["refill_rounds"] for x in ledger] == [x["algo/refill_rounds"] for x in lines]
         assert all(len(x["prompt_index"]) == 16 for x in ledger)  # every step trains on 8 groups of 2
         assert verify(Archive.open(str(run))).ok
+    # the archive's groups: a prompt drawn again in a refill round of its step is another group
+    groups: dict[int, set] = {}
+    for p in glob.glob(f"{dynamic_runs}/single/rollouts/*/scored_*.h5"):
+        d, a = read_shard(p, ["prompt_index", "group_id", "step", "policy_version"])
+        rnd = int(a.get("refill_round", 0))
+        assert d["group_id"].tolist() == [(rnd << 32) + int(i) for i in d["prompt_index"]]
+        for v, st, i in zip(d["policy_version"], d["step"], d["prompt_index"]):
+            groups.setdefault(int(v), set()).add((int(st), rnd, int(i)))
+    assert any(len({(st, i) for st, _, i in g}) < len(g) for g in groups.values())  # a prompt drawn again
+    rows = summarize(Archive.open(str(dynamic_runs / "single")), ngram=None)
+    assert {r["policy_version"]: r["groups"] for r in rows} == {v: len(g) for v, g in groups.items()}
 
 
 @pytest.fixture(scope="module")
