@@ -21,10 +21,13 @@ FAULT_STEPS = 20  # a tiny step takes ~0.1 s: three kills (each <= 3 steps + 0.2
 TINY_TASK = "{name: demo, num_prompts: 64, vocab_words: 32, prompt_len_min: 3, prompt_len_max: 6}"  # configs/tiny.yaml
 
 
-def tiny_eval(every: int, shards: int = 2) -> list[str]:
+def tiny_eval(every: int, shards: int = 2, rm: bool = False) -> list[str]:
     """Overrides that turn evaluation on for the tiny config: 6 of its prompts, 4 samples each at
-    temperature 1, the demo's gold reward (a response with gold words passes), every `every` versions."""
+    temperature 1, the demo's gold reward (a response with gold words passes), every `every` versions;
+    rm: the run's reward model as a second eval source (weight 0.5)."""
     gold = "{name: gold, kind: function, function: 'hpc_rlhf.demo.task:gold_reward'}"
+    if rm:
+        gold += ", {name: rm, kind: model, weight: 0.5}"
     return [
         f"eval.every={every}",
         f"eval.shards={shards}",

@@ -276,12 +276,7 @@ def _validate_eval(cfg: Config) -> None:
         "needs at least one reward function, e.g. [{name: correct, kind: function, "
         "function: 'hpc_rlhf.rewards.builtin:exact_match'}]",
     )
-    for i, s in enumerate(e.sources):
-        _check(
-            s.kind == "function",
-            f"eval.sources[{i}].kind",
-            f"must be function (eval rewards are computed on the generation ranks, which hold no reward model), got '{s.kind}'",
-        )
+    _check(sum(s.kind == "model" for s in e.sources) <= 1, "eval.sources", "at most one source of kind=model")
     _validate_sources(e.sources, "eval.sources")
     names = [s.name for s in e.sources]
     _check(

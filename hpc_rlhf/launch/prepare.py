@@ -64,7 +64,9 @@ def prepare_run(cfg: Config) -> tuple[Config, str]:
         if not prompt_file:
             check_inputs(cfg, run_dir, start)  # the demo's prompts: the reward model's tokenizer only
         check_rl_context(cfg, run_dir, prompts)
-    if cfg.stage == "rl" and cfg.model.reward_path is None and any(s.kind == "model" for s in cfg.reward.sources):
+    from hpc_rlhf.models.context import reward_model_used
+
+    if cfg.model.reward_path is None and reward_model_used(cfg):
         print(
             f"warning: model.reward_path is unset: {cfg.algo.name} runs against a randomly initialised reward model "
             "(train one with `hpc-rlhf train-rm`, or reward with functions only: reward.sources)",
@@ -125,7 +127,9 @@ def check_inputs(cfg: Config, run_dir: str, start: str | None = None):
     tokenizer now, so that bad data is a one-line UserError naming file, row and fix before any rank starts
     or any Slurm job is queued, never a failed job. `start`: the checkpoint a resume continues from, whose
     prompt set the file must still render to (rollout/prompt_store.py). Returns the PromptSet (None: demo)."""
-    model_rm = cfg.model.reward_path is not None and any(s.kind == "model" for s in cfg.reward.sources)
+    from hpc_rlhf.models.context import reward_model_used
+
+    model_rm = cfg.model.reward_path is not None and reward_model_used(cfg)
     if cfg.task.name == "demo" and not model_rm:
         return None
     from hpc_rlhf.models.build import load_tokenizer

@@ -31,7 +31,7 @@ def run_single(cfg: Config, run_dir: str, device, stop_flag) -> str:
     share = lora.enabled(cfg)
     gen = Generator(cfg, run_dir, device, 0, policy if share and cfg.max_policy_lag == 0 else None)
     scorer = Scorer(cfg, run_dir, device, 0, lora.BaseView(policy) if share else None)
-    evals = LocalEvals(cfg, run_dir, gen, sess.start_step)  # eval.every: roles/evaluator.py
+    evals = LocalEvals(cfg, run_dir, gen, sess.start_step, scorer.rm)  # eval.every: roles/evaluator.py
     verdict = "done"
     with sess.closing_on_error():
         for step in range(sess.start_step, cfg.total_steps):

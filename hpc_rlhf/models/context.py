@@ -39,6 +39,15 @@ def context_limit(path: str) -> Optional[tuple[str, int]]:
     return None
 
 
+def reward_model_used(cfg: Config) -> bool:
+    """Whether a reward source of the run is the reward model: one of reward.sources, or of eval.sources when
+    evaluations run (eval.every > 0; the generation ranks then load it too)."""
+    if cfg.stage != "rl":
+        return False
+    sources = list(cfg.reward.sources) + (list(cfg.eval.sources) if cfg.eval.every > 0 else [])
+    return any(s.kind == "model" for s in sources)
+
+
 def run_models(cfg: Config, reward_shares_tokens: bool) -> list[tuple[str, Optional[str]]]:
     """(config key, folder or None: built from model.arch) of every model that reads the run's sequences: the
     policy (and the reference, and a value model from it), the reward model when a source uses it and it reads
@@ -48,7 +57,7 @@ def run_models(cfg: Config, reward_shares_tokens: bool) -> list[tuple[str, Optio
     out = [("model.policy_path", m.policy_path)]
     if cfg.stage != "rl":
         return out
-    model_rm = any(s.kind == "model" for s in cfg.reward.sources)
+    model_rm = reward_model_used(cfg)
     value_from_rm = advantage_estimator(cfg.algo.name).critic and m.value_init == "reward" and m.reward_path is not None
     if (model_rm or value_from_rm) and reward_shares_tokens:
         out.append(("model.reward_path", m.reward_path))

@@ -15,8 +15,9 @@ of metrics.jsonl). Eval shard J holds the J-th contiguous part of the eval promp
 with eval.samples_per_prompt responses; generation rank J % layout.generate samples it as one batch, so the
 results do not depend on the layout. Sample k of eval prompt i under version V draws from the seed
 hash(run seed, 'eval', V, i, k); greedy sampling (eval.temperature=0) takes the most likely token (top-k 1).
-The rewards are computed where the samples are (the generation rank): eval sources are functions of the
-text, and this keeps the scoring ranks' step pipeline untouched.
+The rewards are computed where the samples are (the generation rank), which keeps the scoring ranks' step
+pipeline untouched: reward functions of the text, and a `kind: model` source with the run's reward model,
+which a generation rank then loads too (models/reward_scores.py; the single-rank loop shares its scorer's).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from math import comb
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -33,7 +34,9 @@ from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config, fingerprint
 from hpc_rlhf.config.schema import RewardConfig
 from hpc_rlhf.generation.base import Engine
+from hpc_rlhf.models.forward import make_batch
 from hpc_rlhf.models.generate import SamplingParams
+from hpc_rlhf.models.reward_scores import RewardScorer
 from hpc_rlhf.rewards import RewardSources, reward_batch
 from hpc_rlhf.rollout.prompts import PromptSet
 from hpc_rlhf.rollout.shard import normalize, read_shard, reusable, sample_fields, write_shard
@@ -127,11 +130,14 @@ def check_eval_inputs(cfg: Config, run_dir: str) -> None:
 class Evaluator:
     """A generation rank's evaluations: the eval prompts and reward functions, loaded once."""
 
-    def __init__(self, cfg: Config, run_dir: str, tok: Any, rank: int):
+    def __init__(self, cfg: Config, run_dir: str, tok: Any, rank: int, device=None, rm: Optional[RewardScorer] = None):
+        """device: where a `kind: model` eval source's reward model runs; rm: that model already loaded
+        (the single-rank loop's scorer's), else it is loaded here when a source needs it."""
         self.cfg, self.run_dir, self.tok, self.rank = cfg, run_dir, tok, rank
         ecfg = eval_config(cfg)
         self.prompts = PromptSet(ecfg, tok)
         self.sources = RewardSources(ecfg)
+        self.rm = (rm or RewardScorer(cfg, tok, device or "cpu")) if self.sources.needs_model else None
         self.params = sampling(cfg)
         self.fp = fingerprint(cfg)
 
@@ -164,7 +170,7 @@ class Evaluator:
         where = f"eval of policy v{version} shard {shard}"
         labels = [self.prompts.label(int(i)) for i in pi]
         rb = reward_batch(self.tok, prompts, out.responses, labels, pi, si, where)
-        reward, values = self.sources.compute(None, rb)
+        reward, values = self.sources.compute(self._model_scores(prompts, out.responses, pi), rb)
         data = sample_fields(prompts, out, pi, si, np.asarray(seeds, dtype=np.int64), version, version - 1)
         data.update(reward=reward, reward_sources=values)
         attrs = {
@@ -177,6 +183,14 @@ class Evaluator:
             "reward_weights": self.sources.weights,
         }
         return write_shard(path, normalize(data, "eval"), attrs)
+
+    def _model_scores(self, prompts: list, responses: list, pi: np.ndarray) -> Optional[np.ndarray]:
+        """The reward model's scores of the samples (None when no eval source is the model)."""
+        if self.rm is None:
+            return None
+        batch = make_batch(prompts, responses, self.tok.pad_token_id).to(self.rm.device)
+        raw = [self.prompts.raw(int(i)) for i in pi] if self.rm.wants_raw else None
+        return self.rm.scores(self.rm.batch(batch, prompts, responses, raw)).float().cpu().numpy().astype(np.float32)
 
 
 def my_eval_shards(cfg: Config, topo: Topology, rank: int) -> list[int]:
@@ -199,7 +213,7 @@ class EvalHook:
         self.gen, self.ctl, self.lead = gen, ctl, topo.trainer0
         self.versions = set(eval_versions(cfg))
         self.mine = my_eval_shards(cfg, topo, ctl.rank)
-        self.ev = Evaluator(cfg, run_dir, gen.tok, ctl.rank) if self.versions and self.mine else None
+        self.ev = Evaluator(cfg, run_dir, gen.tok, ctl.rank, gen.device) if self.versions and self.mine else None
 
     def __call__(self, msg: tuple) -> None:
         if self.ev is None or msg[0] != "weights" or msg[1] not in self.versions:
@@ -247,10 +261,11 @@ class LocalEvals:
     """The single-rank loop's evaluations (launch/single.py): the same versions, shards and log lines as
     the ranks' EvalHook + EvalInbox, run in turn with the generator of the process."""
 
-    def __init__(self, cfg: Config, run_dir: str, gen: Any, start_step: int):
+    def __init__(self, cfg: Config, run_dir: str, gen: Any, start_step: int, rm: Optional[RewardScorer] = None):
+        """rm: the scorer's reward model, shared with a `kind: model` eval source."""
         self.cfg, self.gen = cfg, gen
         self.inbox = EvalInbox(cfg, start_step)
-        self.ev = Evaluator(cfg, run_dir, gen.tok, 0) if self.inbox.pending else None
+        self.ev = Evaluator(cfg, run_dir, gen.tok, 0, gen.device, rm) if self.inbox.pending else None
 
     def upto(self, version: int, tensors_of: Callable[[int], dict], log: Any) -> None:
         """Evaluate and log every pending version <= version (tensors_of(v): the tensors of version v)."""

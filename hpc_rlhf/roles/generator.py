@@ -35,7 +35,7 @@ class Generator:
     def __init__(self, cfg: Config, run_dir: str, device, rank: int, policy=None):
         """policy: a model to sample with instead of building one (the single-rank loop's LoRA policy;
         native engine only)."""
-        self.cfg, self.run_dir, self.rank = cfg, run_dir, rank
+        self.cfg, self.run_dir, self.rank, self.device = cfg, run_dir, rank, device
         self.tok = load_tokenizer(cfg, run_dir)
         self.engine = make_engine(cfg, run_dir, device, rank, self.tok, policy)  # generate.engine
         self.policy = getattr(self.engine, "policy", None)  # the native engine's model

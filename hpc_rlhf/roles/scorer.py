@@ -24,10 +24,10 @@ import torch
 from hpc_rlhf.cluster.control import CTRL, SCORED, SHARD, Control, Stopped
 from hpc_rlhf.cluster.topology import Topology
 from hpc_rlhf.config import Config, fingerprint
-from hpc_rlhf.models.build import build_reference, build_reward, load_tokenizer, place
-from hpc_rlhf.models.forward import make_batch, response_logprobs, run_pair, sequence_scores
+from hpc_rlhf.models.build import build_reference, load_tokenizer, place
+from hpc_rlhf.models.forward import make_batch, response_logprobs, run_pair
 from hpc_rlhf.models.generate import banned_tokens
-from hpc_rlhf.models.retokenize import RewardTokens
+from hpc_rlhf.models.reward_scores import RewardScorer
 from hpc_rlhf.rewards import RewardBatch, RewardSources, reward_batch
 from hpc_rlhf.roles.timing import PhaseTimer
 from hpc_rlhf.rollout.plan import shard_path
@@ -44,13 +44,9 @@ class Scorer:
         self.cfg, self.run_dir, self.rank, self.device = cfg, run_dir, rank, device
         self.tok = load_tokenizer(cfg, run_dir)
         self.sources = RewardSources(cfg)
-        self.reward = (
-            place(build_reward(cfg, self.tok, device, compute=True), device, cfg.runtime.bf16)
-            if self.sources.needs_model
-            else None
-        )
-        self.retok = RewardTokens.of(cfg, self.tok) if self.reward is not None else None  # RM's own tokenizer
-        raw = self.retok is not None and self.retok.chat  # the RM's chat template takes the prompts as written
+        self.rm = RewardScorer(cfg, self.tok, device) if self.sources.needs_model else None
+        self.reward = None if self.rm is None else self.rm.model
+        raw = self.rm is not None and self.rm.wants_raw  # the RM's chat template takes the prompts as written
         self.prompts = PromptSet(cfg, self.tok, run_dir) if self.sources.needs_text or raw else None  # the labels
         if reference is None:  # the initial policy; with LoRA that is the base (adapters start at zero)
             reference = place(build_reference(cfg, self.tok, device, compute=True), device, cfg.runtime.bf16)
@@ -89,9 +85,10 @@ class Scorer:
             def ref():
                 return response_logprobs(self.reference, batch, self.cfg.generate.temperature, self.banned)
 
-            if self.reward is not None:  # two independent models: side by side
-                rm_batch = batch if self.retok is None else self._rm_batch(data, prompts, responses)
-                (ref_lp, _), scores = run_pair(ref, lambda: sequence_scores(self.reward, rm_batch))
+            if self.rm is not None:  # two independent models: side by side
+                raw = [self.prompts.raw(int(i)) for i in data["prompt_index"]] if self.rm.wants_raw else None
+                rm_batch = self.rm.batch(batch, prompts, responses, raw)
+                (ref_lp, _), scores = run_pair(ref, lambda: self.rm.scores(rm_batch))
                 model_scores = scores.float().cpu().numpy().astype(np.float32)
             else:
                 (ref_lp, _), model_scores = ref(), None
@@ -108,12 +105,6 @@ class Scorer:
         with self.timer.phase("io/write_shard"):
             write_shard(out, data, new_attrs, durable=self.durable)
         return out, time.perf_counter() - t0, data
-
-    def _rm_batch(self, data: dict, prompts: list, responses: list):
-        """The samples re-encoded with the reward model's own tokenizer (models/retokenize.py)."""
-        assert self.retok is not None
-        raw = [self.prompts.raw(int(i)) for i in data["prompt_index"]] if self.prompts is not None else None
-        return self.retok.batch(prompts, responses, raw).to(self.device)
 
     def _reward_batch(self, data: dict, prompts: list, responses: list, where: str) -> RewardBatch:
         """What the reward functions are called with (texts decoded only when there is a function)."""

@@ -59,8 +59,10 @@ def weights(run_dir):
 @pytest.fixture(scope="module")
 def layout_runs(tmp_path_factory, tiny_rm, mpiexec):
     base = tmp_path_factory.mktemp("layouts")
-    for name, layout in LAYOUTS.items():  # with evaluation of versions 2 and 4: it must not change training
-        cli("train", TINY, f"run_dir={base}/{name}", *tiny_rm["overrides"], *tiny_eval(2), *layout_args(layout))
+    for name, layout in LAYOUTS.items():  # with evaluation of versions 2 and 4 (gold rule and the reward model)
+        cli(
+            "train", TINY, f"run_dir={base}/{name}", *tiny_rm["overrides"], *tiny_eval(2, rm=True), *layout_args(layout)
+        )
     # two threads: the side-by-side pieces (run_pair) take one each; FSDP: two trainers hold half each
     for name, over in VARIANTS.items():
         cli("train", TINY, f"run_dir={base}/{name}", *tiny_rm["overrides"], *over)
@@ -88,8 +90,37 @@ def test_layouts_sample_identical_tokens_and_end_with_the_same_weights(layout_ru
     assert diff <= tol, f"{name}: max weight difference {diff}"
     if name in LAYOUTS:  # evaluated every 2 versions (eval shards split over 2 generators on 2+1+1): same numbers
         want = eval_series(str(layout_runs / "single"))
-        assert sorted(want) == [1, 3] and "eval/pass_at_4" in want[1], want
+        assert sorted(want) == [1, 3] and "eval/pass_at_4" in want[1] and "eval/reward/rm" in want[1], want
         assert eval_series(str(layout_runs / name)) == want, f"{name}: eval metrics differ"
+
+
+def test_eval_scores_with_the_reward_model_as_the_scorer_does(layout_runs, tiny_rm):
+    """An eval source of kind model: the generation rank's reward model gives each eval sample the score
+    the Hugging Face sequence classifier of model.reward_path gives the same tokens; the eval shards of
+    1+1+1 and 2+1+1 (the reward model loaded on each generation rank) equal the single-rank loop's
+    (which shares its scorer's)."""
+    from transformers import AutoModelForSequenceClassification
+
+    rm = AutoModelForSequenceClassification.from_pretrained(tiny_rm["overrides"][0].split("=", 1)[1]).eval()
+    shards = sorted(glob.glob(f"{layout_runs}/single/rollouts/evals/*/eval_*.h5"))
+    assert len(shards) == 4  # versions 2 and 4, 2 shards each
+    for p in shards:
+        d, a = read_shard(p)
+        got = d["reward_sources"][:, a["reward_sources"].index("rm")]
+        seqs = [
+            np.concatenate([pr, rs])
+            for pr, rs in zip(
+                np.split(d["prompt_tokens"], np.cumsum(d["prompt_len"])[:-1]),
+                np.split(d["response_tokens"], np.cumsum(d["response_len"])[:-1]),
+            )
+        ]
+        with torch.no_grad():
+            want = [float(rm(input_ids=torch.as_tensor(s)[None]).logits[0, 0]) for s in seqs]
+        assert np.allclose(got, want, atol=1e-5), (p, got, want)
+        assert np.allclose(d["reward"], d["reward_sources"] @ np.array(a["reward_weights"]), atol=1e-6)
+        for name in ("1+1+1", "2+1+1"):
+            other, _ = read_shard(p.replace("/single/", f"/{name}/"))
+            assert np.array_equal(other["reward_sources"], d["reward_sources"]), name
 
 
 RESHARD = {

@@ -52,12 +52,13 @@ def _generated_shard(cfg, run_dir: str, tok) -> str:
 
 
 def test_a_scorer_with_only_a_function_builds_no_reward_model(tiny_rm, tmp_path, monkeypatch):
+    import hpc_rlhf.models.reward_scores as rm_mod
     import hpc_rlhf.roles.scorer as scorer_mod
 
     def no_rm(*a, **k):
         raise AssertionError("the reward model was built")
 
-    monkeypatch.setattr(scorer_mod, "build_reward", no_rm)
+    monkeypatch.setattr(rm_mod, "build_reward", no_rm)
     tok_path = tiny_rm["overrides"][1]
     cfg = load_config(TINY, [tok_path, GOLD_ONLY, f"run_dir={tmp_path}"])
     assert cfg.model.reward_path is None

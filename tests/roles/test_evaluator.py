@@ -91,7 +91,10 @@ def test_versions_and_seeds_come_from_the_config_and_the_identity_only():
         (["eval.every=2", f"eval.task={TINY_TASK}"], r"'eval.sources': needs at least one reward function"),
         (["eval.every=-1"], r"'eval.every': must be >= 0"),
         ([*tiny_eval(2), "eval.pass_source=nope"], r"'eval.pass_source': 'nope' is not one of the eval sources"),
-        ([*tiny_eval(2), "eval.sources=[{name: rm, kind: model}]"], r"'eval.sources\[0\].kind': must be function"),
+        (
+            [*tiny_eval(2), "eval.sources=[{name: a, kind: model}, {name: b, kind: model}]"],
+            r"'eval.sources': at most one",
+        ),
         ([*tiny_eval(2), "eval.temperature=0"], r"'eval.samples_per_prompt': must be 1 with eval.temperature=0"),
         ([*tiny_eval(2), "eval.task={name: demo, vocab_words: 96}"], r"'eval.task.vocab_words': must be task"),
         ([*tiny_eval(2), "eval.task={name: jsonl}"], r"'eval.task.prompts_path': must be set"),
