@@ -31,8 +31,9 @@ class EvalConfig:
     """Eval shards per evaluation; shard J (a contiguous part of the eval prompts) is sampled by
     generation rank J % layout.generate, so the eval's results never depend on the layout."""
     sources: list[RewardSourceConfig] = field(default_factory=list)
-    """The eval's reward functions (items as in `reward.sources`, kind=function), computed on the
-    generation ranks; `eval/reward/NAME` is each one's mean, `eval/reward_mean` their weighted sum's."""
+    """The eval's reward sources (items as in `reward.sources`: functions, and at most one kind=model, the
+    run's reward model, which the generation ranks then load too), computed on the generation ranks;
+    `eval/reward/NAME` is each one's mean, `eval/reward_mean` their weighted sum's."""
     pass_source: str = ""
     """The source of `sources` that says whether a response is correct (a value > 0 passes, e.g.
     exact_match's 1.0): `eval/pass_at_K` is logged for it. Empty: no pass@k."""
