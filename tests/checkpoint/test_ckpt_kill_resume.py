@@ -39,7 +39,7 @@ def grpo_case(request, tmp_path_factory, train_args, mpiexec) -> tuple[list[str]
     base = tmp_path_factory.mktemp(f"grpo_{request.param}")
     args = [*train_args, *GRPO]
     if request.param == "demo":
-        args += tiny_eval(4, shards=1)
+        args += tiny_eval(4, shards=1, rm=True)
     if request.param == "parquet-chat":
         from tests.rollout.prompt_files import chat_tokenizer, dataset_overrides, prompt_file
 
@@ -61,6 +61,7 @@ def test_grpo_sigkilled_and_resumed_is_bit_identical(tmp_path, grpo_case):
     assert not glob.glob(f"{run}/checkpoints/*/value*")
     evals = eval_series(ref_dir)
     assert eval_series(run) == evals and sorted(evals) == ([3, 7, 11, 15, 19] if "eval.every=4" in args else [])
+    assert all("eval/reward/rm" in e for e in evals.values())  # the reward model's eval source
 
 
 DYNAMIC = [  # GRPO with refill rounds (gold-rule rewards, 2 samples per prompt: many uniform groups)

@@ -131,7 +131,7 @@ def test_a_killed_and_resumed_vllm_ppo_run_ends_as_the_uninterrupted_one(vllm_py
     final-policy SHA-256, every step and prompt in the ledger once, a clean archive and valid checkpoints."""
     args = [vllm_py, os.path.join(REPO, "tools", "kill_resume.py"), "--cycles", "1", "--kills", "1", "--seed", "1"]
     args += ["--work", str(tmp_path), "--set", "generate.engine=vllm", "model.arch.hidden_size=64", *policy]
-    args += tiny_eval(4)  # the resumed run's eval series must be the reference's (kill_resume.check_run)
+    args += tiny_eval(4, rm=True)  # the resumed run's eval series must be the reference's (kill_resume.check_run)
     p = subprocess.run(
         args, capture_output=True, text=True, timeout=1500, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}
     )

@@ -46,7 +46,7 @@ def _step(run_dir: Path) -> int:
 def test_a_failed_job_is_submitted_again_and_ends_bit_identical(tmp_path, jobs, tiny_rm):
     run_dir = tmp_path / "run"
     over = [f"total_steps={STEPS}", "checkpoint.every_steps=2", "slurm.timeout_min=10", "runtime.lease_ttl_s=600"]
-    over += [*tiny_rm["overrides"], *tiny_eval(10)]  # evaluation of versions 10, 20, 30 on the generation rank
+    over += [*tiny_rm["overrides"], *tiny_eval(10, rm=True)]  # evaluation of versions 10, 20, 30 on the generation rank
     cfg = load_config(TINY, [f"run_dir={run_dir}", *over])
     first = slurm_submit.submit(cfg, TINY, False, out=io.StringIO())
     jobs.append(first.job_id)
@@ -86,4 +86,5 @@ def test_a_failed_job_is_submitted_again_and_ends_bit_identical(tmp_path, jobs, 
     assert _sha(run_dir) == _sha(ref), "submit --resume after a killed rank must end bit-identical"
     evals = eval_series(str(ref))
     assert sorted(evals) == [9, 19, 29] and eval_series(str(run_dir)) == evals, "the eval series must match"
+    assert all("eval/reward/rm" in e for e in evals.values())  # the reward model, loaded on the generation rank
     assert "eval:       step 29: reward_mean" in shown.stdout, shown.stdout
