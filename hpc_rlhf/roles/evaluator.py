@@ -189,8 +189,7 @@ class Evaluator:
         if self.rm is None:
             return None
         batch = make_batch(prompts, responses, self.tok.pad_token_id).to(self.rm.device)
-        raw = [self.prompts.raw(int(i)) for i in pi] if self.rm.wants_raw else None
-        return self.rm.scores(self.rm.batch(batch, prompts, responses, raw)).float().cpu().numpy().astype(np.float32)
+        return self.rm.scores(self.rm.batch(batch, prompts, responses, self.prompts, pi))
 
 
 def my_eval_shards(cfg: Config, topo: Topology, rank: int) -> list[int]:

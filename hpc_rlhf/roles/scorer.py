@@ -86,10 +86,8 @@ class Scorer:
                 return response_logprobs(self.reference, batch, self.cfg.generate.temperature, self.banned)
 
             if self.rm is not None:  # two independent models: side by side
-                raw = [self.prompts.raw(int(i)) for i in data["prompt_index"]] if self.rm.wants_raw else None
-                rm_batch = self.rm.batch(batch, prompts, responses, raw)
-                (ref_lp, _), scores = run_pair(ref, lambda: self.rm.scores(rm_batch))
-                model_scores = scores.float().cpu().numpy().astype(np.float32)
+                rm_batch = self.rm.batch(batch, prompts, responses, self.prompts, data["prompt_index"])
+                (ref_lp, _), model_scores = run_pair(ref, lambda: self.rm.scores(rm_batch))
             else:
                 (ref_lp, _), model_scores = ref(), None
             mask = batch.response_mask.bool().cpu()
